@@ -1,0 +1,129 @@
+"""The one configuration object of geminid (schema and defaults).
+
+Loading (TOML file, environment, flags, precedence, validation messages) lives in
+``geminid.daemon.config_load``; this module only says *what* can be configured, so that every
+other module can depend on it without pulling in parsing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+from geminid.daemon.backoff import BackoffPolicy
+
+#: The real service, pinned to v1beta (GEMINI_LIVE.md §1).
+DEFAULT_ENDPOINT = (
+    "wss://generativelanguage.googleapis.com/ws/"
+    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+)
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A string that never shows itself: repr/str are redacted so that it cannot leak by accident.
+
+    ``reveal()`` is the only way to get the value, which makes every use greppable.
+    """
+
+    _value: str
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+def _default_runtime_dir() -> Path:
+    """systemd's RuntimeDirectory= first, then the user's runtime dir, then /run/geminid."""
+    if base := os.environ.get("RUNTIME_DIRECTORY"):
+        return Path(base.split(":")[0])
+    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / "geminid"
+    return Path("/run/geminid")
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("STATE_DIRECTORY")
+    if base:
+        return Path(base.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "geminid"
+
+
+@attrs.frozen
+class UpstreamConfig:
+    endpoint: str = DEFAULT_ENDPOINT
+    #: None means: no key configured, so ``geminid run`` uses the embedded fake upstream.
+    api_key: Secret | None = None
+    api_key_file: Path | None = None
+    connect_timeout: float = 10.0
+    setup_timeout: float = 15.0
+    #: No frame at all from the server for this long while live means a stall (0 = off).
+    #: Gemini sends nothing while idle, so this only applies while a reply is expected.
+    stall_timeout: float = 30.0
+    max_message_size: int = 64 * 1024 * 1024
+    #: Vertex-style transparent resumption (lastConsumedClientMessageIndex). On the Developer
+    #: API this is an unknown field and fatal, so it is off by default.
+    transparent: bool = False
+
+
+@attrs.frozen
+class SessionConfig:
+    replay_buffer_bytes: int = 8 * 1024 * 1024
+    #: Audio older than this is dropped (and counted) rather than replayed after a reconnect.
+    audio_staleness: float = 1.0
+    #: End a session with no client activity for this long (0 = never).
+    inactivity_timeout: float = 1800.0
+    #: Rotate this long before the goAway deadline at the latest.
+    goaway_margin: float = 5.0
+    #: Validity of a resumption handle after its connection ends (Developer API: 2 h).
+    handle_ttl: float = 7200.0
+    #: Re-seed a fresh session (after context loss) from the saved transcript tail.
+    reseed: bool = False
+    transcript_tail: int = 64
+    #: Events kept per session for ``session.attach`` with ``since``.
+    event_ring: int = 4096
+
+
+@attrs.frozen
+class ServerConfig:
+    socket_path: Path = attrs.field(factory=lambda: _default_runtime_dir() / "geminid.sock")
+    #: Group that may connect (socket mode 0660); None means mode 0600, owner only.
+    socket_group: str | None = None
+    #: Extra uids admitted besides the daemon's own uid and root.
+    allowed_uids: tuple[int, ...] = ()
+    max_line_bytes: int = 4 * 1024 * 1024
+    #: Per-client outgoing queue, in messages; overflow marks the client lagged.
+    client_queue: int = 1024
+
+
+@attrs.frozen
+class LogConfig:
+    level: str = "info"
+    #: "auto" = console renderer on a TTY, JSON lines otherwise.
+    format: str = "auto"
+
+
+@attrs.frozen
+class Config:
+    upstream: UpstreamConfig = UpstreamConfig()
+    session: SessionConfig = SessionConfig()
+    backoff: BackoffPolicy = BackoffPolicy()
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    log: LogConfig = LogConfig()
+    state_dir: Path = attrs.field(factory=_default_state_dir)
+    #: Upper bound on a graceful drain after SIGTERM.
+    shutdown_timeout: float = 10.0
+    #: Where the config was read from (for check-config); None when no file was used.
+    source: Path | None = None
+
+    @property
+    def embedded_fake(self) -> bool:
+        """No key configured: ``geminid run`` serves sessions from the in-process fake."""
+        return self.upstream.api_key is None and self.upstream.api_key_file is None

@@ -1,0 +1,60 @@
+"""The seam between the socket server and the session core.
+
+The JSON-RPC layer (``geminid.daemon.rpc`` / ``geminid.daemon.server``) only ever talks to a
+:class:`SessionService`; the session registry implements it. Errors are raised as
+:class:`geminid.protocol.errors.GeminidError` subclasses, which carry their JSON-RPC code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+
+from geminid.daemon.events import EventSink, Gap, Event
+
+
+@attrs.frozen
+class OpenResult:
+    session: str
+    status: str
+    #: True when the session was created now, False when an existing one was attached to.
+    created: bool
+    #: True when the session was restored from a checkpoint at daemon start.
+    restored: bool
+    last_seq: int
+
+
+@attrs.frozen
+class Subscription:
+    """Returned by ``attach``: the backlog to deliver first, and a gap to announce first."""
+
+    session: str
+    gap: Gap | None
+    backlog: list[Event]
+    last_seq: int
+
+
+class SessionService(Protocol):
+    async def open(self, name: str, setup: dict[str, Any]) -> OpenResult:
+        """Create the named session, or attach to it. Raises SetupMismatch on a different setup."""
+
+    async def send(self, name: str, message: dict[str, Any]) -> int:
+        """Accept one Gemini client message; return its seq once acknowledged (durable for
+        turns and tool responses). Raises UnknownSession, SessionFailed, BufferFull,
+        LiveMessageError, ToolCallLost, NotDurable."""
+
+    def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
+        """Subscribe ``sink`` to the session's events (raises UnknownSession)."""
+
+    def detach(self, name: str, sink: EventSink) -> None:
+        """Undo attach; never raises for an unknown session or sink."""
+
+    async def close(self, name: str) -> dict[str, Any]:
+        """End the session upstream (1000) and delete its checkpoint."""
+
+    def list(self) -> list[dict[str, Any]]:
+        """One dict per session: status, handle age, connected-since, reconnects, counts."""
+
+    def status(self) -> dict[str, Any]:
+        """daemon.status: version, uptime, upstream kind, sessions, counters."""
