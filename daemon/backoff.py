@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import attrs
 
+from geminid.daemon.classify import Action
+
 
 @attrs.frozen
 class BackoffPolicy:
@@ -34,3 +36,103 @@ class BackoffPolicy:
     quota_cap: float = 600.0
     #: Failed resumes in a row after which the handle is dropped and a fresh session started.
     max_failed_resumes: int = 3
+
+
+# --- Decision logic ------------------------------------------------------------------------
+#
+# Properties (proved by tests/core/test_backoff.py with hypothesis):
+#
+# * every delay is within [0, policy.cap], or [quota_initial/2, quota_cap] for LONG_BACKOFF;
+# * the counters go back to zero only through an ending with ``live_for >= stable_after``
+#   (failed_resumes also resets when a connection reaches live, as the rule says);
+# * every ending that does not follow a stable connection counts one attempt, so any sequence
+#   of endings without a stable connection gives up (returns None) by the
+#   (max_attempts + 1)-th ending: at most max_attempts + 1 connection attempts per incident;
+# * a zero delay is only given for a RESUME_NOW / FRESH_SESSION ending that was healthy
+#   (live >= quick_failure) or the first failure of an incident. So a stream of quick
+#   failures gets at most one zero delay (the first); after it, every delay is the full-jitter
+#   ``rand * base`` with ``base >= initial`` - non-zero whenever ``rand > 0``. (Full jitter
+#   itself can draw 0; with rand from random.random() that has probability 2**-53 per draw,
+#   and the attempt budget bounds the loop regardless.)
+
+
+@attrs.frozen
+class Backoff:
+    """The retry state of one session. Immutable: ``after_ending`` returns the next state.
+
+    Pure on purpose: the caller supplies how long the connection was live and a uniform random
+    draw, so that the rules can be checked exhaustively and replayed from logs.
+    """
+
+    policy: BackoffPolicy
+    #: Consecutive failures in the current incident.
+    attempt: int = 0
+    #: Consecutive quota (LONG_BACKOFF) endings in the current incident.
+    quota_attempt: int = 0
+    #: Resumes in a row that never reached live (setupComplete).
+    failed_resumes: int = 0
+
+    def after_ending(
+        self, action: Action, *, live_for: float | None, resumed: bool, rand: float
+    ) -> tuple[Backoff, float | None]:
+        """Next state and the delay before the next attempt; ``None`` means give up.
+
+        ``live_for``: seconds the ended connection was live after setupComplete (None: it
+        never reached live). ``resumed``: the attempt's setup carried a handle. ``rand``: a
+        uniform draw in [0, 1).
+        """
+        if not 0.0 <= rand < 1.0:
+            raise ValueError(f"rand must be in [0, 1), got {rand!r}")
+        p = self.policy
+        state = self
+        stable = live_for is not None and live_for >= p.stable_after
+        if stable:
+            # Reset only after setupComplete *and* a healthy period (GEMINI_LIVE.md §6).
+            state = attrs.evolve(state, attempt=0, quota_attempt=0, failed_resumes=0)
+        if live_for is not None:
+            state = attrs.evolve(state, failed_resumes=0)
+        elif resumed:
+            state = attrs.evolve(state, failed_resumes=state.failed_resumes + 1)
+
+        if action is Action.FATAL:
+            return state, None
+
+        quick = live_for is None or live_for < p.quick_failure
+        first = state.attempt == 0
+        planned = action in (Action.RESUME_NOW, Action.FRESH_SESSION)
+        # A planned ending of a stable connection is not a failure. Every other ending counts
+        # toward the budget, planned or not: a server that cuts every few seconds must not
+        # keep us busy forever.
+        attempt = 0 if (stable and planned) else state.attempt + 1
+        if attempt > p.max_attempts:
+            return attrs.evolve(state, attempt=attempt), None
+
+        if planned:
+            if not quick or first:
+                return attrs.evolve(state, attempt=attempt), 0.0
+            # Quick failure of a "resume now": accept-then-close must not hot-loop.
+            return attrs.evolve(state, attempt=attempt), _full_jitter(p, state.attempt, rand)
+        if action is Action.LONG_BACKOFF:
+            # Equal jitter: never less than half the base, so quota waits stay minutes long.
+            base = _grow(p.quota_initial, 2.0, state.quota_attempt, p.quota_cap)
+            delay = base / 2.0 + rand * base / 2.0
+            return attrs.evolve(state, attempt=attempt, quota_attempt=state.quota_attempt + 1), delay
+        # RESUME_AFTER_BACKOFF
+        return attrs.evolve(state, attempt=attempt), _full_jitter(p, state.attempt, rand)
+
+    def must_go_fresh(self) -> bool:
+        """Too many resumes in a row failed before live: drop the handle (§6 1011 row)."""
+        return self.failed_resumes >= self.policy.max_failed_resumes
+
+
+def _full_jitter(p: BackoffPolicy, attempt: int, rand: float) -> float:
+    """AWS-style full jitter: uniform in [0, min(cap, initial * factor**attempt))."""
+    return rand * _grow(p.initial, p.factor, attempt, p.cap)
+
+
+def _grow(initial: float, factor: float, n: int, cap: float) -> float:
+    """min(cap, initial * factor**n), without overflowing for huge n."""
+    try:
+        return min(cap, initial * factor ** min(n, 4096))
+    except OverflowError:
+        return cap

@@ -8,6 +8,7 @@ other module can depend on it without pulling in parsing.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -39,20 +40,23 @@ class Secret:
     __str__ = __repr__
 
 
-def _default_runtime_dir() -> Path:
+def _default_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
     """systemd's RuntimeDirectory= first, then the user's runtime dir, then /run/geminid."""
-    if base := os.environ.get("RUNTIME_DIRECTORY"):
+    environ = os.environ if environ is None else environ
+    if base := environ.get("RUNTIME_DIRECTORY"):
         return Path(base.split(":")[0])
-    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+    if xdg := environ.get("XDG_RUNTIME_DIR"):
         return Path(xdg) / "geminid"
     return Path("/run/geminid")
 
 
-def _default_state_dir() -> Path:
-    base = os.environ.get("STATE_DIRECTORY")
+def _default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    base = environ.get("STATE_DIRECTORY")
     if base:
         return Path(base.split(":")[0])
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    home = environ.get("HOME") or str(Path.home())
+    xdg = environ.get("XDG_STATE_HOME") or str(Path(home) / ".local" / "state")
     return Path(xdg) / "geminid"
 
 
@@ -68,9 +72,16 @@ class UpstreamConfig:
     #: Gemini sends nothing while idle, so this only applies while a reply is expected.
     stall_timeout: float = 30.0
     max_message_size: int = 64 * 1024 * 1024
+    #: WebSocket ping interval (0 = no pings). Gemini answers pings in 8-30 s, so the pong
+    #: timeout must be generous: a 20 s timeout causes self-inflicted 1011s (GEMINI_LIVE.md §7).
+    keepalive_interval: float = 30.0
+    keepalive_timeout: float = 90.0
     #: Vertex-style transparent resumption (lastConsumedClientMessageIndex). On the Developer
     #: API this is an unknown field and fatal, so it is off by default.
     transparent: bool = False
+    #: Where the key came from, for check-config and logs (never the key itself), e.g.
+    #: ``"env GEMINI_API_KEY"`` or ``"file /etc/geminid/api_key"``. Set by config_load.
+    api_key_source: str | None = None
 
 
 @attrs.frozen

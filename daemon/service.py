@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from geminid.daemon.events import EventSink, Gap, Event
+from geminid.daemon.events import Event, EventSink, Gap
 
 
 @attrs.frozen

@@ -1,0 +1,198 @@
+"""The daemon: wires the checkpoint store, the session registry, the socket server, systemd and
+signals into one trio program.
+
+Shutdown order matters and is explicit here (hypercorn's pattern):
+
+1. stop accepting clients (the server's scope is cancelled);
+2. every session closes its upstream with 1000 and flushes its checkpoint, within
+   ``shutdown_timeout`` (handles stay valid, so the restarted daemon resumes);
+3. the store's writer does a final flush;
+4. everything else is cancelled, and the process exits 0.
+
+An escalation from a supervisor (a session crashing past its intensity limit) ends the daemon
+with a non-zero status, so that systemd restarts it and every session resumes from disk.
+
+READY=1 means: the socket accepts connections and every checkpointed session has been restored
+(its actor is running and its seq reservation durable). It does not wait for Gemini: a session
+that cannot reach the service must not hold the daemon's readiness hostage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping
+
+import attrs
+import structlog
+import trio
+
+from geminid.daemon import __version__, logsetup, sdnotify
+from geminid.daemon.checkpoint import CheckpointStore
+from geminid.daemon.config import Config
+from geminid.daemon.config_load import load_config, reload_api_key
+from geminid.daemon.metrics import Metrics
+from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.server import serve_unix
+from geminid.daemon.upstream import Dial, Endpoint
+from geminid.protocol.errors import ConfigError, EscalationError
+
+log = structlog.get_logger("geminid.daemon")
+
+#: Exit status when a supervisor escalates (EX_SOFTWARE): systemd's Restart=on-failure restarts.
+EXIT_ESCALATED = 70
+#: The key given to the embedded fake (it accepts any non-empty key).
+_FAKE_KEY = "embedded-fake-upstream"
+
+
+class _Key:
+    """The current API key, swappable on SIGHUP; read at every dial, never logged."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def __call__(self) -> str | None:
+        if self.cfg.embedded_fake:
+            return _FAKE_KEY
+        key = self.cfg.upstream.api_key
+        return key.reveal() if key is not None else None
+
+
+async def run_daemon(
+    cfg: Config,
+    *,
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    listen_sock: socket.socket | None = None,
+    notifier: sdnotify.Notifier | None = None,
+    task_status: trio.TaskStatus[SessionRegistry] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or an escalation (EXIT_ESCALATED)."""
+    environ = os.environ if environ is None else environ
+    notifier = notifier or sdnotify.Notifier()
+    metrics = Metrics()
+    key = _Key(cfg)
+    log.info("daemon.starting", version=__version__, pid=os.getpid(),
+             upstream="embedded-fake" if cfg.embedded_fake else "gemini")
+    try:
+        async with trio.open_nursery() as root:
+            endpoint_url = cfg.upstream.endpoint
+            if cfg.embedded_fake:
+                endpoint_url = await _start_embedded_fake(root)
+            dial = Dial(
+                endpoint=Endpoint.parse(endpoint_url),
+                api_key=key,
+                connect_timeout=cfg.upstream.connect_timeout,
+                setup_timeout=cfg.upstream.setup_timeout,
+                max_message_size=cfg.upstream.max_message_size,
+            )
+            store = CheckpointStore(cfg.state_dir)
+            report = await trio.to_thread.run_sync(store.load_all)
+            for path, reason in report.quarantined:
+                log.warning("checkpoint.quarantined", path=str(path), reason=reason)
+            await root.start(store.run)
+            registry = SessionRegistry(
+                cfg, store, dial, metrics,
+                upstream_kind="embedded-fake" if cfg.embedded_fake else "gemini",
+            )
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+                async with trio.open_nursery() as core:
+                    await core.start(registry.run, report.records)
+                    server_scope = trio.CancelScope()
+                    socket_path = await core.start(_serve, registry, cfg, listen_sock, server_scope)
+                    notifier.ready(registry.status_line())
+                    log.info("daemon.ready", sessions=len(report.records), socket=str(socket_path))
+                    core.start_soon(sdnotify.run_watchdog, notifier, sdnotify.watchdog_interval(environ))
+                    core.start_soon(_status_loop, notifier, registry.status_line)
+                    task_status.started(registry)
+                    async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            key.cfg = _reload(key.cfg, args, environ, notifier)
+                            registry.cfg = key.cfg
+                            continue
+                        name = signal.Signals(signum).name
+                        log.info("daemon.stopping", signal=name)
+                        notifier.stopping(f"stopping on {name}")
+                        server_scope.cancel()
+                        await registry.shutdown(cfg.shutdown_timeout)
+                        core.cancel_scope.cancel()
+                        break
+                with trio.move_on_after(cfg.shutdown_timeout, shield=True):
+                    await store.flush()
+            root.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        escalations, rest = group.split(EscalationError)
+        if escalations is None:
+            raise
+        if rest is not None:
+            raise rest from None
+        log.critical("daemon.escalated", error=str(escalations.exceptions[0]))
+        return EXIT_ESCALATED
+    except EscalationError as exc:
+        log.critical("daemon.escalated", error=str(exc))
+        return EXIT_ESCALATED
+    log.info("daemon.stopped")
+    return 0
+
+
+async def _serve(
+    registry: SessionRegistry,
+    cfg: Config,
+    listen_sock: socket.socket | None,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[object],
+) -> None:
+    with scope:
+        await serve_unix(registry, cfg.server, sock=listen_sock, task_status=task_status)
+
+
+async def _start_embedded_fake(nursery: trio.Nursery) -> str:
+    """No key configured: serve sessions from the in-process fake upstream, and say so loudly."""
+    from geminid.daemon.fake import FakeOptions, FakeUpstream
+
+    fake = await nursery.start(FakeUpstream(FakeOptions()).serve)
+    url = fake.url()
+    log.warning(
+        "upstream.embedded_fake",
+        url=url,
+        note="no API key configured (GEMINI_API_KEY or --api-key-file): sessions talk to the "
+        "embedded FAKE Gemini upstream, not to Google",
+    )
+    return url
+
+
+async def _status_loop(notifier: sdnotify.Notifier, line: Callable[[], str], period: float = 5.0) -> None:
+    last = None
+    while True:
+        text = line()
+        if text != last:
+            notifier.status(text)
+            last = text
+        await trio.sleep(period)
+
+
+def _reload(cfg: Config, args: argparse.Namespace | None, environ: Mapping[str, str],
+            notifier: sdnotify.Notifier) -> Config:
+    """SIGHUP: re-read the config for the log level, and the key file. Sessions are untouched;
+    a rotated key takes effect at each session's next reconnect."""
+    notifier.reloading()
+    try:
+        new = load_config(args, environ) if args is not None else cfg
+        new = reload_api_key(new)
+    except ConfigError as exc:
+        log.error("config.reload_failed", error=logsetup.redact_text(exc.message))
+        notifier.ready()
+        return cfg
+    logsetup.set_level(new.log.level)
+    old_key = cfg.upstream.api_key.reveal() if cfg.upstream.api_key else None
+    new_key = new.upstream.api_key.reveal() if new.upstream.api_key else None
+    log.info("config.reloaded", log_level=new.log.level, key_rotated=old_key != new_key)
+    notifier.ready()
+    # Only what can change safely at run time is taken over: the log level and the key.
+    upstream = cfg.upstream
+    if not cfg.embedded_fake:
+        upstream = attrs.evolve(cfg.upstream, api_key=new.upstream.api_key)
+    return attrs.evolve(cfg, upstream=upstream, log=new.log)

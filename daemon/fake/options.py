@@ -1,0 +1,78 @@
+"""FakeOptions: every knob of the fake upstream, with the real service's behaviour as default.
+
+All durations are seconds on **trio's clock** (``trio.current_time``), so that a test under
+``trio.testing.MockClock`` drives lifetimes, goAway, reply pace, latency and handle TTLs.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .faults import Planned
+
+#: The lifetime cut after a goAway the client ignored (GEMINI_LIVE.md §5, §6).
+GOAWAY_VIOLATION_REASON = (
+    "Connection aborted: client failed to close the connection after receiving a GoAway message."
+)
+#: The other lifetime cut the real service does: a plain 1000.
+CANCELLED_REASON = "The operation was cancelled."
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class FakeOptions:
+    """Configuration of one :class:`~geminid.daemon.fake.FakeUpstream`.
+
+    - ``api_key``: the accepted key; ``None`` accepts any non-empty key (a missing key is
+      always refused at the upgrade with HTTP 401, a wrong one with 403).
+    - ``lifetime``: connection lifetime from the upgrade; ``goaway_before``: how long before the
+      cut the goAway goes out (capped to ``lifetime``); ``goaway=False`` cuts with no goAway.
+    - ``cut_mode``: ``"goaway"`` closes 1008 "... client failed to close the connection after
+      receiving a GoAway ..." at the deadline; ``"cancelled"`` closes 1000
+      "The operation was cancelled." (the real service does both).
+    - ``handle_ttl``: how long handles stay valid after the session's last connection ended.
+    - ``max_sessions``: concurrent connections past which setup is closed with 1011
+      ``RESOURCE_EXHAUSTED``; ``None`` is unlimited.
+    - ``empty_frames``: send the bare ``{}`` frames the real service sends (two right after
+      setupComplete, one after the first chunk of every reply).
+    - ``reply_pace``: seconds before each reply chunk and before the end of a reply;
+      ``reply_chunks``: how many ``modelTurn`` chunks a reply is split into.
+    - ``latency``: every server frame leaves this much later than it was produced (a delay line,
+      not a per-frame sleep: frames keep their spacing).
+    - ``transparent``: accept ``sessionResumption.transparent`` on the Developer API path too and
+      put ``lastConsumedClientMessageIndex`` into every update (on the Vertex path the client
+      asks for it with ``transparent: true``).
+    - ``tool_trigger_words``: words that trigger a call of the first declared function (besides
+      each function's own name).
+    - ``seed``: seeds the handle and tool-call-id generator (deterministic runs).
+    - ``faults``: faults armed on **every** connection (the CLI's ``--drop-every`` etc.).
+    - ``host``/``port``: where :meth:`FakeUpstream.serve` binds.
+    - ``handshake_timeout``/``close_timeout``: bounds on the HTTP upgrade and on the closing
+      handshake after the fake sent a close frame.
+    """
+
+    api_key: str | None = None
+    lifetime: float = attrs.field(default=600.0, validator=_non_negative)
+    goaway_before: float = attrs.field(default=60.0, validator=_non_negative)
+    goaway: bool = True
+    cut_mode: str = attrs.field(
+        default="goaway", validator=attrs.validators.in_(("goaway", "cancelled"))
+    )
+    handle_ttl: float = attrs.field(default=7200.0, validator=_non_negative)
+    max_sessions: int | None = None
+    empty_frames: bool = True
+    reply_pace: float = attrs.field(default=0.01, validator=_non_negative)
+    reply_chunks: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    latency: float = attrs.field(default=0.0, validator=_non_negative)
+    transparent: bool = False
+    tool_trigger_words: tuple[str, ...] = ("weather",)
+    seed: int = 0
+    faults: tuple[Planned, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 0
+    handshake_timeout: float = 30.0
+    close_timeout: float = 5.0

@@ -1,0 +1,312 @@
+"""The session registry: names to supervised session actors; the socket server's only peer.
+
+Each session runs under its own supervisor in the registry's nursery, so a crash restarts that
+session alone (from its last checkpoint snapshot) and never touches its neighbours. Past the
+supervisor's intensity limit the error escalates out of the registry and the daemon exits
+non-zero: systemd restarts it, and every session resumes from disk.
+
+The registry also owns what must outlive an actor restart: the event hub (subscribers and
+their place in the seq stream) and the last snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from geminid.daemon import __version__
+from geminid.daemon.checkpoint import CheckpointStore
+from geminid.daemon.config import Config
+from geminid.daemon.events import EventHub, EventSink
+from geminid.daemon.metrics import Metrics
+from geminid.daemon.service import OpenResult, Subscription
+from geminid.daemon.session import SessionActor, fingerprint
+from geminid.daemon.states import State
+from geminid.daemon.supervisor import RestartPolicy, supervise
+from geminid.daemon.upstream import Dial
+from geminid.protocol import live
+from geminid.protocol.errors import (
+    LiveMessageError,
+    SetupMismatch,
+    ShuttingDown,
+    UnknownSession,
+)
+
+log = structlog.get_logger("geminid.registry")
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+
+
+@attrs.define
+class _Slot:
+    name: str
+    setup: dict
+    fingerprint: str
+    hub: EventHub
+    record: dict | None
+    restored: bool
+    actor: SessionActor | None = None
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+
+class SessionRegistry:
+    """Implements :class:`geminid.daemon.service.SessionService`."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: CheckpointStore,
+        dial: Dial,
+        metrics: Metrics,
+        *,
+        upstream_kind: str,
+        restart_policy: RestartPolicy | None = None,
+    ) -> None:
+        self.cfg = config
+        self.store = store
+        self.dial = dial
+        self.metrics = metrics
+        self.upstream_kind = upstream_kind
+        self.restart_policy = restart_policy or RestartPolicy()
+        self.started_at = time.time()
+        self._started_mono = trio.current_time()
+        self._slots: dict[str, _Slot] = {}
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifecycle --
+
+    async def run(
+        self, records: dict[str, dict], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Restore checkpointed sessions, report ready, then serve until cancelled.
+
+        Readiness does not wait for any session to reach Gemini: a dead upstream must not hold
+        the daemon's readiness hostage. It waits only until every restored session has its
+        actor running (its seq reservation durable), so that clients can attach at once.
+        """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for name, record in sorted(records.items()):
+                await self._restore(name, record)
+            task_status.started()
+            nursery.start_soon(self._sweeper)
+            await trio.sleep_forever()
+
+    async def _restore(self, name: str, record: dict) -> None:
+        try:
+            setup = record["setup"]
+            if not isinstance(setup, dict):
+                raise TypeError("setup is not an object")
+            live.validate_client_message({"setup": setup})
+        except (KeyError, TypeError, LiveMessageError) as exc:
+            log.error("checkpoint.unusable", session=name, error=str(exc))
+            await self._delete_record(name)
+            return
+        ttl = self.cfg.session.handle_ttl
+        last_alive = float(record.get("last_alive_at") or 0.0)
+        if time.time() - last_alive > ttl:
+            log.info("session.expired", session=name, idle_s=round(time.time() - last_alive))
+            await self._delete_record(name)
+            return
+        slot = self._new_slot(name, setup, record, restored=True)
+        await self._start(slot)
+        log.info("session.restored", session=name, pending=len(record.get("pending", [])))
+
+    async def _delete_record(self, name: str) -> None:
+        gen = self.store.mark_deleted(name)
+        await self.store.wait_durable(name, gen)
+
+    def _new_slot(self, name: str, setup: dict, record: dict | None, *, restored: bool) -> _Slot:
+        hub = EventHub(name, ring_size=self.cfg.session.event_ring)
+        slot = _Slot(name, setup, fingerprint(setup), hub, record, restored)
+        self._slots[name] = slot
+        return slot
+
+    async def _start(self, slot: _Slot) -> None:
+        assert self._nursery is not None
+        slot.done = trio.Event()
+        await self._nursery.start(self._supervised, slot)
+
+    async def _supervised(self, slot: _Slot, *, task_status: trio.TaskStatus[None]) -> None:
+        async def run_actor(*, task_status: trio.TaskStatus[None]) -> None:
+            actor = SessionActor(
+                slot.name,
+                slot.setup,
+                config=self.cfg,
+                store=self.store,
+                hub=slot.hub,
+                dial=self.dial,
+                metrics=self.metrics,
+                record=slot.record,
+            )
+            slot.actor = actor
+            try:
+                await actor.run(task_status=task_status)
+            except Exception:
+                self.metrics.crashes += 1
+                slot.record = actor.last_snapshot or slot.record
+                raise
+
+        try:
+            await supervise(f"session:{slot.name}", run_actor, self.restart_policy, task_status=task_status)
+        finally:
+            slot.done.set()
+            if slot.actor is not None and slot.actor.state is State.CLOSED and self._slots.get(slot.name) is slot:
+                del self._slots[slot.name]
+
+    async def shutdown(self, grace: float) -> None:
+        """Graceful drain: every session closes upstream with 1000 and flushes its checkpoint
+        (handles stay valid for the restarted daemon). Bounded by ``grace`` seconds."""
+        self._stopping = True
+        with trio.move_on_after(grace) as scope:
+            async with trio.open_nursery() as nursery:
+                for slot in list(self._slots.values()):
+                    if slot.actor is not None and not slot.actor.state.terminal:
+                        nursery.start_soon(slot.actor.stop)
+        if scope.cancelled_caught:
+            log.warning("daemon.drain_timeout", grace_s=grace)
+
+    async def _sweeper(self) -> None:
+        """Remove failed sessions whose handle would have expired anyway, and their records."""
+        interval = max(1.0, min(60.0, self.cfg.session.handle_ttl / 4))
+        while True:
+            await trio.sleep(interval)
+            now = time.time()
+            for slot in list(self._slots.values()):
+                actor = slot.actor
+                if actor is None or actor.state is not State.FAILED:
+                    continue
+                if now - actor.last_alive_at > self.cfg.session.handle_ttl:
+                    log.info("session.swept", session=slot.name)
+                    del self._slots[slot.name]
+                    await self._delete_record(slot.name)
+
+    # ------------------------------------------------------------------ SessionService --
+
+    def _slot(self, name: str) -> _Slot:
+        slot = self._slots.get(name)
+        if slot is None or slot.actor is None:
+            raise UnknownSession(f"no session named {name!r}", data={"session": name})
+        return slot
+
+    async def open(self, name: str, setup: dict[str, Any]) -> OpenResult:
+        if self._stopping:
+            raise ShuttingDown("the daemon is shutting down")
+        if not NAME_RE.match(name):
+            raise LiveMessageError(
+                "session names are 1-64 characters of A-Z a-z 0-9 . _ - and do not start with '.'",
+                path="session",
+            )
+        if "sessionResumption" in setup or "session_resumption" in setup:
+            raise LiveMessageError(
+                "sessionResumption is owned by the daemon; leave it out of the setup",
+                path="setup.sessionResumption",
+            )
+        _, canonical = live.validate_client_message({"setup": setup})
+        body = canonical["setup"]
+        fp = fingerprint(body)
+        slot = self._slots.get(name)
+        if slot is not None:
+            if slot.fingerprint != fp:
+                raise SetupMismatch(
+                    f"session {name!r} is open with a different setup; close it first or use another name",
+                    data={"session": name, "fingerprint": slot.fingerprint},
+                )
+            actor = slot.actor
+            if actor is not None and actor.state is State.FAILED and slot.done.is_set():
+                slot.record = actor.snapshot()
+                slot.restored = False
+                await self._start(slot)
+            if actor is not None and actor.state is not State.CLOSED:
+                actor.last_activity = trio.current_time()
+                return OpenResult(name, self._slot(name).actor.state.value, False, slot.restored, slot.hub.last_seq)
+        slot = self._new_slot(name, body, None, restored=False)
+        await self._start(slot)
+        log.info("session.opened", session=name, model=body.get("model"), fingerprint=fp)
+        return OpenResult(name, slot.actor.state.value, True, False, slot.hub.last_seq)
+
+    async def send(self, name: str, message: dict[str, Any]) -> int:
+        if self._stopping:
+            raise ShuttingDown("the daemon is shutting down")
+        slot = self._slot(name)
+        return await slot.actor.submit(message)
+
+    def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
+        slot = self._slot(name)
+        gap, backlog = slot.hub.subscribe(sink, since)
+        slot.actor.last_activity = trio.current_time()
+        return Subscription(name, gap, backlog, slot.hub.last_seq)
+
+    def detach(self, name: str, sink: EventSink) -> None:
+        slot = self._slots.get(name)
+        if slot is not None:
+            slot.hub.unsubscribe(sink)
+
+    async def close(self, name: str) -> dict[str, Any]:
+        slot = self._slot(name)
+        actor = slot.actor
+        assert actor is not None
+        if actor.state.terminal and slot.done.is_set():
+            # A failed session: nothing upstream to close; forget it and its checkpoint.
+            self._slots.pop(name, None)
+            await self._delete_record(name)
+            slot.hub.publish("session.ended", {"reason": "closed", "detail": "closed by client"})
+        else:
+            await actor.close()
+        return {"session": name, "status": "closed", "last_seq": slot.hub.last_seq}
+
+    def list(self) -> list[dict[str, Any]]:
+        return [s.actor.summary() for s in sorted(self._slots.values(), key=lambda s: s.name) if s.actor]
+
+    def status(self) -> dict[str, Any]:
+        by_state: dict[str, int] = {}
+        for slot in self._slots.values():
+            if slot.actor is not None:
+                by_state[slot.actor.state.value] = by_state.get(slot.actor.state.value, 0) + 1
+        return {
+            "version": __version__,
+            "protocol": 1,
+            "uptime_s": round(trio.current_time() - self._started_mono, 3),
+            "started_at": self.started_at,
+            "upstream": self.upstream_kind,
+            "endpoint": self.dial.endpoint.host,
+            "sessions": len(self._slots),
+            "sessions_by_state": by_state,
+            "metrics": self.metrics.as_dict(),
+            "checkpoint": _stats(self.store),
+        }
+
+    def status_line(self) -> str:
+        """One line for sd_notify STATUS=, e.g. '3 sessions: 2 live, 1 backoff (1011 ..., retry in 4 s)'."""
+        parts: dict[str, int] = {}
+        worst = None
+        for slot in self._slots.values():
+            actor = slot.actor
+            if actor is None:
+                continue
+            parts[actor.state.value] = parts.get(actor.state.value, 0) + 1
+            if actor.state in (State.BACKOFF, State.FAILED) and worst is None:
+                worst = actor.status_reason
+        n = sum(parts.values())
+        body = ", ".join(f"{v} {k}" for k, v in sorted(parts.items()))
+        line = f"{n} session{'s' if n != 1 else ''}" + (f": {body}" if body else "")
+        if worst:
+            line += f" ({worst})"
+        return line[:200]
+
+
+def _stats(store: CheckpointStore) -> dict[str, Any]:
+    stats = getattr(store, "stats", None)
+    if stats is None:
+        return {}
+    if isinstance(stats, dict):
+        return dict(stats)
+    if attrs.has(type(stats)):
+        return attrs.asdict(stats)
+    return dict(vars(stats)) if hasattr(stats, "__dict__") else {}

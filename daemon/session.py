@@ -1,0 +1,913 @@
+"""The session actor: one named Gemini Live conversation held across any number of connections.
+
+The actor owns everything about its session (state machine, resumption handle, replay buffer,
+pending tool calls, transcript tail, seq counters) and is the only code that mutates it. Clients
+reach it through :meth:`SessionActor.submit` and the event hub; the connection is a child scope
+that comes and goes.
+
+One connection's life::
+
+    dial (+ setup with sessionResumption) ─▶ setupComplete ─▶ live
+        reader task:  server frames ─▶ state updates + events to subscribers
+        writer task:  replay buffer (cursor) ─▶ socket, in seq order, held while draining
+        timer task:   goAway deadline, stall detection, keepalive pings
+    ─▶ an Ending ─▶ classify ─▶ backoff ─▶ resume (handle) | fresh (context lost) | failed
+
+Why the buffer is the send queue: a message is written once per connection, in order, and
+stays until a resumable handle covers it. A reconnect simply rewinds the cursor, so "replay" and
+"send" are the same code path and cannot disagree about order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections import deque
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from geminid.daemon import logsetup
+from geminid.daemon.backoff import Backoff
+from geminid.daemon.checkpoint import CheckpointStore
+from geminid.daemon.classify import Action, Context, Ending, EndingKind, Verdict, classify
+from geminid.daemon.config import Config
+from geminid.daemon.events import EventHub
+from geminid.daemon.metrics import Metrics
+from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
+from geminid.daemon.states import State, transition
+from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
+from geminid.protocol import live
+from geminid.protocol.errors import (
+    CheckpointWriteError,
+    LiveMessageError,
+    NotDurable,
+    SessionFailed,
+    ToolCallLost,
+)
+
+CHECKPOINT_VERSION = 1
+#: Seqs are reserved in blocks, durably, before they are handed out, so that a restart after
+#: kill -9 never reuses a seq a client has seen (it continues after the reserved block).
+SEQ_BLOCK = 4096
+#: Server message kinds the daemon owns and does not forward to clients (connection churn and
+#: resumption handles are the daemon's business; clients see session.status instead).
+_PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
+#: Tool call ids remembered as lost, to refuse late responses with a precise error.
+_LOST_IDS_KEPT = 256
+
+
+def fingerprint(setup: dict) -> str:
+    """Stable identity of a setup: opening a session again must present the same one."""
+    blob = json.dumps(setup, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def handle_tag(handle: str | None) -> str | None:
+    """What logs may say about a handle: a short hash, never the handle."""
+    if not handle:
+        return None
+    return hashlib.sha256(handle.encode()).hexdigest()[:8]
+
+
+@attrs.define
+class _Conn:
+    """Facts about the current connection attempt, for classification and metrics."""
+
+    resumed: bool
+    attempt: int
+    live_at: float | None = None
+    goaway_seen: bool = False
+    deadline: float | None = None
+    #: Set when we decided to end it ourselves (rotation, close, shutdown).
+    local_reason: str | None = None
+    last_frame_at: float = 0.0
+    in_response: bool = False
+    first_usage_checked: bool = False
+
+
+@attrs.define
+class _Waiter:
+    """The ack of one durable submit: set once the entry is on disk (or failed)."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    error: Exception | None = None
+
+
+class SessionActor:
+    def __init__(
+        self,
+        name: str,
+        setup: dict,
+        *,
+        config: Config,
+        store: CheckpointStore,
+        hub: EventHub,
+        dial: Dial,
+        metrics: Metrics,
+        record: dict | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.setup = setup
+        self.fingerprint = fingerprint(setup)
+        self.cfg = config
+        self.store = store
+        self.hub = hub
+        self.dial = dial
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.log = structlog.get_logger("geminid.session").bind(session=name)
+
+        self.state = State.CONNECTING
+        self.state_since = trio.current_time()
+        self.status_reason: str | None = None
+        self.handle: str | None = None
+        self.handle_issued_at: float | None = None  # wall clock
+        self.last_alive_at: float = time.time()
+        self.created_at: float = time.time()
+        self.restored = record is not None
+        self.buffer = ReplayBuffer(
+            max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness
+        )
+        self.backoff = Backoff(config.backoff)
+        self.pending_tools: set[str] = set()  # toolCall ids the server waits on
+        self.answered_tools: set[str] = set()  # responded, not yet consumed
+        self.lost_tools: deque[str] = deque(maxlen=_LOST_IDS_KEPT)
+        self.cancelled_tools: deque[str] = deque(maxlen=_LOST_IDS_KEPT)
+        self.transcript: deque[dict] = deque(maxlen=config.session.transcript_tail)
+        self._model_text: list[str] = []
+        self.next_seq = 1
+        self.seq_reserved = 0
+        self._seq_durable = 0
+        self.event_reserved = 0
+        self._event_durable = 0
+        self._reserving = False
+        self._reserved_event = trio.Event()
+        self.reconnects = 0
+        self.connected_since: float | None = None  # wall clock
+        self.down_since: float | None = trio.current_time()
+        self.last_activity = trio.current_time()
+        self.last_prompt_tokens: int | None = None
+        self.context_lost_pending: str | None = None
+        self._conn: _Conn | None = None
+        self._link: UpstreamLink | None = None
+        self._conn_scope: trio.CancelScope | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._wake = trio.Event()
+        self._waiters: dict[int, _Waiter] = {}
+        self._closing: str | None = None
+        self._stopping = False
+        self.last_snapshot: dict[str, Any] | None = None
+        self._connected_once = False
+        self._relay_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery
+        self._ended = trio.Event()
+        if record is not None:
+            self._restore(record)
+
+    # ------------------------------------------------------------------ public (registry) --
+
+    @property
+    def last_seq(self) -> int:
+        return self.hub.last_seq
+
+    def summary(self) -> dict[str, Any]:
+        now_wall = time.time()
+        return {
+            "session": self.name,
+            "status": self.state.value,
+            "reason": self.status_reason,
+            "model": self.setup.get("model"),
+            "handle_age_s": round(now_wall - self.handle_issued_at, 1) if self.handle_issued_at else None,
+            "connected_since": self.connected_since,
+            "reconnects": self.reconnects,
+            "buffered": len(self.buffer),
+            "buffered_bytes": self.buffer.bytes,
+            "dropped_stale": self.buffer.stats.dropped_stale,
+            "dropped_full": self.buffer.stats.dropped_full,
+            "refused": self.buffer.stats.refused,
+            "replayed": self.buffer.stats.replayed,
+            "pending_tool_calls": sorted(self.pending_tools | self.answered_tools),
+            "subscribers": self.hub.subscriber_count,
+            "last_seq": self.hub.last_seq,
+            "restored": self.restored,
+        }
+
+    async def submit(self, message: dict) -> int:
+        """Accept one client message. Returns its seq once acknowledged.
+
+        Turns, tool responses and context updates are acknowledged once durable (group-committed
+        with whatever else is being written); audio and other realtime input on enqueue. The
+        seq is assigned before the first await, so concurrent submits keep their call order.
+        """
+        if self.state.terminal or self._closing:
+            raise SessionFailed(
+                f"session {self.name!r} is {self.state.value}"
+                + (f": {self.status_reason}" if self.status_reason else ""),
+                data={"status": self.state.value},
+            )
+        kind, canonical = live.validate_client_message(
+            message, transparent_allowed=False
+        )
+        if kind == "setup":
+            raise LiveMessageError(
+                "setup is sent by the daemon; use session.open to configure a session", path="setup"
+            )
+        rkind, elicits = classify_message(kind, canonical)
+        if rkind is Kind.TOOL_RESPONSE:
+            self._check_tool_response(canonical)
+        seq = self.next_seq
+        wire = live.encode(canonical)
+        now = trio.current_time()
+        # A durable entry is held back (gen -1) until its checkpoint generation is on disk.
+        entry = Entry(seq, rkind, canonical, wire, now, elicits, gen=-1 if rkind.durable else 0)
+        if rkind is Kind.AUDIO:
+            self.buffer.drop_sent_stale_audio(now)
+        self.buffer.append(entry)  # may raise BufferFull (nothing consumed, seq not used)
+        self.next_seq += 1
+        self.last_activity = trio.current_time()
+        if rkind is Kind.TOOL_RESPONSE:
+            ids = {r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])}
+            self.pending_tools -= ids
+            self.answered_tools |= ids
+        if rkind is Kind.TURN:
+            text = _content_text(canonical["clientContent"].get("turns", []))
+            if text:
+                self.transcript.append({"role": "user", "text": text})
+        if rkind.durable:
+            waiter = _Waiter()
+            self._waiters[seq] = waiter
+            gen = self.store.mark_dirty(self.name, self.snapshot)
+            self._nursery.start_soon(self._commit, entry, gen, waiter)
+            self._maybe_reserve()
+            await waiter.done.wait()
+            self._waiters.pop(seq, None)
+            if waiter.error is not None:
+                raise waiter.error
+        else:
+            self._wake_writer()
+            self._maybe_reserve()
+        if seq > self._seq_durable:
+            await self._await_reservation()
+        return seq
+
+    async def stop(self) -> None:
+        """Daemon shutdown: close upstream with 1000 and flush, but keep the session's
+        checkpoint and handle so that the restarted daemon resumes the same conversation."""
+        if self.state.terminal:
+            return
+        self._stopping = True
+        self._cancel_current("daemon shutting down")
+        await self._ended.wait()
+
+    async def close(self, reason: str = "closed by client") -> None:
+        """End the session for good: close upstream with 1000, delete the checkpoint."""
+        if self.state.terminal:
+            return
+        self._closing = reason
+        self._cancel_current(reason)
+        await self._ended.wait()
+
+    # ------------------------------------------------------------------ the actor's life --
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until the session is closed or failed; raises only on bugs (the supervisor's job)."""
+        structlog.contextvars.bind_contextvars(session=self.name)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._persist()
+                task_status.started()
+                nursery.start_soon(self._inactivity_watch)
+                await self._life()
+                nursery.cancel_scope.cancel()
+        finally:
+            for waiter in self._waiters.values():
+                if not waiter.done.is_set():
+                    waiter.error = SessionFailed(
+                        f"session {self.name!r} stopped before the message was acknowledged"
+                    )
+                    waiter.done.set()
+            self._ended.set()
+
+    async def _life(self) -> None:
+        attempt = 0
+        fresh_reason: str | None = None
+        while True:
+            if self._stopping:
+                await self._finish_stopped()
+                return
+            if self._closing:
+                await self._finish_closed(self._closing)
+                return
+            resume = self.handle is not None
+            if resume and self._handle_expired():
+                fresh_reason = "resumption handle expired"
+                self._drop_handle(fresh_reason)
+                resume = False
+            attempt += 1
+            self._to(State.RESUMING if resume else State.CONNECTING, cause=fresh_reason or "dial", attempt=attempt)
+            ending, conn = await self._connect_and_relay(resume, attempt)
+            if self._stopping:
+                await self._finish_stopped()
+                return
+            if self._closing:
+                await self._finish_closed(self._closing)
+                return
+            if conn.live_at is not None:
+                attempt = 0
+            live_for = (trio.current_time() - conn.live_at) if conn.live_at is not None else None
+            verdict = classify(
+                ending,
+                Context(handle_sent=resume, goaway_seen=conn.goaway_seen, reached_live=conn.live_at is not None),
+            )
+            self.metrics.reconnect(verdict.cause)
+            self.log.info(
+                "upstream.closed",
+                code=ending.code,
+                reason=logsetup.redact_text(ending.reason)[:200],
+                kind=ending.kind.value,
+                http_status=ending.http_status,
+                action=verdict.action.value,
+                cause=verdict.cause,
+                live_s=round(live_for, 3) if live_for is not None else None,
+            )
+            self.backoff, delay = self.backoff.after_ending(
+                verdict.action, live_for=live_for, resumed=resume, rand=self.rng.random()
+            )
+            fresh_reason = None
+            if verdict.action is Action.FATAL:
+                await self._finish_failed(verdict, ending)
+                return
+            if delay is None:
+                await self._finish_failed(
+                    Verdict(verdict.action, "retry_budget_exhausted"), ending,
+                    note=f"gave up after {self.backoff.attempt - 1} attempts; last: {verdict.cause}",
+                )
+                return
+            if self.handle is not None and (verdict.action is Action.FRESH_SESSION or self.backoff.must_go_fresh()):
+                fresh_reason = (
+                    "server no longer knows the resumption handle"
+                    if verdict.action is Action.FRESH_SESSION
+                    else f"{self.backoff.failed_resumes} resumes in a row failed"
+                )
+                self._drop_handle(fresh_reason)
+                self.backoff = attrs.evolve(self.backoff, failed_resumes=0)
+            if delay > 0:
+                self._to(State.BACKOFF, cause=verdict.cause, attempt=self.backoff.attempt, retry_in=round(delay, 3),
+                         reason=_short(ending))
+                with trio.CancelScope() as scope:
+                    self._wait_scope = scope
+                    await trio.sleep(delay)
+                self._wait_scope = None
+
+    async def _connect_and_relay(self, resume: bool, attempt: int) -> tuple[Ending, _Conn]:
+        conn = _Conn(resumed=resume, attempt=attempt)
+        self._conn = conn
+        body = dict(self.setup)
+        resumption: dict[str, Any] = {"handle": self.handle} if resume else {}
+        if self.cfg.upstream.transparent:
+            resumption["transparent"] = True
+        body["sessionResumption"] = resumption
+        setup_wire = live.encode({"setup": body})
+        self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle))
+        ending: Ending
+        try:
+            with trio.CancelScope() as scope:
+                self._conn_scope = scope
+                if self._closing:
+                    scope.cancel()
+                async with trio.open_nursery() as conn_nursery:
+                    link, setup_s = await open_link(conn_nursery, self.dial, setup_wire)
+                    self._link = link
+                    try:
+                        ending = await self._relay(link, conn, setup_s)
+                    finally:
+                        self._link = None
+                        self.metrics.bytes_up += link.bytes_up
+                        self.metrics.bytes_down += link.bytes_down
+                        if conn.local_reason is not None:
+                            await link.close(1000, "")
+                        else:
+                            await link.abort()
+                    conn_nursery.cancel_scope.cancel()
+            if scope.cancelled_caught:
+                ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "cancelled")
+        except Ended as exc:
+            ending = exc.ending
+        except BaseExceptionGroup as group:
+            found = ending_from_group(group, stage="relay" if conn.live_at else "connect")
+            if found is None:
+                raise
+            ending = found
+        finally:
+            self._conn_scope = None
+            self._conn = None
+        if conn.live_at is not None:
+            self.down_since = trio.current_time()
+            self.connected_since = None
+            self.last_alive_at = time.time()
+        return ending, conn
+
+    async def _relay(self, link: UpstreamLink, conn: _Conn, setup_s: float) -> Ending:
+        now = trio.current_time()
+        conn.live_at = now
+        conn.last_frame_at = now
+        self.connected_since = time.time()
+        self.last_alive_at = time.time()
+        self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
+        dropped = self.buffer.new_connection(now)
+        if dropped:
+            self.metrics.dropped_stale += len(dropped)
+        lost = self._reconcile_tool_calls(conn)
+        self._announce_live(conn, lost)
+        seed = self._seed_message(conn)
+        if seed is not None:
+            await link.send(seed)
+            self.buffer.note_extra_sent()
+        if len(self.buffer):
+            self.log.info("replay.sent", messages=len(self.buffer), dropped_stale=len(dropped))
+            self.metrics.replayed += len(self.buffer)
+        ending: Ending | None = None
+
+        async def reader() -> None:
+            nonlocal ending
+            while True:
+                msg = await link.receive()
+                conn.last_frame_at = trio.current_time()
+                await self._on_server_message(msg, conn)
+                if conn.local_reason is not None:
+                    ending = Ending(EndingKind.LOCAL, reason=conn.local_reason)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        async def writer() -> None:
+            while True:
+                entry = self.buffer.peek()
+                if entry is None or entry.gen < 0 or self._holding(entry, conn):
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    continue
+                self.buffer.mark_sent()
+                await link.send(entry.wire)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                self._relay_scope = nursery.cancel_scope
+                nursery.start_soon(reader)
+                nursery.start_soon(writer)
+                nursery.start_soon(self._timers, link, conn, nursery.cancel_scope)
+        except Ended as exc:
+            return exc.ending
+        except BaseExceptionGroup as group:
+            found = ending_from_group(group, stage="relay")
+            if found is None:
+                raise
+            return found
+        finally:
+            self._relay_scope = None
+        if ending is None:
+            ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "relay ended")
+        return ending
+
+    async def _timers(self, link: UpstreamLink, conn: _Conn, scope: trio.CancelScope) -> None:
+        """goAway deadline, stall detection and keepalive, checked on a clock tick so that a
+        silent server cannot keep us waiting (a check that runs only on arrival never fires)."""
+        up = self.cfg.upstream
+        tick = 0.5
+        next_ping = trio.current_time() + up.keepalive_interval if up.keepalive_interval > 0 else None
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            if conn.deadline is not None and now >= conn.deadline:
+                self._end_connection(conn, "goAway deadline reached; rotating")
+                self._wake_writer()
+                raise Ended(Ending(EndingKind.LOCAL, reason=conn.local_reason or ""))
+            if (
+                up.stall_timeout > 0
+                and self._expecting_reply()
+                and now - conn.last_frame_at >= up.stall_timeout
+            ):
+                raise Ended(Ending(EndingKind.STALL, reason=f"no frame for {up.stall_timeout:g} s while a reply was expected"))
+            if next_ping is not None and now >= next_ping:
+                with trio.move_on_after(up.keepalive_timeout) as ping_scope:
+                    await link.ping()
+                if ping_scope.cancelled_caught:
+                    raise Ended(Ending(EndingKind.STALL, reason=f"no pong within {up.keepalive_timeout:g} s"))
+                next_ping = trio.current_time() + up.keepalive_interval
+
+    # ------------------------------------------------------------------ server messages --
+
+    async def _on_server_message(self, msg: live.ServerMessage, conn: _Conn) -> None:
+        kind = msg.kind
+        if kind == "serverContent":
+            self._on_server_content(msg, conn)
+        elif kind == "toolCall":
+            conn.in_response = True
+            for call in msg.function_calls:
+                if call.get("id"):
+                    self.pending_tools.add(call["id"])
+        elif kind == "toolCallCancellation":
+            for call_id in msg.cancelled_ids:
+                self.pending_tools.discard(call_id)
+                self.answered_tools.discard(call_id)
+                self.cancelled_tools.append(call_id)
+        elif kind == "sessionResumptionUpdate":
+            self._on_resumption_update(msg)
+        elif kind == "goAway":
+            self._on_goaway(msg, conn)
+        if msg.usage:
+            self._check_usage(msg.usage, conn)
+        if kind not in _PRIVATE_KINDS:
+            self.last_activity = trio.current_time()
+            if self.hub.next_seq > self._event_durable:
+                self._maybe_reserve(force=True)
+                await self._await_reservation()
+            self.hub.publish("session.message", {"message": msg.raw})
+            self._maybe_reserve()
+        if conn.goaway_seen and conn.local_reason is None and self._quiet():
+            self._end_connection(conn, "goAway: rotating at a quiet point")
+
+    def _on_server_content(self, msg: live.ServerMessage, conn: _Conn) -> None:
+        text = msg.text or msg.output_transcription
+        if text:
+            self._model_text.append(text)
+        if msg.content.get("modelTurn") or text or msg.audio_chunks:
+            conn.in_response = True
+        if msg.turn_boundary:
+            if conn.in_response or msg.interrupted:
+                self.buffer.response_ended()
+            conn.in_response = False
+            # The tool round trip is over once the response that consumed it ends.
+            self.answered_tools.clear()
+            if self._model_text:
+                self.transcript.append({"role": "model", "text": "".join(self._model_text)})
+                self._model_text = []
+
+    def _on_resumption_update(self, msg: live.ServerMessage) -> None:
+        if not (msg.resumable and msg.new_handle):
+            return  # keep the last good handle (resumable: false comes while generating)
+        old = self.handle
+        self.handle = msg.new_handle
+        self.handle_issued_at = time.time()
+        self.last_alive_at = self.handle_issued_at
+        logsetup.register_secret(self.handle)
+        if old and old != self.handle:
+            logsetup.forget_secret(old)
+        trimmed = self.buffer.covered_by_handle(
+            msg.last_consumed_index if self.cfg.upstream.transparent else None
+        )
+        self.log.debug("session.handle", handle=handle_tag(self.handle), trimmed=trimmed)
+        self.store.mark_dirty(self.name, self.snapshot)
+
+    def _on_goaway(self, msg: live.ServerMessage, conn: _Conn) -> None:
+        time_left = msg.time_left if msg.time_left is not None else 0.0
+        conn.goaway_seen = True
+        margin = min(self.cfg.session.goaway_margin, time_left / 2)
+        conn.deadline = trio.current_time() + max(0.0, time_left - margin)
+        self.log.info("upstream.goaway", time_left_s=time_left)
+        if self.state is State.LIVE:
+            self._to(State.DRAINING, cause="goaway", time_left=time_left)
+        self._wake_writer()
+
+    def _check_usage(self, usage: dict, conn: _Conn) -> None:
+        """A resumed session whose prompt token count collapses has lost its context even
+        though the server accepted the handle (reported with audio+video and ephemeral tokens)."""
+        prompt = usage.get("promptTokenCount")
+        if not isinstance(prompt, int):
+            return
+        if conn.resumed and not conn.first_usage_checked and self.last_prompt_tokens:
+            conn.first_usage_checked = True
+            if prompt < self.last_prompt_tokens // 2:
+                reason = f"prompt tokens fell from {self.last_prompt_tokens} to {prompt} after resuming"
+                self.log.warning("session.context_lost", reason=reason, suspected=True)
+                self.hub.publish("session.context_lost", {"reason": reason, "suspected": True})
+        conn.first_usage_checked = True
+        self.last_prompt_tokens = prompt
+
+    # ------------------------------------------------------------------ decisions --
+
+    def _quiet(self) -> bool:
+        """No generation in flight, no unanswered turn, no tool round trip open."""
+        conn = self._conn
+        return (
+            conn is not None
+            and not conn.in_response
+            and not self.buffer.awaiting_reply()
+            and not self.pending_tools
+            and not self.answered_tools
+            and not self.buffer.sent_uncovered()
+        )
+
+    def _expecting_reply(self) -> bool:
+        conn = self._conn
+        return conn is not None and (conn.in_response or self.buffer.awaiting_reply() or bool(self.answered_tools))
+
+    def _holding(self, entry: Entry, conn: _Conn) -> bool:
+        """While draining, hold new turns for the next connection so that a quiet point can
+        come; tool responses and audio still flow (they complete the round trip in progress)."""
+        return conn.goaway_seen and entry.elicits
+
+    def _end_connection(self, conn: _Conn, reason: str) -> None:
+        if conn.local_reason is None:
+            conn.local_reason = reason
+            self.log.info("session.rotating", reason=reason)
+        if self._relay_scope is not None:
+            self._relay_scope.cancel()
+
+    def _cancel_current(self, reason: str) -> None:
+        if self._conn is not None and self._conn.local_reason is None:
+            self._conn.local_reason = reason
+        if self._relay_scope is not None:
+            # Live: end the relay only, so that the link's reader is still there to complete
+            # the close handshake (1000) in _connect_and_relay.
+            self._relay_scope.cancel()
+        elif self._conn_scope is not None:
+            self._conn_scope.cancel()
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    def _reconcile_tool_calls(self, conn: _Conn) -> list[str]:
+        """On a new connection any tool call still open is gone: the server never issues a
+        resumable handle while a call is pending, so our handle predates it. The turn that
+        caused it is still in the replay buffer (its reply never ended) and will be answered
+        again, with a new call id."""
+        lost = sorted(self.pending_tools | self.answered_tools)
+        if not lost:
+            return []
+        self.pending_tools.clear()
+        self.answered_tools.clear()
+        self.lost_tools.extend(lost)
+        removed = self.buffer.remove_tool_responses(lost)
+        self.log.warning("session.tool_call_lost", ids=lost, responses_dropped=len(removed))
+        self.store.mark_dirty(self.name, self.snapshot)
+        return lost
+
+    def _check_tool_response(self, canonical: dict) -> None:
+        for response in canonical["toolResponse"].get("functionResponses", []):
+            call_id = response.get("id")
+            if call_id in self.pending_tools:
+                continue
+            if call_id in self.lost_tools:
+                raise ToolCallLost(
+                    f"tool call {call_id!r} was lost when the connection was resumed; the model "
+                    "will ask again (see session.tool_call_lost)",
+                    data={"id": call_id},
+                )
+            if call_id in self.cancelled_tools:
+                raise ToolCallLost(f"tool call {call_id!r} was cancelled by the server", data={"id": call_id})
+            if call_id in self.answered_tools:
+                raise LiveMessageError(
+                    f"tool call {call_id!r} was already answered", path="toolResponse.functionResponses.id"
+                )
+            raise LiveMessageError(
+                f"no pending tool call has id {call_id!r}", path="toolResponse.functionResponses.id"
+            )
+
+    def _seed_message(self, conn: _Conn) -> str | None:
+        """Optionally re-seed a fresh session with the saved transcript (never on a resume)."""
+        if conn.resumed or not self.cfg.session.reseed or self.context_lost_pending is None:
+            return None
+        turns = [
+            {"role": t["role"], "parts": [{"text": t["text"]}]} for t in self.transcript if t.get("text")
+        ]
+        if not turns:
+            return None
+        return live.encode({"clientContent": {"turns": turns, "turnComplete": False}})
+
+    def _handle_expired(self) -> bool:
+        ttl = self.cfg.session.handle_ttl
+        seen = max(self.handle_issued_at or 0.0, self.last_alive_at)
+        return time.time() - seen > ttl
+
+    def _drop_handle(self, reason: str) -> None:
+        if self.handle:
+            logsetup.forget_secret(self.handle)
+        self.handle = None
+        self.handle_issued_at = None
+        self.context_lost_pending = reason
+        self.metrics.fresh_fallbacks += 1
+        self.store.mark_dirty(self.name, self.snapshot)
+
+    # ------------------------------------------------------------------ transitions & events --
+
+    def _to(self, new: State, *, cause: str, **fields: Any) -> None:
+        if new is self.state and new not in (State.CONNECTING, State.RESUMING):
+            return
+        old = self.state
+        self.state = transition(old, new)
+        self.state_since = trio.current_time()
+        self.status_reason = fields.get("reason") or cause
+        clean = {k: v for k, v in fields.items() if v is not None}
+        self.log.info("session.transition", **{"from": old.value, "to": new.value}, cause=cause, **clean)
+        self.hub.publish("session.status", {"status": new.value, "cause": cause, **clean})
+
+    def _announce_live(self, conn: _Conn, lost_tools: list[str]) -> None:
+        downtime_ms = None
+        if self.down_since is not None:
+            downtime_ms = round((trio.current_time() - self.down_since) * 1000, 1)
+            self.metrics.downtime += trio.current_time() - self.down_since
+        self.down_since = None
+        if conn.resumed:
+            context = "restored"
+            self.metrics.resumes += 1
+            self.log.info(
+                "session.resumed", attempt=conn.attempt, downtime_ms=downtime_ms,
+                handle_age_s=round(time.time() - self.handle_issued_at, 1) if self.handle_issued_at else None,
+            )
+        elif self.context_lost_pending is not None:
+            context = "lost"
+        else:
+            context = "fresh"
+        if self._connected_once or self.restored:
+            self.reconnects += 1
+        self._connected_once = True
+        self._to(State.LIVE, cause="setup_complete", attempt=conn.attempt, context=context, downtime_ms=downtime_ms)
+        if context == "lost":
+            reason = self.context_lost_pending
+            self.log.warning("session.context_lost", reason=reason)
+            self.hub.publish("session.context_lost", {"reason": reason})
+            self.context_lost_pending = None
+        if lost_tools:
+            self.hub.publish("session.tool_call_lost", {"ids": lost_tools})
+            self.metrics.tool_calls_lost += len(lost_tools)
+
+    async def _finish_failed(self, verdict: Verdict, ending: Ending, note: str | None = None) -> None:
+        reason = note or f"{verdict.cause}: {_short(ending)}"
+        self._to(State.FAILED, cause=verdict.cause, reason=reason)
+        self.hub.publish("session.ended", {"reason": "fatal", "detail": reason})
+        # Keep the checkpoint: acknowledged turns are on disk until an operator (or a
+        # session.close) decides; the sweeper removes it once the handle would have expired.
+        gen = self.store.mark_dirty(self.name, self.snapshot)
+        await self._wait_durable_quietly(gen)
+
+    async def _finish_closed(self, reason: str) -> None:
+        # Delete first, so that a client that sees "ended" can rely on the checkpoint being gone.
+        if self.handle:
+            logsetup.forget_secret(self.handle)
+        self.handle = None
+        gen = self.store.mark_deleted(self.name)
+        await self._wait_durable_quietly(gen)
+        self._to(State.CLOSED, cause="closed", reason=reason)
+        self.hub.publish("session.ended", {"reason": "timeout" if "inactiv" in reason else "closed", "detail": reason})
+
+    async def _finish_stopped(self) -> None:
+        self.log.info("session.stopped", handle=handle_tag(self.handle))
+        gen = self.store.mark_dirty(self.name, self.snapshot)
+        await self._wait_durable_quietly(gen)
+
+    async def _wait_durable_quietly(self, gen: int) -> None:
+        try:
+            await self.store.wait_durable(self.name, gen)
+        except CheckpointWriteError as exc:
+            self.log.error("checkpoint.failed", error=str(exc))
+
+    async def _inactivity_watch(self) -> None:
+        timeout = self.cfg.session.inactivity_timeout
+        if timeout <= 0:
+            return
+        while not self.state.terminal:
+            idle = trio.current_time() - self.last_activity
+            if idle >= timeout:
+                self._closing = f"inactivity timeout ({timeout:g} s without activity)"
+                self.log.info("session.inactive", idle_s=round(idle, 1))
+                self._cancel_current(self._closing)
+                return
+            await trio.sleep(timeout - idle)
+
+    # ------------------------------------------------------------------ durability --
+
+    async def _commit(self, entry: Entry, gen: int, waiter: _Waiter) -> None:
+        try:
+            await self.store.wait_durable(self.name, gen)
+        except CheckpointWriteError as exc:
+            # Not durable: not acknowledged, and not sent either (a retry by the client must not
+            # produce a duplicate). Remove it if it is still waiting.
+            if entry.gen < 0:
+                self.buffer.discard_unsent(entry)
+            waiter.error = NotDurable(
+                f"message not acknowledged: the checkpoint could not be written ({exc.message})",
+                data={"seq": entry.seq},
+            )
+            self.metrics.not_durable += 1
+        else:
+            entry.gen = gen
+            self._wake_writer()
+        waiter.done.set()
+
+    def _maybe_reserve(self, force: bool = False) -> None:
+        """Keep durable seq reservations ahead of what is handed out (see SEQ_BLOCK)."""
+        low_seq = self.seq_reserved - self.next_seq < SEQ_BLOCK // 2
+        low_event = self.event_reserved - self.hub.next_seq < SEQ_BLOCK // 2
+        if not (low_seq or low_event or force) or self._reserving:
+            return
+        self.seq_reserved = self.next_seq + SEQ_BLOCK
+        self.event_reserved = self.hub.next_seq + SEQ_BLOCK
+        self._reserving = True
+        gen = self.store.mark_dirty(self.name, self.snapshot)
+        self._nursery.start_soon(self._reservation_done, gen, self.seq_reserved, self.event_reserved)
+
+    async def _reservation_done(self, gen: int, seq: int, event: int) -> None:
+        try:
+            await self.store.wait_durable(self.name, gen)
+        except CheckpointWriteError as exc:
+            self.log.error("checkpoint.failed", error=str(exc), what="seq reservation")
+        else:
+            self._seq_durable = max(self._seq_durable, seq)
+            self._event_durable = max(self._event_durable, event)
+        finally:
+            self._reserving = False
+            self._reserved_event.set()
+            self._reserved_event = trio.Event()
+
+    async def _await_reservation(self) -> None:
+        while self.next_seq - 1 > self._seq_durable or self.hub.next_seq > self._event_durable:
+            self._maybe_reserve(force=not self._reserving)
+            await self._reserved_event.wait()
+
+    async def _persist(self) -> None:
+        self._maybe_reserve(force=True)
+        await self._await_reservation()
+
+    def _wake_writer(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------ checkpoint record --
+
+    def snapshot(self) -> dict[str, Any]:
+        """The checkpoint record: everything needed to resume after kill -9, and no secret but
+        the handle itself (the file is 0600; the API key is never part of a session)."""
+        if self.state.connected:
+            self.last_alive_at = time.time()
+        self.last_snapshot = record = {
+            "version": CHECKPOINT_VERSION,
+            "session": self.name,
+            "setup": self.setup,
+            "fingerprint": self.fingerprint,
+            "handle": self.handle,
+            "handle_issued_at": self.handle_issued_at,
+            "last_alive_at": self.last_alive_at,
+            "created_at": self.created_at,
+            "seq_reserved": self.seq_reserved,
+            "event_reserved": self.event_reserved,
+            "pending": [{"seq": e.seq, "message": e.message} for e in self.buffer.durable_entries()],
+            "pending_tools": sorted(self.pending_tools | self.answered_tools),
+            "lost_tools": list(self.lost_tools),
+            "transcript": list(self.transcript),
+            "reconnects": self.reconnects,
+            "context_lost": self.context_lost_pending,
+            "failed": self.status_reason if self.state is State.FAILED else None,
+        }
+        return record
+
+    def _restore(self, record: dict) -> None:
+        """Rebuild from a checkpoint record (already checksum-verified by the store)."""
+        self.created_at = float(record.get("created_at") or time.time())
+        self.handle = record.get("handle") or None
+        self.handle_issued_at = record.get("handle_issued_at")
+        self.last_alive_at = float(record.get("last_alive_at") or 0.0)
+        if self.handle:
+            logsetup.register_secret(self.handle)
+        # Continue strictly after everything that may have been handed out before the crash.
+        self.next_seq = int(record.get("seq_reserved", 0)) + 1
+        self.seq_reserved = self._seq_durable = self.next_seq - 1
+        first_event = int(record.get("event_reserved", 0)) + 1
+        if self.hub.next_seq < first_event:
+            self.hub.next_seq = self.hub.first_seq = first_event
+        self.event_reserved = self._event_durable = self.hub.next_seq - 1
+        now = trio.current_time()
+        for item in record.get("pending", []):
+            kind, canonical = live.validate_client_message(item["message"])
+            rkind, elicits = classify_message(kind, canonical)
+            self.buffer.append(Entry(int(item["seq"]), rkind, canonical, live.encode(canonical), now, elicits))
+        # Tool calls open at the crash are lost on the resume (announced when live).
+        self.pending_tools = set(record.get("pending_tools", []))
+        self.lost_tools.extend(record.get("lost_tools", []))
+        self.transcript.extend(record.get("transcript", []))
+        self.reconnects = int(record.get("reconnects", 0))
+        self.context_lost_pending = record.get("context_lost")
+        if not self.handle and self.transcript:
+            self.context_lost_pending = self.context_lost_pending or "no resumption handle was saved"
+
+
+def _content_text(turns: list[dict]) -> str:
+    out = []
+    for turn in turns:
+        for part in turn.get("parts", []) or []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+    return "".join(out)
+
+
+def _short(ending: Ending) -> str:
+    if ending.http_status:
+        return f"HTTP {ending.http_status}"
+    if ending.code is not None:
+        reason = logsetup.redact_text(ending.reason)[:120]
+        return f"{ending.code} {reason}".strip()
+    return f"{ending.kind.value}: {ending.reason}"[:160]

@@ -1,0 +1,513 @@
+"""Trio client library for geminid's local protocol.
+
+::
+
+    async with open_client() as c:                 # $GEMINID_SOCKET or the default path
+        await c.open("kitchen", {"model": "models/gemini-2.0-flash-live-001"})
+        await c.attach("kitchen")                  # live events from now on
+        seq = await c.send("kitchen", {"clientContent": {...}})   # durable ack
+        async for method, params in c.events():   # ("session.message", {...}), ...
+            ...
+
+Errors from the daemon raise :class:`RemoteError` (``code``, ``message``, ``data``); a daemon that
+cannot be reached raises :class:`DaemonUnreachable`; a connection that drops while a call waits
+raises :class:`ConnectionLost`. All three derive from :class:`GeminidError`.
+
+``open_client(path, reconnect=True)`` survives daemon restarts: it reconnects with capped
+exponential backoff and re-attaches every attached session with ``since`` = the last event seq it
+received, so the daemon replays what was missed, or announces the gap with ``session.lagged``.
+Calls made while disconnected wait for the reconnection (bound them with your own timeout);
+calls in flight when the connection dropped fail with ConnectionLost, since the client cannot
+know whether the daemon executed them (a ``session.send`` may then be repeated by the caller).
+Besides the daemon's notifications, a reconnecting client's ``events()`` yields three
+client-local ones (never on the wire): ``client.disconnected {reason}``,
+``client.reconnected {attempt}`` and ``client.reattach_failed {session, code, message}``.
+
+The client never blocks its socket reader on a slow consumer of ``events()``: past
+``max_events`` buffered events it drops them and yields one ``session.lagged`` per session, like
+the daemon does.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from geminid.protocol.errors import GeminidError
+from geminid.protocol.framing import LineFramer, Oversize
+from geminid.protocol.jsonrpc import (
+    ErrorResponse,
+    Notification,
+    ProtocolViolation,
+    Response,
+    encode_request,
+    parse_incoming,
+)
+
+PROTOCOL_VERSION = 1
+CLIENT_MAX_LINE = 256 * 1024 * 1024
+
+Trace = Callable[[str, bytes], None]
+
+
+def default_socket_path() -> Path:
+    """``$GEMINID_SOCKET``, else the daemon's default (``ServerConfig().socket_path``)."""
+    env = os.environ.get("GEMINID_SOCKET")
+    if env:
+        return Path(env)
+    from geminid.daemon.config import ServerConfig
+
+    return ServerConfig().socket_path
+
+
+class RemoteError(GeminidError):
+    """The daemon answered a call with a JSON-RPC error."""
+
+    def __init__(self, code: int, message: str, data: Any = None, *, method: str = "") -> None:
+        super().__init__(message, data=data if isinstance(data, dict) else None)
+        self.rpc_code = code
+        self.code = code
+        self.method = method
+        self.raw_data = data
+
+    def __str__(self) -> str:
+        where = f"{self.method}: " if self.method else ""
+        return f"{where}{self.message} (code {self.code})"
+
+
+class DaemonUnreachable(GeminidError):
+    def __init__(self, path: os.PathLike[str] | str, reason: str) -> None:
+        super().__init__(f"no daemon at {path}: {reason}", data={"path": str(path)})
+        self.path = str(path)
+        self.reason = reason
+
+
+class ConnectionLost(GeminidError):
+    pass
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+async def connect_unix(path: os.PathLike[str] | str) -> trio.SocketStream:
+    try:
+        return await trio.open_unix_socket(os.fspath(path))
+    except OSError as exc:
+        raise DaemonUnreachable(path, _reason(exc)) from None
+
+
+class _Slot:
+    __slots__ = ("method", "done", "outcome", "on_result")
+
+    def __init__(self, method: str, on_result: Callable[[Any], None] | None) -> None:
+        self.method = method
+        self.done = trio.Event()
+        self.outcome: tuple[bool, Any] | None = None
+        self.on_result = on_result
+
+
+class Client:
+    """A connection to geminid. Create it with :func:`open_client`."""
+
+    def __init__(
+        self,
+        path: os.PathLike[str] | str,
+        *,
+        reconnect: bool = False,
+        backoff_initial: float = 0.1,
+        backoff_cap: float = 5.0,
+        max_events: int = 10_000,
+        trace: Trace | None = None,
+        client_name: str = "geminid.protocol.client",
+    ) -> None:
+        self.path = Path(path)
+        self.reconnect = reconnect
+        self._backoff = (backoff_initial, backoff_cap)
+        self._max_events = max_events
+        self._trace = trace
+        self._client_name = client_name
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Slot] = {}
+        self._stream: trio.SocketStream | None = None
+        self._send_lock = trio.StrictFIFOLock()
+        self._connected = trio.Event()
+        self._closed = False
+        self._events: collections.deque[tuple[str, Any]] = collections.deque()
+        self._events_lot = trio.lowlevel.ParkingLot()
+        self._lag: dict[str, list[int]] = {}
+        #: session -> the last event seq received (``since`` for a re-attach).
+        self.last_seq: dict[str, int] = {}
+        #: sessions attached through this client (re-attached after a reconnect).
+        self.attached: set[str] = set()
+        self.hello: dict[str, Any] = {}
+        self.connection_error: BaseException | None = None
+
+    # -- public API -------------------------------------------------------------------------
+
+    async def open(self, session: str, setup: dict[str, Any]) -> dict[str, Any]:
+        return await self.call("session.open", {"session": session, "setup": setup})
+
+    async def send(self, session: str, message: dict[str, Any]) -> int:
+        result = await self.call("session.send", {"session": session, "message": message})
+        return int(result["seq"])
+
+    async def attach(self, session: str, since: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"session": session}
+        if since is not None:
+            params["since"] = since
+
+        def on_result(result: Any) -> None:
+            # Runs in the reader, before the backlog that follows the reply is processed.
+            self.attached.add(session)
+            self.last_seq[session] = since if since is not None else int(result["last_seq"])
+
+        return await self.call("session.attach", params, on_result=on_result)
+
+    async def detach(self, session: str) -> None:
+        self.attached.discard(session)
+        await self.call("session.detach", {"session": session})
+
+    async def close(self, session: str) -> dict[str, Any]:
+        self.attached.discard(session)
+        return await self.call("session.close", {"session": session})
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        return (await self.call("session.list"))["sessions"]
+
+    async def status(self) -> dict[str, Any]:
+        return await self.call("daemon.status")
+
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        on_result: Callable[[Any], None] | None = None,
+    ) -> Any:
+        """Send one request and wait for its reply; raise RemoteError for an error reply."""
+        if self._closed:
+            raise ConnectionLost("client is closed")
+        await self._connected.wait()
+        if self._stream is None:
+            raise ConnectionLost(f"connection to {self.path} lost")
+        rid = next(self._ids)
+        slot = _Slot(method, on_result)
+        self._pending[rid] = slot
+        try:
+            await self._write(encode_request(rid, method, params))
+            await slot.done.wait()
+        finally:
+            self._pending.pop(rid, None)
+        assert slot.outcome is not None
+        ok, value = slot.outcome
+        if ok:
+            return value
+        raise value
+
+    def events(self) -> _EventIterator:
+        """Notifications in arrival order, as (method, params), via ``async for``. Ends when the
+        client is closed or (without ``reconnect``) when the connection is lost. A plain async
+        iterator (not a generator), so breaking out of the loop is safe."""
+        return _EventIterator(self)
+
+    async def _next_event(self) -> tuple[str, dict[str, Any]]:
+        while True:
+            if self._events:
+                item = self._events.popleft()
+                if self._lag and len(self._events) <= self._max_events // 2:
+                    self._flush_lag()
+                return item
+            if self._closed or (self._stream is None and not self.reconnect and self._ever):
+                raise StopAsyncIteration
+            await self._events_lot.park()
+
+    async def next_event(self) -> tuple[str, dict[str, Any]]:
+        try:
+            return await self._next_event()
+        except StopAsyncIteration:
+            raise ConnectionLost(f"connection to {self.path} lost") from None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    _ever = False
+
+    async def _write(self, line: bytes) -> None:
+        stream = self._stream
+        if stream is None:
+            raise ConnectionLost(f"connection to {self.path} lost")
+        if self._trace is not None:
+            self._trace("out", line)
+        async with self._send_lock:
+            try:
+                await stream.send_all(line)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise ConnectionLost(f"connection to {self.path} lost: {exc}") from None
+
+    def _queue_event(self, method: str, params: Any) -> None:
+        if not isinstance(params, dict):
+            params = {"params": params}
+        session = params.get("session")
+        seq = params.get("seq")
+        if isinstance(session, str):
+            if method == "session.lagged":
+                last = params.get("last")
+                if isinstance(last, int):
+                    self.last_seq[session] = max(self.last_seq.get(session, 0), last)
+            elif isinstance(seq, int) and not isinstance(seq, bool):
+                known = self.last_seq.get(session)
+                if known is not None and seq <= known:
+                    return  # duplicate of something already received (at-least-once delivery)
+                self.last_seq[session] = seq
+                lag = self._lag.get(session)
+                if lag is not None:
+                    lag[1] = seq
+                    return
+                if len(self._events) >= self._max_events:
+                    self._lag[session] = [seq, seq]
+                    return
+        self._events.append((method, params))
+        self._events_lot.unpark_all()
+
+    def _flush_lag(self) -> None:
+        for session, (first, last) in list(self._lag.items()):
+            self._events.append(("session.lagged", {"session": session, "first": first, "last": last}))
+        self._lag.clear()
+        self._events_lot.unpark_all()
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for slot in list(self._pending.values()):
+            if slot.outcome is None:
+                slot.outcome = (False, exc)
+                slot.done.set()
+
+    async def _read_loop(self, stream: trio.SocketStream) -> str:
+        framer = LineFramer(CLIENT_MAX_LINE)
+        while True:
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                return f"read failed: {exc}"
+            if not data:
+                return "daemon closed the connection"
+            for line in framer.feed(data):
+                if isinstance(line, Oversize):
+                    return "daemon sent an oversize line"
+                if not line.strip():
+                    continue
+                if self._trace is not None:
+                    self._trace("in", line + b"\n")
+                try:
+                    msg = parse_incoming(line)
+                except ProtocolViolation as exc:
+                    return str(exc)
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: Response | ErrorResponse | Notification) -> None:
+        if isinstance(msg, Notification):
+            self._queue_event(msg.method, msg.params)
+            return
+        slot = self._pending.get(msg.id) if isinstance(msg.id, int) else None
+        if slot is None:
+            if isinstance(msg, ErrorResponse):
+                # id null: a connection-level error (oversize line, permission denied...).
+                err = RemoteError(msg.code, msg.message, msg.data)
+                self.connection_error = err
+                self._queue_event("client.error", {"code": msg.code, "message": msg.message})
+            return
+        if isinstance(msg, ErrorResponse):
+            slot.outcome = (False, RemoteError(msg.code, msg.message, msg.data, method=slot.method))
+        else:
+            if slot.on_result is not None:
+                slot.on_result(msg.result)
+            slot.outcome = (True, msg.result)
+        slot.done.set()
+
+    async def _handshake(self) -> None:
+        rid = next(self._ids)
+        slot = _Slot("rpc.hello", None)
+        self._pending[rid] = slot
+        try:
+            await self._write(
+                encode_request(
+                    rid, "rpc.hello", {"protocol": PROTOCOL_VERSION, "client": self._client_name}
+                )
+            )
+            await slot.done.wait()
+        finally:
+            self._pending.pop(rid, None)
+        assert slot.outcome is not None
+        ok, value = slot.outcome
+        if not ok:
+            raise value
+        self.hello = value
+
+    async def _reattach(self) -> None:
+        for session in sorted(self.attached):
+            since = self.last_seq.get(session)
+            params: dict[str, Any] = {"session": session}
+            if since is not None:
+                params["since"] = since
+            rid = next(self._ids)
+            slot = _Slot("session.attach", None)
+            self._pending[rid] = slot
+            try:
+                await self._write(encode_request(rid, "session.attach", params))
+                await slot.done.wait()
+            finally:
+                self._pending.pop(rid, None)
+            assert slot.outcome is not None
+            ok, value = slot.outcome
+            if not ok:
+                if isinstance(value, RemoteError):
+                    self.attached.discard(session)
+                    self._queue_event(
+                        "client.reattach_failed",
+                        {"session": session, "code": value.code, "message": value.message},
+                    )
+                else:
+                    raise value
+
+    async def _session(self, stream: trio.SocketStream, attempt: int, task_status: Any) -> str:
+        """One connection: handshake, re-attach, then read until it ends; returns why."""
+        self._stream = stream
+        reason = ""
+        failure: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def reader() -> None:
+                    nonlocal reason
+                    reason = await self._read_loop(stream)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(reader)
+                try:
+                    await self._handshake()
+                    if attempt:
+                        await self._reattach()
+                        self._queue_event("client.reconnected", {"attempt": attempt})
+                except (RemoteError, ConnectionLost) as exc:
+                    failure = exc
+                    nursery.cancel_scope.cancel()
+                else:
+                    self._ever = True
+                    self._connected.set()
+                    task_status.started()
+        finally:
+            self._stream = None
+            self._connected = trio.Event()
+            await trio.aclose_forcefully(stream)
+        if isinstance(failure, RemoteError):
+            self.connection_error = failure
+        reason = reason or str(failure or "connection closed")
+        self._fail_pending(ConnectionLost(f"connection to {self.path} lost: {reason}"))
+        return reason
+
+    async def _run(self, first: trio.SocketStream, *, task_status: Any) -> None:
+        """Own the connection(s) until cancelled."""
+        status = task_status
+        stream = first
+        attempt = 0
+        while True:
+            reason = await self._session(stream, attempt, status)
+            if not self._ever:
+                # The first connection never got through its handshake.
+                raise self.connection_error or ConnectionLost(reason)
+            status = trio.TASK_STATUS_IGNORED
+            if not self.reconnect or self._closed:
+                self._events_lot.unpark_all()
+                self._connected.set()  # wake waiting callers: they get ConnectionLost
+                return
+            self._queue_event("client.disconnected", {"reason": reason})
+            delay = self._backoff[0]
+            while True:
+                attempt += 1
+                await trio.sleep(delay)
+                try:
+                    stream = await connect_unix(self.path)
+                    break
+                except DaemonUnreachable:
+                    delay = min(self._backoff[1], delay * 2)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._events_lot.unpark_all()
+        self._fail_pending(ConnectionLost("client closed"))
+
+
+class _EventIterator:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __aiter__(self) -> _EventIterator:
+        return self
+
+    async def __anext__(self) -> tuple[str, dict[str, Any]]:
+        return await self._client._next_event()
+
+
+@asynccontextmanager
+async def open_client(
+    path: os.PathLike[str] | str | None = None,
+    *,
+    reconnect: bool = False,
+    backoff_initial: float = 0.1,
+    backoff_cap: float = 5.0,
+    max_events: int = 10_000,
+    trace: Trace | None = None,
+    client_name: str = "geminid.protocol.client",
+    connect_timeout: float = math.inf,
+) -> AsyncIterator[Client]:
+    """Connect (raising :class:`DaemonUnreachable` if nobody listens), run ``rpc.hello``, yield a
+    :class:`Client`; closing the block closes the connection."""
+    path = Path(path) if path is not None else default_socket_path()
+    client = Client(
+        path,
+        reconnect=reconnect,
+        backoff_initial=backoff_initial,
+        backoff_cap=backoff_cap,
+        max_events=max_events,
+        trace=trace,
+        client_name=client_name,
+    )
+    with trio.fail_after(connect_timeout):
+        stream = await connect_unix(path)
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                await nursery.start(client._run, stream)
+            except ConnectionLost as exc:
+                raise DaemonUnreachable(path, str(exc)) from None
+            try:
+                yield client
+            finally:
+                await client.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Only the caller's block and the connection task run in this nursery, and the latter
+        # does not raise once started: give the caller its own exception back, unwrapped.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+__all__ = [
+    "Client",
+    "ConnectionLost",
+    "DaemonUnreachable",
+    "RemoteError",
+    "connect_unix",
+    "default_socket_path",
+    "open_client",
+]
