@@ -89,9 +89,8 @@ async def run_daemon(
                 max_message_size=cfg.upstream.max_message_size,
             )
             store = CheckpointStore(cfg.state_dir)
+            # Corrupt files are quarantined (moved aside, logged) by the store; the start goes on.
             report = await trio.to_thread.run_sync(store.load_all)
-            for path, reason in report.quarantined:
-                log.warning("checkpoint.quarantined", path=str(path), reason=reason)
             await root.start(store.run)
             registry = SessionRegistry(
                 cfg, store, dial, metrics,

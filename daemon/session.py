@@ -425,8 +425,8 @@ class SessionActor:
         if dropped:
             self.metrics.dropped_stale += len(dropped)
         lost = self._reconcile_tool_calls(conn)
-        self._announce_live(conn, lost)
         seed = self._seed_message(conn)
+        self._announce_live(conn, lost)
         if seed is not None:
             await link.send(seed)
             self.buffer.note_extra_sent()

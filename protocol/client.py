@@ -395,8 +395,9 @@ class Client:
                 try:
                     await self._handshake()
                     if attempt:
-                        await self._reattach()
+                        # Announced first: the replayed backlog follows it.
                         self._queue_event("client.reconnected", {"attempt": attempt})
+                        await self._reattach()
                 except (RemoteError, ConnectionLost) as exc:
                     failure = exc
                     nursery.cancel_scope.cancel()

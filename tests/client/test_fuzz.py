@@ -89,6 +89,7 @@ async def _bad_only(batch: list[bytes]) -> None:
             for _ in batch:
                 m = await c.line()
                 assert m["error"]["code"] in (-32700, -32600), m
+            await c.aclose()
             n.cancel_scope.cancel()
     finally:
         shutil.rmtree(d, ignore_errors=True)

@@ -32,9 +32,9 @@ class Client:
             msg = json.dumps(msg)
         await self.ws.send_message(msg)
 
-    async def recv(self, *, keep_empty: bool = False, timeout: float = 10) -> dict:
+    async def recv(self, *, keep_empty: bool = False, limit: float = 10) -> dict:
         """Next server message (binary frames required); ``{}`` frames skipped unless asked."""
-        with trio.fail_after(timeout):
+        with trio.fail_after(limit):
             while True:
                 raw = await self.ws.get_message()
                 assert isinstance(raw, bytes), "the server must send binary frames"
@@ -45,23 +45,23 @@ class Client:
                 self.received.append(msg)
                 return msg
 
-    async def recv_until(self, pred: Any, *, timeout: float = 10) -> list[dict]:
+    async def recv_until(self, pred: Any, *, limit: float = 10) -> list[dict]:
         """Messages up to and including the first one for which ``pred(msg)`` is true."""
         out = []
-        with trio.fail_after(timeout):
+        with trio.fail_after(limit):
             while True:
-                msg = await self.recv(timeout=timeout)
+                msg = await self.recv(limit=limit)
                 out.append(msg)
                 if pred(msg):
                     return out
 
-    async def turn(self, *, timeout: float = 10) -> list[dict]:
+    async def turn(self, *, limit: float = 10) -> list[dict]:
         """Messages up to and including the next turnComplete."""
-        return await self.recv_until(lambda m: m.get("serverContent", {}).get("turnComplete"), timeout=timeout)
+        return await self.recv_until(lambda m: m.get("serverContent", {}).get("turnComplete"), limit=limit)
 
-    async def closed(self, *, timeout: float = 10) -> tuple[int, str | None]:
+    async def closed(self, *, limit: float = 10) -> tuple[int, str | None]:
         """Drain until the connection closes; the close code and reason."""
-        with trio.fail_after(timeout):
+        with trio.fail_after(limit):
             while True:
                 try:
                     await self.ws.get_message()

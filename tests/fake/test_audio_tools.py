@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from geminid.protocol import live
 
-from .helpers import MODEL, connect, text_of
+from .helpers import connect, text_of
 
 TOOLS = [{"functionDeclarations": [{"name": "get_weather", "description": "weather for a place"}]}]
 

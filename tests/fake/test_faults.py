@@ -17,12 +17,12 @@ def _chunks(msgs):
     return [m for m in msgs if "modelTurn" in m.get("serverContent", {})]
 
 
-async def _drain(client, timeout: float = 1000):
+async def _drain(client, limit: float = 1000):
     """Every message until the close; (messages, code, reason)."""
     msgs = []
     while True:
         try:
-            msgs.append(await client.recv(timeout=timeout))
+            msgs.append(await client.recv(limit=limit))
         except ConnectionClosed as exc:
             return msgs, exc.reason.code, exc.reason.reason
 
@@ -184,11 +184,11 @@ async def test_latency_delays_every_frame(nursery, autojump_clock):
     async with connect_memory(fake, nursery) as client:
         start = trio.current_time()
         await client.send(live.setup("models/x"))
-        await client.recv(timeout=100)
+        await client.recv(limit=100)
         assert trio.current_time() - start == 2.5
         start = trio.current_time()
         await client.say("x")
-        await client.turn(timeout=100)
+        await client.turn(limit=100)
         assert trio.current_time() - start == 2.5
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.lowlevel
 
 from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream
 from geminid.protocol import live
@@ -15,7 +16,7 @@ async def _timeline(client, start):
     out = []
     while True:
         try:
-            msg = await client.recv(timeout=10_000)
+            msg = await client.recv(limit=10_000)
         except Exception as exc:  # ConnectionClosed
             reason = exc.reason
             out.append(("close", trio.current_time() - start, reason.code, reason.reason))
@@ -72,10 +73,10 @@ async def test_client_that_closes_after_goaway_is_not_cut(nursery, autojump_cloc
     fake = FakeUpstream(FakeOptions(lifetime=100.0, goaway_before=10.0))
     async with connect_memory(fake, nursery) as client:
         await client.setup()
-        msg = await client.recv(timeout=1000)
+        msg = await client.recv(limit=1000)
         assert "goAway" in msg
         await client.ws.aclose(1000, "rotating")
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     record = fake.connections[0]
     assert (record.closed_by, record.close_code, record.close_reason) == ("client", 1000, "rotating")
 

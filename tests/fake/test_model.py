@@ -130,7 +130,7 @@ async def test_pace_is_on_trios_clock(nursery, autojump_clock):
         await client.say("hi")
         times = []
         while True:
-            msg = await client.recv(timeout=1000)
+            msg = await client.recv(limit=1000)
             times.append((next(iter(msg["serverContent"])), trio.current_time() - start))
             if msg["serverContent"].get("turnComplete"):
                 break

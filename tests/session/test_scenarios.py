@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from session_harness import TOOL_SETUP, conversation_turns, make_config, open_core
 
 from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.config import SessionConfig, UpstreamConfig
-from geminid.daemon.fake import Fault, FakeOptions
+from geminid.daemon.fake import FakeOptions, Fault
 from geminid.protocol import live
 from geminid.protocol.errors import ToolCallLost
-
-from session_harness import TOOL_SETUP, conversation_turns, make_config, open_core
 
 
 async def test_turns_relayed_and_acknowledged_in_order(state_dir):

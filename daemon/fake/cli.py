@@ -1,0 +1,139 @@
+"""``geminid fake-upstream``: run the fake Gemini Live service from a shell.
+
+The lead's ``geminid`` command adds these arguments to its ``fake-upstream`` subcommand with
+:func:`add_arguments` and calls :func:`run`. The accepted key comes from ``$GEMINI_API_KEY``
+(or the variable named by ``--api-key-env``); with none set, any non-empty key is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+
+import structlog
+import trio
+
+from .faults import Fault, Planned, Trigger
+from .options import FakeOptions
+from .server import FakeUpstream
+
+log = structlog.get_logger()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = FakeOptions()
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    add("--port", type=int, default=8765, help="port to bind, 0 for any (default: %(default)s)")
+    add("--api-key-env", default="GEMINI_API_KEY", metavar="VAR",
+        help="environment variable holding the accepted key; unset: any non-empty key (default: %(default)s)")
+    add("--lifetime", type=float, default=d.lifetime, metavar="S", help="connection lifetime in seconds")
+    add("--goaway-before", type=float, default=d.goaway_before, metavar="S",
+        help="send goAway this long before the cut (capped to the lifetime)")
+    add("--no-goaway", action="store_true", help="cut connections at the lifetime with no goAway")
+    add("--cut-mode", choices=("goaway", "cancelled"), default=d.cut_mode,
+        help="close at the lifetime with 1008 'client failed to close ... GoAway' or 1000 'The operation was cancelled.'")
+    add("--handle-ttl", type=float, default=d.handle_ttl, metavar="S",
+        help="resumption handles stay valid this long after the session's last connection ends")
+    add("--max-sessions", type=int, default=None, metavar="N",
+        help="concurrent connections past which setup closes 1011 RESOURCE_EXHAUSTED")
+    add("--no-empty-frames", action="store_true", help="do not send the bare {} frames")
+    add("--reply-pace", type=float, default=d.reply_pace, metavar="S", help="seconds between reply chunks")
+    add("--reply-chunks", type=int, default=d.reply_chunks, metavar="N", help="chunks per reply")
+    add("--latency", type=float, default=d.latency, metavar="S", help="delay every server frame by S")
+    add("--transparent", action="store_true",
+        help="allow sessionResumption.transparent on the Developer API path and send lastConsumedClientMessageIndex")
+    add("--seed", type=int, default=d.seed, help="seed for handles and tool-call ids")
+    add("--refuse", type=int, default=0, metavar="N", help="refuse the first N upgrades with --refuse-status")
+    add("--refuse-status", type=int, default=429, metavar="CODE", help="HTTP status for --refuse (default: 429)")
+    add("--drop-every", type=float, default=None, metavar="S",
+        help="drop each connection's TCP (no close frame) S seconds after it opened")
+    add("--close-every", type=float, default=None, metavar="S",
+        help="close each connection S seconds after it opened with --close-code/--close-reason")
+    add("--close-code", type=int, default=1011, metavar="C", help="close code for --close-every (default: 1011)")
+    add("--close-reason", default="The service is currently unavailable.", metavar="R",
+        help="close reason for --close-every")
+    add("--stall-after", type=float, default=None, metavar="S",
+        help="stall each connection S seconds after it opened (no reads, no writes)")
+    add("--goaway-after", type=float, default=None, metavar="S",
+        help="send goAway (timeLeft --goaway-before) S seconds after each connection opened")
+    add("--expire-handles-after", type=float, default=None, metavar="S",
+        help="expire every handle S seconds after each connection opened")
+
+
+def options_from_args(args: argparse.Namespace) -> FakeOptions:
+    def every(fault: Fault, seconds: float | None) -> list[Planned]:
+        return [] if seconds is None else [Planned(fault, Trigger("seconds", seconds=seconds))]
+
+    faults = [
+        *every(Fault.drop(), args.drop_every),
+        *every(Fault.close(args.close_code, args.close_reason), args.close_every),
+        *every(Fault.stall(), args.stall_after),
+        *every(Fault.goaway(args.goaway_before), args.goaway_after),
+        *every(Fault.expire_handles(), args.expire_handles_after),
+    ]
+    return FakeOptions(
+        api_key=os.environ.get(args.api_key_env) or None,
+        host=args.host,
+        port=args.port,
+        lifetime=args.lifetime,
+        goaway_before=args.goaway_before,
+        goaway=not args.no_goaway,
+        cut_mode=args.cut_mode,
+        handle_ttl=args.handle_ttl,
+        max_sessions=args.max_sessions,
+        empty_frames=not args.no_empty_frames,
+        reply_pace=args.reply_pace,
+        reply_chunks=args.reply_chunks,
+        latency=args.latency,
+        transparent=args.transparent,
+        seed=args.seed,
+        faults=tuple(faults),
+    )
+
+
+async def _main(opts: FakeOptions, refuse: int, refuse_status: int) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            fake = FakeUpstream(opts)
+            if refuse:
+                fake.refuse_next(refuse, status=refuse_status)
+            await nursery.start(fake.serve)
+            print(fake.url(), flush=True)
+            log.info(
+                "fake.ready", url=fake.url(), base_url=fake.base_url,
+                key="configured" if opts.api_key else "any non-empty key",
+            )
+            async for signum in signals:
+                log.info("fake.stopping", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit status."""
+    try:
+        opts = options_from_args(args)
+    except (ValueError, TypeError) as exc:
+        log.error("fake.bad_options", error=str(exc))
+        return 2
+    # A second SIGTERM during cleanup must not kill us with the default action (TRIO_NOTES).
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        trio.run(_main, opts, args.refuse, args.refuse_status)
+    except OSError as exc:
+        log.error("fake.cannot_listen", error=str(exc))
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m geminid.daemon.fake.cli``)."""
+    parser = argparse.ArgumentParser(prog="geminid fake-upstream", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Acceptance: google-genai's own async live client (asyncio + websockets) against the trio fake.
+
+The SDK always builds ``wss://`` URLs from ``base_url`` (``_websocket_base_url``) and passes an SSL
+context; the only patch is to those two, so it speaks plain ``ws://`` to the loopback fake.
+Everything it sends goes through the fake's validator: a refusal here is a codec/schema bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import trio
+
+genai = pytest.importorskip("google.genai")
+from google.genai import types  # noqa: E402
+
+KEY = "conformance-key"
+MODEL = "gemini-live-fake"
+
+
+def _client(port: int):
+    client = genai.Client(
+        api_key=KEY, http_options={"base_url": f"http://127.0.0.1:{port}", "api_version": "v1beta"}
+    )
+    api = client._api_client
+    api._websocket_base_url = lambda http_options=None: f"ws://127.0.0.1:{port}"
+    api._websocket_ssl_ctx = {}
+    return client
+
+
+async def _until_turn_complete(session, out):
+    async for msg in session.receive():
+        out.append(msg)
+        if msg.session_resumption_update and msg.session_resumption_update.resumable:
+            out.handle = msg.session_resumption_update.new_handle
+        if msg.server_content and msg.server_content.turn_complete:
+            return
+
+
+class _Log(list):
+    handle = None
+
+    def text(self):
+        return "".join(m.text or "" for m in self if m.server_content and m.server_content.model_turn)
+
+
+async def _scenario(port: int) -> dict:
+    client = _client(port)
+    weather = types.FunctionDeclaration(
+        name="get_weather",
+        description="Weather for a city",
+        parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}),
+    )
+    config = types.LiveConnectConfig(
+        response_modalities=["TEXT"],
+        session_resumption=types.SessionResumptionConfig(),
+        tools=[types.Tool(function_declarations=[weather])],
+        input_audio_transcription=types.AudioTranscriptionConfig(),
+        context_window_compression=types.ContextWindowCompressionConfig(
+            sliding_window=types.SlidingWindow(target_tokens=1000)
+        ),
+        system_instruction="You are a test.",
+    )
+    result: dict = {}
+    async with client.aio.live.connect(model=MODEL, config=config) as session:
+        # 1. a text turn
+        log = _Log()
+        await session.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text="my name is Ada")]), turn_complete=True
+        )
+        await _until_turn_complete(session, log)
+        result["text"] = log.text()
+
+        # 2. realtime audio ending in audioStreamEnd
+        log = _Log()
+        for _ in range(10):
+            await session.send_realtime_input(audio=types.Blob(data=bytes(640), mime_type="audio/pcm;rate=16000"))
+        await session.send_realtime_input(audio_stream_end=True)
+        await _until_turn_complete(session, log)
+        result["audio"] = log.text()
+        result["input_transcription"] = [
+            m.server_content.input_transcription.text
+            for m in log
+            if m.server_content and m.server_content.input_transcription
+        ]
+
+        # 3. a tool call round trip
+        log = _Log()
+        await session.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text="what is the weather?")]), turn_complete=True
+        )
+        call = None
+        async for msg in session.receive():
+            if msg.tool_call:
+                call = msg.tool_call.function_calls[0]
+                break
+        result["call_name"] = call.name
+        await session.send_tool_response(
+            function_responses=[types.FunctionResponse(id=call.id, name=call.name, response={"temp": 21})]
+        )
+        await _until_turn_complete(session, log)
+        result["tool_reply"] = log.text()
+        # the resumable handle that follows the turn
+        async for msg in session.receive():
+            upd = msg.session_resumption_update
+            if upd and upd.resumable:
+                handle = upd.new_handle
+                break
+    # 4. a second connection resuming with the handle sees the first one's context
+    config2 = types.LiveConnectConfig(
+        response_modalities=["TEXT"], session_resumption=types.SessionResumptionConfig(handle=handle)
+    )
+    async with client.aio.live.connect(model=MODEL, config=config2) as session:
+        log = _Log()
+        await session.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text="please recall")]), turn_complete=True
+        )
+        await _until_turn_complete(session, log)
+        result["resumed"] = log.text()
+    return result
+
+
+async def test_google_genai_live_client_against_fake(start_fake):
+    fake = await start_fake(api_key=KEY, reply_pace=0.005)
+    result = await trio.to_thread.run_sync(lambda: asyncio.run(_scenario(fake.port)))
+    assert result["text"] == 'turn 1: heard "my name is Ada".'
+    assert result["input_transcription"] == ["(200 ms of audio)"]
+    assert result["audio"] == 'turn 2: heard "(200 ms of audio)"; previous "my name is Ada".'
+    assert result["call_name"] == "get_weather"
+    assert result["tool_reply"] == 'turn 3: get_weather returned {"temp":21}.'
+    assert result["resumed"] == (
+        'turn 4: heard "please recall"; previous "what is the weather?"; '
+        'recall ["my name is Ada", "(200 ms of audio)", "what is the weather?"].'
+    )
+    first, second = fake.accepted
+    assert first.close_code != 1007 and second.close_code != 1007, (first.invalid, second.invalid)
+    assert second.resumed_handle is not None
+    assert fake.conversations["c1"].connection_ids == [1, 2]
+    assert "realtimeInput" in first.client_kinds() and "toolResponse" in first.client_kinds()

@@ -1,0 +1,169 @@
+"""Property tests of the replay buffer: the rules that make replay zero-loss and exactly-once."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
+from geminid.protocol import live
+from geminid.protocol.errors import BufferFull
+
+
+def entry(seq: int, kind: Kind, at: float = 0.0, elicits: bool | None = None, size: int = 10) -> Entry:
+    if kind is Kind.TURN:
+        msg = live.client_content(f"t{seq}", turn_complete=True if elicits is None else elicits)
+        el = True if elicits is None else elicits
+    elif kind is Kind.AUDIO:
+        msg = live.realtime_audio(b"\0" * size)
+        el = False
+    elif kind is Kind.TOOL_RESPONSE:
+        msg = live.tool_response([live.function_response(f"id{seq}", "f", {})])
+        el = False
+    else:
+        msg = live.realtime_text("x")
+        el = True
+    return Entry(seq, kind, msg, live.encode(msg), at, el)
+
+
+def test_classify_message():
+    assert classify_message("clientContent", live.client_content("x")) == (Kind.TURN, True)
+    assert classify_message("clientContent", live.client_content("x", turn_complete=False)) == (Kind.TURN, False)
+    assert classify_message("realtimeInput", live.realtime_audio(b"ab")) == (Kind.AUDIO, False)
+    assert classify_message("realtimeInput", live.audio_stream_end()) == (Kind.REALTIME, True)
+    assert classify_message("realtimeInput", live.activity_start()) == (Kind.REALTIME, False)
+    assert classify_message("toolResponse", live.tool_response([live.function_response("a", "f", {})]))[0] is Kind.TOOL_RESPONSE
+
+
+def drain(buf: ReplayBuffer) -> list[int]:
+    sent = []
+    while (e := buf.peek()) is not None:
+        buf.mark_sent()
+        sent.append(e.seq)
+    return sent
+
+
+def test_handle_covers_answered_prefix_only():
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    for s in (1, 2, 3):
+        buf.append(entry(s, Kind.TURN))
+    assert drain(buf) == [1, 2, 3]
+    buf.response_ended()  # the reply to turn 1 ended
+    assert buf.covered_by_handle(None) == 1
+    assert [e.seq for e in buf] == [2, 3]
+    # A reconnect replays exactly what was not covered, in order.
+    buf.new_connection(now=0.0)
+    assert drain(buf) == [2, 3]
+
+
+def test_transparent_index_trims_exactly():
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    for s in (5, 6, 7, 8):
+        buf.append(entry(s, Kind.TURN, elicits=False))
+    drain(buf)
+    buf.covered_by_handle(1)  # 0-based: messages 0 and 1 on this connection consumed
+    assert [e.seq for e in buf] == [7, 8]
+    buf.covered_by_handle(3)
+    assert len(buf) == 0
+
+
+def test_stale_audio_dropped_on_replay_but_turns_never():
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    buf.append(entry(1, Kind.AUDIO, at=0.0))
+    buf.append(entry(2, Kind.TURN, at=0.0))
+    buf.append(entry(3, Kind.AUDIO, at=9.5))
+    dropped = buf.new_connection(now=10.0)
+    assert [e.seq for e in dropped] == [1]
+    assert [e.seq for e in buf] == [2, 3]
+    assert buf.stats.dropped_stale == 1
+
+
+def test_full_buffer_drops_oldest_audio_then_refuses():
+    buf = ReplayBuffer(max_bytes=400, staleness=1.0)
+    buf.append(entry(1, Kind.AUDIO, size=60))
+    buf.append(entry(2, Kind.TURN))
+    buf.append(entry(3, Kind.TURN))
+    big = entry(4, Kind.TURN)
+    buf.append(big)
+    assert 1 not in [e.seq for e in buf] or buf.bytes <= 400
+    with pytest.raises(BufferFull):
+        for s in range(5, 50):
+            buf.append(entry(s, Kind.TURN))
+    assert buf.stats.refused == 1
+    assert buf.bytes <= 400
+    assert all(e.kind is Kind.TURN for e in buf)
+
+
+def test_lost_tool_responses_removed_before_replay():
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    buf.append(entry(1, Kind.TURN))
+    buf.append(entry(2, Kind.TOOL_RESPONSE))
+    buf.new_connection(0.0)
+    removed = buf.remove_tool_responses(["id2"])
+    assert [e.seq for e in removed] == [2]
+    assert [e.seq for e in buf] == [1]
+
+
+kinds = st.sampled_from([Kind.TURN, Kind.AUDIO, Kind.TOOL_RESPONSE, Kind.REALTIME])
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), kinds, st.booleans()),
+        st.tuples(st.just("send"), st.integers(0, 5)),
+        st.tuples(st.just("boundary")),
+        st.tuples(st.just("handle")),
+        st.tuples(st.just("reconnect"), st.floats(0, 5)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300)
+@given(ops)
+def test_replay_never_reorders_duplicates_or_loses_a_turn(program):
+    """Model: the server consumes what it was sent on the current connection in order; a handle
+    is issued only at quiet points. Whatever happens, the turns the server ends up with (handle
+    state + replays) are each accepted turn exactly once, in seq order."""
+    buf = ReplayBuffer(max_bytes=1_000_000, staleness=1.0)
+    seq = 0
+    now = 0.0
+    server_state: list[int] = []  # turn seqs in the conversation as of the last handle
+    on_conn: list[int] = []  # turn seqs consumed on the current connection
+    accepted_turns: list[int] = []
+    outstanding = 0  # eliciting messages sent whose reply has not ended
+    for op in program:
+        if op[0] == "append":
+            seq += 1
+            kind, elicit = op[1], op[2]
+            e = entry(seq, kind, at=now, elicits=elicit if kind is Kind.TURN else None)
+            buf.append(e)
+            if kind is Kind.TURN:
+                accepted_turns.append(seq)
+        elif op[0] == "send":
+            for _ in range(op[1]):
+                e = buf.peek()
+                if e is None:
+                    break
+                buf.mark_sent()
+                if e.kind is Kind.TURN:
+                    on_conn.append(e.seq)
+                if e.elicits:
+                    outstanding += 1
+        elif op[0] == "boundary":
+            if outstanding:
+                outstanding -= 1
+                buf.response_ended()
+        elif op[0] == "handle":
+            if outstanding == 0:  # the server is quiet: everything sent is in the handle
+                server_state.extend(on_conn)
+                on_conn = []
+                buf.covered_by_handle(None)
+        else:
+            now += op[1]
+            on_conn = []  # consumed since the handle, but lost with the connection
+            outstanding = 0
+            buf.new_connection(now)
+    # Finally: reconnect, send everything, and the conversation must hold every turn once.
+    buf.new_connection(now)
+    final = server_state + [e.seq for e in buf if e.kind is Kind.TURN]
+    assert final == accepted_turns
