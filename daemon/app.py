@@ -3,11 +3,12 @@ signals into one trio program.
 
 Shutdown order matters and is explicit here (hypercorn's pattern):
 
-1. stop accepting clients (the server's scope is cancelled);
+1. stop taking work: new requests are refused with -32009 (shutting down);
 2. every session closes its upstream with 1000 and flushes its checkpoint, within
-   ``shutdown_timeout`` (handles stay valid, so the restarted daemon resumes);
-3. the store's writer does a final flush;
-4. everything else is cancelled, and the process exits 0.
+   ``shutdown_timeout`` (handles stay valid, so the restarted daemon resumes); sends already
+   in flight are acknowledged once durable;
+3. clients are disconnected (the server's scope is cancelled);
+4. the store's writer does a final flush, everything else is cancelled, and the process exits 0.
 
 An escalation from a supervisor (a session crashing past its intensity limit) ends the daemon
 with a non-zero status, so that systemd restarts it and every session resumes from disk.
@@ -114,8 +115,11 @@ async def run_daemon(
                         name = signal.Signals(signum).name
                         log.info("daemon.stopping", signal=name)
                         notifier.stopping(f"stopping on {name}")
-                        server_scope.cancel()
+                        # New requests now get -32009 (shutting down); sends in flight finish
+                        # and are acknowledged while every session closes upstream with 1000
+                        # and flushes its checkpoint. Only then are clients disconnected.
                         await registry.shutdown(cfg.shutdown_timeout)
+                        server_scope.cancel()
                         core.cancel_scope.cancel()
                         break
                 with trio.move_on_after(cfg.shutdown_timeout, shield=True):

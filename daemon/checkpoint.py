@@ -485,6 +485,13 @@ class CheckpointStore:
             except Exception as exc:  # a bug or MemoryError in the batch: nothing is lost
                 log.error("checkpoint.batch_crashed", exc_info=exc)
                 result = BatchResult({n: exc for n, _ in items}, 0, 0, 0, 0)
+            except BaseException:
+                # Cancelled before the thread started (run_sync checks for cancellation and
+                # may wait for a thread slot first): put the batch back, so the final flush
+                # writes it. Once the thread runs, run_sync is not cancellable.
+                for name, what in taken.items():
+                    self._dirty.setdefault(name, what)
+                raise
             self.stats.batches += 1
             self.stats.writes += result.writes
             self.stats.deletes += result.deletes

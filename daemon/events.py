@@ -30,12 +30,13 @@ class Event:
 
     @classmethod
     def build(cls, seq: int, method: str, params: dict[str, Any]) -> Event:
-        line = json.dumps(
-            {"jsonrpc": "2.0", "method": method, "params": params},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode() + b"\n"
-        return cls(seq, method, params, line)
+        body = {"jsonrpc": "2.0", "method": method, "params": params}
+        try:
+            line = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (legal in JSON text, not in UTF-8): escape it instead.
+            line = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
+        return cls(seq, method, params, line + b"\n")
 
 
 class EventSink(Protocol):

@@ -1,7 +1,8 @@
 """Daemon-wide counters and gauges, reported by ``daemon.status`` (and the sd_notify STATUS line).
 
 Plain attributes on one object: the relay path increments integers, nothing more. Gauges that
-can be derived (sessions by state, clients) are computed when asked, not maintained.
+can be derived (sessions by state) are computed when asked, not maintained; client counts and
+lag drops are the socket server's (``daemon.status`` → ``server``).
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ class Metrics:
     tool_calls_lost: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
-    clients_connected: int = 0
-    clients_total: int = 0
-    lag_drops: int = 0
     crashes: int = 0
 
     def reconnect(self, cause: str) -> None:

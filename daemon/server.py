@@ -527,6 +527,15 @@ class UnixServer:
                                 {"uid": uid},
                             )
                         )
+                        # Lingering close: closing with unread input would reset the connection
+                        # and could destroy the error line before the peer reads it.
+                        await stream.send_eof()
+                        drained = 0
+                        while drained < 1 << 20:
+                            data = await stream.receive_some(READ_CHUNK)
+                            if not data:
+                                break
+                            drained += len(data)
                 return
             conn = ClientConnection(
                 stream,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from collections import deque
@@ -59,6 +60,11 @@ SEQ_BLOCK = 4096
 _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
 #: Tool call ids remembered as lost, to refuse late responses with a precise error.
 _LOST_IDS_KEPT = 256
+#: TEST ONLY: a deliberately broken build, to prove that the soak (tests/soak) catches one.
+#: Read in this one place; empty in every real run. ``no-replay``: a new connection forgets what
+#: the previous one was sent but not yet covered by a handle. ``reuse-stale-handle``: keep
+#: resuming with the first handle ever received (the buffer is still trimmed by newer ones).
+_TEST_BREAK = os.environ.get("GEMINID_TEST_BREAK", "")
 
 
 def fingerprint(setup: dict) -> str:
@@ -421,6 +427,8 @@ class SessionActor:
         self.connected_since = time.time()
         self.last_alive_at = time.time()
         self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
+        if _TEST_BREAK == "no-replay":
+            self.buffer._trim(lambda _seq: True)  # drop what the last connection was sent
         dropped = self.buffer.new_connection(now)
         if dropped:
             self.metrics.dropped_stale += len(dropped)
@@ -553,7 +561,8 @@ class SessionActor:
         if not (msg.resumable and msg.new_handle):
             return  # keep the last good handle (resumable: false comes while generating)
         old = self.handle
-        self.handle = msg.new_handle
+        if not (_TEST_BREAK == "reuse-stale-handle" and old):
+            self.handle = msg.new_handle
         self.handle_issued_at = time.time()
         self.last_alive_at = self.handle_issued_at
         logsetup.register_secret(self.handle)
@@ -636,8 +645,16 @@ class SessionActor:
         """On a new connection any tool call still open is gone: the server never issues a
         resumable handle while a call is pending, so our handle predates it. The turn that
         caused it is still in the replay buffer (its reply never ended) and will be answered
-        again, with a new call id."""
-        lost = sorted(self.pending_tools | self.answered_tools)
+        again, with a new call id. A tool response still in the buffer counts too, even if its
+        reply already ended (the turn boundary clears answered_tools): no handle covers it, so
+        the restored server state never issued its call, and replaying it is refused with 1007."""
+        queued = {
+            r.get("id")
+            for e in self.buffer
+            if e.kind is Kind.TOOL_RESPONSE
+            for r in e.message["toolResponse"].get("functionResponses", [])
+        }
+        lost = sorted(self.pending_tools | self.answered_tools | queued)
         if not lost:
             return []
         self.pending_tools.clear()
@@ -690,6 +707,7 @@ class SessionActor:
             logsetup.forget_secret(self.handle)
         self.handle = None
         self.handle_issued_at = None
+        self.last_prompt_tokens = None  # the next conversation's counts start from scratch
         self.context_lost_pending = reason
         self.metrics.fresh_fallbacks += 1
         self.store.mark_dirty(self.name, self.snapshot)

@@ -17,6 +17,7 @@ Field kinds in the file:
 from __future__ import annotations
 
 import json
+import functools
 import re
 from importlib import resources
 from typing import Any
@@ -26,6 +27,7 @@ import attrs
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
+@functools.lru_cache(maxsize=1024)
 def to_snake(name: str) -> str:
     """``generationConfig`` -> ``generation_config`` (the proto field name the server quotes)."""
     return _CAMEL_HUMP.sub(r"_\1", name).lower()

@@ -28,11 +28,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
 import trio
 from trio_websocket import open_websocket_url
 
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.protocol import live
+
+# The fake runs in this process: keep its info logs out of the tables.
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -138,7 +142,7 @@ class Daemon:
         *,
         cpu: int | None = None,
         config: str | None = None,
-        log_level: str = "warning",
+        log_level: str = os.environ.get("BENCH_DAEMON_LOG", "warning"),
         notify_socket: str | None = None,
         workdir: Path | None = None,
     ) -> None:
@@ -169,6 +173,11 @@ class Daemon:
             argv[2:2] = ["--config", str(cfg)]
         if self.cpu is not None and can_pin():
             argv = ["taskset", "-c", str(self.cpu), *argv]
+        # Profiling hook: BENCH_PYSPY=out.svg (or .txt with --format raw) records the daemon.
+        if spy := os.environ.get("BENCH_PYSPY"):
+            fmt_args = ["--format", "raw"] if spy.endswith(".txt") else []
+            extra = os.environ.get("BENCH_PYSPY_ARGS", "").split()  # e.g. "--gil" for CPU only
+            argv = [str(VENV_BIN / "py-spy"), "record", "-r", "500", "-o", spy, *fmt_args, *extra, "--", *argv]
         return argv
 
     def spawn(self) -> None:
@@ -205,12 +214,29 @@ class Daemon:
         await self.wait_ready()
         return self
 
+    @property
+    def pid(self) -> int:
+        """The daemon's own pid (py-spy's child when profiling)."""
+        assert self.proc is not None
+        if not os.environ.get("BENCH_PYSPY"):
+            return self.proc.pid
+        for _ in range(500):
+            with contextlib.suppress(OSError):
+                kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+                if kids:
+                    return int(kids[0])
+            time.sleep(0.01)
+        return self.proc.pid
+
     def rss_kib(self) -> int:
-        return rss_kib(self.proc.pid) if self.proc else 0
+        return rss_kib(self.pid) if self.proc else 0
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if os.environ.get("BENCH_PYSPY"):
+                os.kill(self.pid, signal.SIGTERM)  # py-spy writes its output when its child exits
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -218,7 +244,7 @@ class Daemon:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
-        if self._own_dir:
+        if self._own_dir and not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -22,6 +22,7 @@ import trio
 
 from _common import (
     TEXT_SETUP,
+    cpu_seconds,
     direct_next,
     direct_session,
     header,
@@ -125,6 +126,7 @@ def rows_for(kind: str, direct: list[float], daemon: list[float]) -> list[list[A
 async def main(n: int, cpu: int | None, kinds: list[str]) -> None:
     header("Relay latency (first reply event after a send; ms)")
     results: dict[str, tuple[list[float], list[float]]] = {}
+    cpu_ms: dict[str, float] = {}
     async with trio.open_nursery() as nursery:
         fake = await start_fake(nursery)
         async with running_daemon(fake.url(), cpu=cpu) as daemon:
@@ -132,7 +134,9 @@ async def main(n: int, cpu: int | None, kinds: list[str]) -> None:
                 for kind in kinds:
                     name = f"lat-{kind}"
                     await open_session(client, name)
+                    cpu0 = cpu_seconds(daemon.pid)
                     results[kind] = await measure_pair(fake, client, name, kind, n)
+                    cpu_ms[kind] = (cpu_seconds(daemon.pid) - cpu0) * 1000 / (n + 20)
         nursery.cancel_scope.cancel()
     rows: list[list[Any]] = []
     for kind in kinds:
@@ -152,6 +156,13 @@ async def main(n: int, cpu: int | None, kinds: list[str]) -> None:
         goal_rows.append([kind, "p50 <= 1.5x direct", f"{ratio:.2f}x", verdict(ratio <= 1.5)])
         goal_rows.append([kind, "p99 added <= 1 ms", f"{added:.3f} ms", verdict(added <= 1.0)])
     table("goals", ["message", "goal", "measured", "verdict"], goal_rows)
+    print()
+    table(
+        "daemon CPU per round trip (user+sys, includes its checkpoint thread)",
+        ["message", "daemon CPU ms / round trip"],
+        [[k, cpu_ms[k]] for k in kinds],
+        digits=3,
+    )
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ async def test_invalid_params_name_the_field(server, method, params, field):
     await c.aclose()
 
 
-async def test_errors_map_generically(server, service, caplog):
+async def test_errors_map_generically(server, service):
     c = await raw(server.path)
     await c.request(req(1, "nope.method"))
     r = await c.line()
@@ -242,7 +242,7 @@ async def test_two_clients_get_every_event_in_order(server, connect, service):
         for i in range(500):
             service.publish("s", "session.message", {"message": {"i": i}})
             if i % 50 == 0:
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         for c in (a, b):
             evs = await collect(c, 500)
             assert [p["seq"] for _, p in evs] == list(range(2, 502))
@@ -268,7 +268,7 @@ async def test_slow_client_is_dropped_and_told_others_unaffected(serve, connect,
             nursery.start_soon(consume)
             for i in range(n):
                 service.publish("s", "session.message", {"message": {"pad": big, "i": i}})
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         assert [p["seq"] for _, p in got] == list(range(2, n + 2))  # fast saw everything
         status = await fast.status()
         assert status["server"]["events_dropped"] > 0
@@ -400,11 +400,15 @@ async def test_activated_socket_is_used_and_left_alone(sockdir, service):
     assert path.exists()
 
 
+SYSTEM_PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 UID_CLIENT = r"""
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"rpc.hello","params":{"protocol":1}}\n')
+try:
+    s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"rpc.hello","params":{"protocol":1}}\n')
+except OSError:
+    pass
 buf = b""
 while not buf.endswith(b"\n"):
     d = s.recv(4096)
@@ -422,7 +426,7 @@ async def test_peer_uid_refused_or_allowed(serve, sockdir, allowed):
     server = await serve(allowed_uids=(65534,) if allowed else ())
     os.chmod(sockdir, 0o755)
     os.chmod(server.path, 0o666)  # let uid 65534 reach the socket at the file-system level
-    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    py = SYSTEM_PY
     proc = await trio.run_process(
         [py, "-c", UID_CLIENT, str(server.path)],
         capture_stdout=True, capture_stderr=True, user=65534, group=65534, extra_groups=[],
