@@ -124,3 +124,36 @@ async def test_model_switch_on_resume_is_impossible(state_dir):
         with pytest.raises(SetupMismatch):
             await core.registry.open("s", other)
         assert Fault  # noqa: B018 - imported for symmetry with other scenario files
+
+
+async def test_full_disk_refuses_the_ack_and_never_sends_the_turn(state_dir):
+    import errno
+
+    from geminid.daemon.checkpoint import BatchResult, write_batch
+    from geminid.protocol.errors import NotDurable
+
+    full = [False]
+
+    def flaky(directory, items):
+        if full[0]:
+            err = OSError(errno.ENOSPC, "No space left on device")
+            return BatchResult({name: err for name, _ in items}, 0, 0, 0, 0)
+        return write_batch(directory, items)
+
+    async with open_core(state_dir) as core:
+        core.store._write_batch = flaky
+        core.store.retry_interval = 0.05
+        rec = await core.open()
+        await rec.wait(lambda r: "live" in r.statuses())
+        full[0] = True
+        with pytest.raises(NotDurable) as info:
+            await core.say("s", "lost to a full disk")
+        assert "No space left" in info.value.message
+        await trio.sleep(0.2)
+        # Not acknowledged, so not sent either: a retry by the client cannot duplicate it.
+        assert conversation_turns(core.fake) in ([], [[]])
+        full[0] = False
+        await core.say("s", "disk has room again")
+        await rec.wait(lambda r: r.turn_ends() == 1)
+        assert conversation_turns(core.fake) == [["disk has room again"]]
+        assert core.metrics.not_durable == 1
