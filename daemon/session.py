@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -92,6 +93,9 @@ class _Conn:
     #: Set when we decided to end it ourselves (rotation, close, shutdown).
     local_reason: str | None = None
     last_frame_at: float = 0.0
+    #: When we last sent something that asks for a reply: silence is measured from the later
+    #: of this and the last frame (a tool that took minutes is not a stall).
+    asked_at: float = 0.0
     in_response: bool = False
     first_usage_checked: bool = False
 
@@ -165,6 +169,7 @@ class SessionActor:
         self._conn_scope: trio.CancelScope | None = None
         self._wait_scope: trio.CancelScope | None = None
         self._wake = trio.Event()
+        self._timer_wake = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
         self._closing: str | None = None
         self._stopping = False
@@ -270,6 +275,22 @@ class SessionActor:
         self._stopping = True
         self._cancel_current("daemon shutting down")
         await self._ended.wait()
+
+    def force_reconnect(self, reason: str = "forced reconnect") -> bool:
+        """Close the current upstream connection from our side and reconnect at once (ops/tests).
+
+        A live connection is closed with 1000 after the relay stops, exactly like a goAway
+        rotation, and the next one resumes with the newest handle (the replay buffer is resent
+        as on any reconnect). A dial or setup in progress is abandoned and retried; a backoff
+        wait is cut short. Nothing is lost: unacknowledged and uncovered messages stay in the
+        replay buffer. Returns False (and does nothing) if the session is closed, failed,
+        closing or stopping.
+        """
+        if self.state.terminal or self._closing or self._stopping:
+            return False
+        self.log.info("session.force_reconnect", reason=reason)
+        self._cancel_current(reason)
+        return True
 
     async def close(self, reason: str = "closed by client") -> None:
         """End the session for good: close upstream with 1000, delete the checkpoint."""
@@ -463,6 +484,9 @@ class SessionActor:
                     continue
                 self.buffer.mark_sent()
                 await link.send(entry.wire)
+                if entry.elicits or entry.kind is Kind.TOOL_RESPONSE:
+                    conn.asked_at = trio.current_time()
+                    self._poke_timers()
 
         try:
             async with trio.open_nursery() as nursery:
@@ -484,13 +508,27 @@ class SessionActor:
         return ending
 
     async def _timers(self, link: UpstreamLink, conn: _Conn, scope: trio.CancelScope) -> None:
-        """goAway deadline, stall detection and keepalive, checked on a clock tick so that a
-        silent server cannot keep us waiting (a check that runs only on arrival never fires)."""
+        """goAway deadline, stall detection and keepalive.
+
+        Driven by the clock, not by arriving messages (after a goAway the server may go silent,
+        and a check that runs only on arrival never fires). It sleeps until the earliest armed
+        deadline and is poked (``_poke_timers``) when a new one may have been armed, so an idle
+        session costs no wakeups besides its keepalive ping.
+        """
         up = self.cfg.upstream
-        tick = 0.5
         next_ping = trio.current_time() + up.keepalive_interval if up.keepalive_interval > 0 else None
         while True:
-            await trio.sleep(tick)
+            wake_at = math.inf
+            if conn.deadline is not None:
+                wake_at = conn.deadline
+            silent_since = max(conn.last_frame_at, conn.asked_at)
+            if up.stall_timeout > 0 and self._expecting_reply():
+                wake_at = min(wake_at, silent_since + up.stall_timeout)
+            if next_ping is not None:
+                wake_at = min(wake_at, next_ping)
+            self._timer_wake = trio.Event()
+            with trio.move_on_at(wake_at):
+                await self._timer_wake.wait()
             now = trio.current_time()
             if conn.deadline is not None and now >= conn.deadline:
                 self._end_connection(conn, "goAway deadline reached; rotating")
@@ -499,7 +537,7 @@ class SessionActor:
             if (
                 up.stall_timeout > 0
                 and self._expecting_reply()
-                and now - conn.last_frame_at >= up.stall_timeout
+                and now - max(conn.last_frame_at, conn.asked_at) >= up.stall_timeout
             ):
                 raise Ended(Ending(EndingKind.STALL, reason=f"no frame for {up.stall_timeout:g} s while a reply was expected"))
             if next_ping is not None and now >= next_ping:
@@ -508,6 +546,10 @@ class SessionActor:
                 if ping_scope.cancelled_caught:
                     raise Ended(Ending(EndingKind.STALL, reason=f"no pong within {up.keepalive_timeout:g} s"))
                 next_ping = trio.current_time() + up.keepalive_interval
+
+    def _poke_timers(self) -> None:
+        """A deadline may have been armed (goAway, a reply now expected): re-plan the timers."""
+        self._timer_wake.set()
 
     # ------------------------------------------------------------------ server messages --
 
@@ -545,8 +587,9 @@ class SessionActor:
         text = msg.text or msg.output_transcription
         if text:
             self._model_text.append(text)
-        if msg.content.get("modelTurn") or text or msg.audio_chunks:
+        if (msg.content.get("modelTurn") or text or msg.audio_chunks) and not conn.in_response:
             conn.in_response = True
+            self._poke_timers()
         if msg.turn_boundary:
             if conn.in_response or msg.interrupted:
                 self.buffer.response_ended()
@@ -583,6 +626,7 @@ class SessionActor:
         if self.state is State.LIVE:
             self._to(State.DRAINING, cause="goaway", time_left=time_left)
         self._wake_writer()
+        self._poke_timers()
 
     def _check_usage(self, usage: dict, conn: _Conn) -> None:
         """A resumed session whose prompt token count collapses has lost its context even
@@ -614,8 +658,12 @@ class SessionActor:
         )
 
     def _expecting_reply(self) -> bool:
+        """The server owes us frames (a silence now is a stall). Not while a tool call waits for
+        the client: then the server is rightly silent for as long as the tool takes."""
         conn = self._conn
-        return conn is not None and (conn.in_response or self.buffer.awaiting_reply() or bool(self.answered_tools))
+        if conn is None or self.pending_tools:
+            return False
+        return conn.in_response or self.buffer.awaiting_reply() or bool(self.answered_tools)
 
     def _holding(self, entry: Entry, conn: _Conn) -> bool:
         """While draining, hold new turns for the next connection so that a quiet point can

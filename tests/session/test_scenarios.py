@@ -208,3 +208,18 @@ async def test_inactivity_timeout_ends_the_session(state_dir, autojump_clock):
         assert rec.of("session.ended")[0]["reason"] == "timeout"
         assert not (state_dir / "s.ckpt").exists()
         assert core.registry.list() == []
+
+
+async def test_a_slow_tool_is_not_a_stall(state_dir, autojump_clock):
+    cfg = make_config(state_dir, upstream=UpstreamConfig(stall_timeout=10, keepalive_interval=0))
+    async with open_core(state_dir, cfg=cfg, memory=True) as core:
+        rec = await core.open(setup=TOOL_SETUP)
+        await core.say("s", "weather in Lima?")
+        await rec.wait(lambda r: any("toolCall" in m for m in r.messages()))
+        call = next(m for m in rec.messages() if "toolCall" in m)["toolCall"]["functionCalls"][0]
+        await trio.sleep(120)  # the tool takes two minutes; the server is rightly silent
+        assert core.metrics.reconnects_by_cause.get("stall", 0) == 0
+        await core.registry.send("s", live.tool_response([live.function_response(call["id"], call["name"], {"t": "18C"})]))
+        await rec.wait(lambda r: r.turn_ends() == 1)
+        assert "18C" in rec.texts()
+        assert rec.statuses().count("live") == 1

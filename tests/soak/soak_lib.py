@@ -116,6 +116,8 @@ class SoakParams:
     time_limit: float = 900.0
     #: how long a driver waits for the reply to a turn before moving on (counted, not fatal)
     reply_timeout: float = 10.0
+    #: how long the end of the run waits for every session to be live with an empty buffer
+    quiet_timeout: float = 30.0
     verbose: bool = True
 
 
@@ -409,12 +411,13 @@ async def _drive(params, rng, fake, registry, metrics, sock, names, per_session,
         fake._refusals.clear()
         async with trio.open_nursery() as work:
             for d, turns in zip(drivers, per_session, strict=True):
-                work.start_soon(d.turn, turns + 1, "final", 30.0)
-        quiet = await _wait_quiet(clients[0], names, 30.0)
+                work.start_soon(d.turn, turns + 1, "final", params.quiet_timeout)
+        quiet = await _wait_quiet(clients[0], names, params.quiet_timeout)
         sessions = {s["session"]: s for s in await clients[0].client.sessions()}
         violations: list[str] = []
         if not quiet:
-            violations.append("S1 sessions did not quiesce (live, empty buffer) within 30 s: "
+            violations.append(f"S1 sessions did not quiesce (live, empty buffer) within "
+                              f"{params.quiet_timeout} s: "
                               + repr({k: (v["status"], v["buffered"]) for k, v in sessions.items()}))
         report = check(fake, names, logs, drivers, observer_views, sessions, metrics, injector,
                        params.audio_staleness, violations)
