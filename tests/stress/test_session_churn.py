@@ -1,0 +1,112 @@
+"""1,000 sessions opened and closed in rapid cycles through the real registry, against the fake
+upstream over loopback TCP: afterwards no trio task, file descriptor, checkpoint file, slot or
+upstream connection is left, and memory growth is reported (with a generous bound)."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+
+import trio
+from stress_lib import Stopwatch, Usage, report, scaled, settle
+
+from geminid.daemon import logsetup
+from geminid.daemon.config import UpstreamConfig
+from geminid.daemon.fake import FakeOptions
+
+from session_harness import Recorder, make_config, open_core  # isort: skip  (path set by stress_lib)
+from geminid.protocol import live  # isort: skip
+
+BATCH = 50
+
+
+async def _cycle(core, prefix: str, n: int) -> None:
+    """Open ``n`` sessions at once; every other one sends a turn and waits for the reply; then
+    close them all at once (upstream closed with 1000, checkpoint deleted)."""
+    recorders: dict[str, Recorder] = {}
+
+    async def one(name: str, talk: bool) -> None:
+        rec = Recorder()
+        await core.registry.open(name, SETUP)
+        core.registry.attach(name, rec, 0)
+        recorders[name] = rec
+        if talk:
+            await core.registry.send(name, live.client_content(f"hello {name}"))
+            await rec.wait(lambda r: r.turn_ends() == 1, timeout=30)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(n):
+            nursery.start_soon(one, f"{prefix}-{i}", i % 2 == 0)
+    async with trio.open_nursery() as nursery:
+        for name in recorders:
+            nursery.start_soon(core.registry.close, name)
+    for name, rec in recorders.items():
+        assert rec.of("session.ended"), name
+        core.registry.detach(name, rec)
+
+
+SETUP = live.setup("gemini-2.0-flash-live-001", response_modalities=["TEXT"])["setup"]
+
+
+async def test_1000_sessions_open_and_close_in_rapid_cycles(tmp_path):
+    total = scaled(1000)
+    state_dir = tmp_path / "state"
+    cfg = make_config(
+        state_dir,
+        upstream=UpstreamConfig(connect_timeout=10, setup_timeout=10, stall_timeout=10, keepalive_interval=0),
+    )
+    opts = FakeOptions(reply_pace=0.0005, reply_chunks=2)
+    async with open_core(state_dir, cfg=cfg, fake_options=opts) as core:
+        await _cycle(core, "warm", 10)  # thread pool, caches, first-use imports
+        await settle(lambda: not core.registry._slots, what="warm-up slots gone")
+        tracemalloc.start()
+        try:
+            before = Usage.now()
+            clock = Stopwatch()
+            done = 0
+            while done < total:
+                n = min(BATCH, total - done)
+                await _cycle(core, f"c{done // BATCH}", n)
+                done += n
+            elapsed = str(clock)
+            registry, fake = core.registry, core.fake
+            await settle(lambda: not registry._slots, what="every slot removed")
+            await settle(lambda: fake.live_connections == 0 and not fake._conns, what="fake connections closed")
+            await settle(lambda: Usage.now().tasks <= before.tasks, what="tasks back to baseline")
+            await settle(lambda: Usage.now().fds <= before.fds, what="fds back to baseline")
+            after = Usage.now()
+            # The fake's own records of 1,000 conversations are test bookkeeping, not daemon
+            # memory: measure without them as well.
+            accepted = fake.accepted
+            fake_heap_before_clear = after.heap
+            fake.connections.clear()
+            fake.conversations.clear()
+            fake.handles = type(fake.handles)(fake.options.handle_ttl, fake.options.seed)
+            without_fake = Usage.now()
+        finally:
+            tracemalloc.stop()
+
+        report(
+            f"{total} sessions opened/closed in batches of {BATCH} ({elapsed})",
+            before,
+            without_fake,
+            heap_with_fake=f"{(fake_heap_before_clear - before.heap) // 1024:+d} KiB incl. the fake's records",
+            per_session=f"{(without_fake.heap - before.heap) / total:+.0f} B heap growth per session",
+            checkpoints=f"writes {core.store.stats.writes}, deletes {core.store.stats.deletes}, "
+            f"batches {core.store.stats.batches}",
+            redaction=f"{len(logsetup._registry._lru)} handles still registered for redaction",
+        )
+
+        # Every upstream connection was accepted once per session and closed by us with 1000.
+        sessions = total + 10
+        assert len(accepted) == sessions, len(accepted)
+        bad = [(r.id, r.closed_by, r.close_code) for r in accepted if (r.closed_by, r.close_code) != ("client", 1000)]
+        assert not bad, bad[:10]
+        assert all(r.closed_at is not None for r in accepted)
+        # Nothing left on disk: every checkpoint was deleted, no temp files.
+        assert os.listdir(state_dir) == []
+        assert core.store.stats.deletes >= sessions
+        assert without_fake.tasks <= before.tasks and without_fake.fds <= before.fds
+        assert core.metrics.crashes == 0
+        # Generous sanity bound: a real leak of ~1 KiB per session or more would show far above it.
+        assert without_fake.heap - before.heap < 8 * 1024 * 1024, without_fake.heap - before.heap
