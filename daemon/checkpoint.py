@@ -309,6 +309,10 @@ class CheckpointStore:
         self._dirty: dict[str, Any] = {}
         self._marked: dict[str, int] = {}
         self._durable: dict[str, int] = {}
+        #: name -> the first generation marked since the name was last forgotten. A durable
+        #: deletion forgets the name (no per-name state outlives a deleted session), and every
+        #: generation below this one, or of a name not in ``_marked``, is durable.
+        self._since: dict[str, int] = {}
         #: name -> (highest generation whose write failed, the error); cleared by a success.
         self._failed: dict[str, tuple[int, BaseException]] = {}
         self._hold_until: dict[str, float] = {}
@@ -381,6 +385,8 @@ class CheckpointStore:
 
     def _mark(self, name: str, what: Any) -> int:
         self._gen += 1
+        if name not in self._marked:
+            self._since[name] = self._gen
         self._dirty[name] = what
         self._marked[name] = self._gen
         self._work.set()
@@ -395,6 +401,8 @@ class CheckpointStore:
         success has superseded it), or if the writer stopped before it was written.
         """
         while True:
+            if name not in self._marked or gen < self._since[name]:
+                return  # a generation of a deleted (and forgotten) incarnation of the name
             if self._durable.get(name, 0) >= gen:
                 return
             failed = self._failed.get(name)
@@ -513,6 +521,8 @@ class CheckpointStore:
                 self._durable[name] = gen
             self._failed.pop(name, None)
             self._hold_until.pop(name, None)
+            if taken[name] is _DELETE and name not in self._dirty and self._marked[name] == gen:
+                self._forget(name)
         for name, exc in errors.items():
             self.stats.failures += 1
             prev = self._failed.get(name)
@@ -526,6 +536,13 @@ class CheckpointStore:
                 retry_in=self.retry_interval,
             )
         self._wake_waiters()
+
+    def _forget(self, name: str) -> None:
+        """Drop the bookkeeping of a session whose deletion is durable and that has nothing newer
+        pending; :meth:`wait_durable` treats every generation it ever had as durable."""
+        self._marked.pop(name, None)
+        self._durable.pop(name, None)
+        self._since.pop(name, None)
 
     def _wake_waiters(self) -> None:
         self._progress.set()

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import attrs
 import structlog
 import trio
 
 from geminid.daemon import __version__
-from geminid.daemon.checkpoint import CheckpointStore
+from geminid.daemon.checkpoint import CheckpointStore, encode_record
 from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub, EventSink
 from geminid.daemon.metrics import Metrics
@@ -99,15 +100,15 @@ class SessionRegistry:
             await trio.sleep_forever()
 
     async def _restore(self, name: str, record: dict) -> None:
-        try:
-            setup = record["setup"]
-            if not isinstance(setup, dict):
-                raise TypeError("setup is not an object")
-            live.validate_client_message({"setup": setup})
-        except (KeyError, TypeError, LiveMessageError) as exc:
-            log.error("checkpoint.unusable", session=name, error=str(exc))
+        problem = unusable_record(record, self.cfg, name=name)
+        if problem is not None:
+            # Checksum-valid but not restorable (a bug, a version skew, a hand edit): drop this
+            # session alone. Starting it would crash its actor on every restart, escalate, and
+            # take the daemon and every other session down again at each start: a crash loop.
+            log.error("checkpoint.unusable", session=name, error=problem)
             await self._delete_record(name)
             return
+        setup = record["setup"]
         ttl = self.cfg.session.handle_ttl
         last_alive = float(record.get("last_alive_at") or 0.0)
         if time.time() - last_alive > ttl:
@@ -237,6 +238,11 @@ class SessionRegistry:
         slot = self._slot(name)
         return await slot.actor.submit(message)
 
+    def send_now(self, name: str, message: dict[str, Any]) -> int | Awaitable[int]:
+        if self._stopping:
+            raise ShuttingDown("the daemon is shutting down")
+        return self._slot(name).actor.submit_now(message)
+
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         slot = self._slot(name)
         gap, backlog = slot.hub.subscribe(sink, since)
@@ -299,6 +305,29 @@ class SessionRegistry:
         if worst:
             line += f" ({worst})"
         return line[:200]
+
+
+def unusable_record(record: dict, cfg: Config | None = None, *, name: str = "check") -> str | None:
+    """Why a checkpoint record cannot be restored, or None if it can.
+
+    Besides the setup, this restores the record into a scratch actor and snapshots it again,
+    exactly as the real actor will: anything that would raise there (a wrong type, a pending
+    message that no longer validates) is found here, before the session is started.
+    """
+    try:
+        setup = record["setup"]
+        if not isinstance(setup, dict):
+            raise TypeError("setup is not an object")
+        live.validate_client_message({"setup": setup})
+        float(record.get("last_alive_at") or 0.0)
+        scratch = SessionActor(
+            name, setup, config=cfg or Config(), store=cast(Any, None), hub=EventHub(name, ring_size=1),
+            dial=cast(Any, None), metrics=Metrics(), record=record,
+        )
+        encode_record(name, scratch.snapshot())
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    return None
 
 
 def _stats(store: CheckpointStore) -> dict[str, Any]:

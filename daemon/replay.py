@@ -14,12 +14,13 @@ whatever the server had not consumed is replayed first, in order, before anythin
   index of the last consumed non-setup message on this connection. Exact.
 - *Developer API* (no index): the server only issues ``resumable: true`` handles at quiet points,
   when it is neither generating nor waiting for a tool response. So a handle covers every message
-  up to (not including) the first *eliciting* message (a turn with ``turnComplete``, text input,
-  ``audioStreamEnd``/``activityEnd``) whose response has not yet ended on this connection:
-  that one may still be in flight towards the server. Responses end in order, one per eliciting
-  message, and are counted by turn boundaries. Non-eliciting content sent after the last
-  answered message (audio, ``turnComplete: false`` turns) is kept and replayed: replaying it
-  risks a duplicate, dropping it risks a loss, and geminid never loses an acknowledged turn.
+  up to the last *eliciting* message (a turn with ``turnComplete``, text input,
+  ``audioStreamEnd``/``activityEnd``) whose response has ended on this connection (responses
+  end in order, one per eliciting message, counted by turn boundaries), plus the tool responses
+  at the head. Anything written after that may still have been in flight when the handle was
+  issued: non-eliciting content (audio, ``turnComplete: false`` turns) is kept and replayed.
+  Replaying it risks a duplicate, dropping it risks a loss, and geminid never loses an
+  acknowledged turn.
 
 Staleness: audio older than the staleness window is not worth replaying (stale audio confuses
 voice activity detection), so it is dropped at replay time and counted. Turns, tool responses and
@@ -167,11 +168,26 @@ class ReplayBuffer:
         Returns the entries dropped as stale (already counted in ``stats``). Everything left is
         replayed from the cursor, which now sits at 0.
         """
-        dropped = [e for e in self._entries if e.kind is Kind.AUDIO and now - e.at > self.staleness]
+        dropped: list[Entry] = []
+        keep: collections.deque[Entry] = collections.deque()
+        lost_audio = kept_audio = False  # since the last eliciting message kept
+        for e in self._entries:
+            if e.kind is Kind.AUDIO:
+                if now - e.at > self.staleness:
+                    dropped.append(e)
+                    lost_audio = True
+                    continue
+                kept_audio = True
+            elif e.elicits:
+                body = e.message.get("realtimeInput") or {}
+                if body.get("audioStreamEnd") and lost_audio and not kept_audio:
+                    # Its audio is gone: replayed alone it would elicit no reply, and every
+                    # later reply would be counted against the wrong message.
+                    dropped.append(e)
+                    continue
+                lost_audio = kept_audio = False
+            keep.append(e)
         if dropped:
-            keep = collections.deque(
-                e for e in self._entries if not (e.kind is Kind.AUDIO and now - e.at > self.staleness)
-            )
             self._entries = keep
             self.bytes = sum(e.size for e in keep)
             self.stats.dropped_stale += len(dropped)
@@ -200,9 +216,12 @@ class ReplayBuffer:
         return False
 
     def sent_uncovered(self) -> bool:
-        """Something other than audio was written on this connection and no handle covers it
-        yet: rotating now would replay it (and lose a tool round trip)."""
-        return any(self._entries[i].kind is not Kind.AUDIO for i in range(self.cursor))
+        """A message that asks for a reply, or a tool response, was written on this connection
+        and no handle covers it yet: rotating now would replay it (and lose a tool round trip)."""
+        return any(
+            self._entries[i].elicits or self._entries[i].kind is Kind.TOOL_RESPONSE
+            for i in range(self.cursor)
+        )
 
     def response_ended(self) -> None:
         """A model response ended (turn boundary) on this connection."""
@@ -227,14 +246,21 @@ class ReplayBuffer:
                 self._eliciting.popleft()
                 self._answered = max(0, self._answered - 1)
             return self._trim(lambda seq: seq <= limit)
+        # Developer API: the handle holds what the server had consumed when it issued it. That
+        # is everything up to the last message whose reply has ended (replies end in order),
+        # and the tool responses at the head (no handle is issued while a call is pending).
+        # Whatever was written after the last answered message may still have been in flight:
+        # it is kept and replayed (a possible duplicate of non-eliciting content, never a loss).
         answered = min(self._answered, len(self._eliciting))
+        last_answered = None
         for _ in range(answered):
-            self._eliciting.popleft()
+            last_answered = self._eliciting.popleft()
         self._answered = 0
-        if self._eliciting:
-            first_open = self._eliciting[0]
-            return self._trim(lambda seq: seq < first_open)
-        return self._trim(lambda seq: True)
+        n = 0 if last_answered is None else self._trim(lambda seq: seq <= last_answered)
+        while self.cursor and self._entries and self._entries[0].kind is Kind.TOOL_RESPONSE:
+            head = self._entries[0].seq
+            n += self._trim(lambda seq, head=head: seq == head)
+        return n
 
     def remove_tool_responses(self, ids: Iterable[str]) -> list[Entry]:
         """Drop queued tool responses for calls the server no longer knows (lost to a resume)."""

@@ -233,10 +233,19 @@ class Dispatcher:
         name = p.session()
         message = p.obj("message")
         p.done()
+        # Entered here, in request order; errors are raised here too. Audio is acknowledged at
+        # once (no task: the hot path); durable kinds are awaited in their own task.
+        outcome = self.service.send_now(name, message)
+        if isinstance(outcome, int):
+            result = Result({"seq": outcome})
+
+            async def done() -> Result:
+                return result
+
+            return Call("session.send", done)
 
         async def run() -> Result:
-            seq = await self.service.send(name, message)
-            return Result({"seq": seq})
+            return Result({"seq": await outcome})
 
         return Call("session.send", run, concurrent=True)
 

@@ -7,11 +7,29 @@ The JSON-RPC layer (``geminid.daemon.rpc`` / ``geminid.daemon.server``) only eve
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
 import attrs
 
 from geminid.daemon.events import Event, EventSink, Gap
+
+
+class Deferred:
+    """An awaitable that creates its coroutine only when awaited.
+
+    ``send_now`` hands one back for durable sends; if the client vanishes before the reply task
+    starts, nothing was created, so nothing is left "never awaited".
+    """
+
+    __slots__ = ("_fn", "_args")
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._fn = fn
+        self._args = args
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._fn(*self._args).__await__()
 
 
 @attrs.frozen
@@ -43,6 +61,12 @@ class SessionService(Protocol):
         """Accept one Gemini client message; return its seq once acknowledged (durable for
         turns and tool responses). Raises UnknownSession, SessionFailed, BufferFull,
         LiveMessageError, ToolCallLost, NotDurable."""
+
+    def send_now(self, name: str, message: dict[str, Any]) -> int | Awaitable[int]:
+        """Like ``send``, but synchronous up to the acknowledgement: returns the seq when the
+        message is acknowledged on enqueue (audio, realtime input), else an awaitable of it
+        (durable kinds). Raises the same errors, synchronously. The socket server uses it so
+        that the audio hot path costs no task and no await."""
 
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         """Subscribe ``sink`` to the session's events (raises UnknownSession)."""

@@ -27,6 +27,7 @@ import os
 import random
 import time
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 import attrs
@@ -41,6 +42,7 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
+from geminid.daemon.service import Deferred
 from geminid.daemon.states import State, transition
 from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
 from geminid.protocol import live
@@ -59,6 +61,10 @@ SEQ_BLOCK = 4096
 #: Server message kinds the daemon owns and does not forward to clients (connection churn and
 #: resumption handles are the daemon's business; clients see session.status instead).
 _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
+#: Messages queued but not yet written to a live link, past which acks wait (backpressure).
+UNSENT_HIGH = 256
+#: Endings that happen before the server has read the setup (and so the handle).
+_BEFORE_SETUP = frozenset({EndingKind.REJECTED, EndingKind.NETWORK, EndingKind.CONNECT_TIMEOUT})
 #: Tool call ids remembered as lost, to refuse late responses with a precise error.
 _LOST_IDS_KEPT = 256
 #: TEST ONLY: a deliberately broken build, to prove that the soak (tests/soak) catches one.
@@ -170,6 +176,7 @@ class SessionActor:
         self._wait_scope: trio.CancelScope | None = None
         self._wake = trio.Event()
         self._timer_wake = trio.Event()
+        self._drained = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
         self._closing: str | None = None
         self._stopping = False
@@ -216,15 +223,32 @@ class SessionActor:
         with whatever else is being written); audio and other realtime input on enqueue. The
         seq is assigned before the first await, so concurrent submits keep their call order.
         """
+        outcome = self.submit_now(message)
+        return outcome if isinstance(outcome, int) else await outcome
+
+    def submit_now(self, message: dict) -> int | Awaitable[int]:
+        """Accept ``message`` synchronously: its seq when it is already acknowledged (audio and
+        other realtime input, the relay's hot path: no task, no await), else an awaitable that
+        yields the seq once it is durable. Errors are raised here, before anything is queued."""
+        seq, waiter = self._accept(message)
+        if waiter is None and seq <= self._seq_durable and not self._backlogged():
+            return seq
+        return Deferred(self._acknowledge, seq, waiter)
+
+    def _backlogged(self) -> bool:
+        """A client sends faster than the live link drains: slow its acks down (backpressure)
+        instead of letting the buffer grow until it evicts audio that was never sent. While
+        disconnected there is nothing to wait for; the byte bound and staleness apply."""
+        return self.state.connected and self.buffer.unsent > UNSENT_HIGH
+
+    def _accept(self, message: dict) -> tuple[int, _Waiter | None]:
         if self.state.terminal or self._closing:
             raise SessionFailed(
                 f"session {self.name!r} is {self.state.value}"
                 + (f": {self.status_reason}" if self.status_reason else ""),
                 data={"status": self.state.value},
             )
-        kind, canonical = live.validate_client_message(
-            message, transparent_allowed=False
-        )
+        kind, canonical = live.validate_client_message(message, transparent_allowed=False)
         if kind == "setup":
             raise LiveMessageError(
                 "setup is sent by the daemon; use session.open to configure a session", path="setup"
@@ -233,15 +257,16 @@ class SessionActor:
         if rkind is Kind.TOOL_RESPONSE:
             self._check_tool_response(canonical)
         seq = self.next_seq
-        wire = live.encode(canonical)
         now = trio.current_time()
         # A durable entry is held back (gen -1) until its checkpoint generation is on disk.
-        entry = Entry(seq, rkind, canonical, wire, now, elicits, gen=-1 if rkind.durable else 0)
+        entry = Entry(seq, rkind, canonical, live.encode(canonical), now, elicits,
+                      gen=-1 if rkind.durable else 0)
         if rkind is Kind.AUDIO:
             self.buffer.drop_sent_stale_audio(now)
         self.buffer.append(entry)  # may raise BufferFull (nothing consumed, seq not used)
         self.next_seq += 1
-        self.last_activity = trio.current_time()
+        self.last_activity = now
+        waiter = None
         if rkind is Kind.TOOL_RESPONSE:
             ids = {r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])}
             self.pending_tools -= ids
@@ -251,18 +276,24 @@ class SessionActor:
             if text:
                 self.transcript.append({"role": "user", "text": text})
         if rkind.durable:
-            waiter = _Waiter()
-            self._waiters[seq] = waiter
+            waiter = self._waiters[seq] = _Waiter()
             gen = self.store.mark_dirty(self.name, self.snapshot)
             self._nursery.start_soon(self._commit, entry, gen, waiter)
-            self._maybe_reserve()
+        else:
+            self._wake_writer()
+        self._maybe_reserve()
+        return seq, waiter
+
+    async def _acknowledge(self, seq: int, waiter: _Waiter | None) -> int:
+        while self._backlogged():
+            if self._drained.is_set():
+                self._drained = trio.Event()  # one event shared by every waiting ack
+            await self._drained.wait()
+        if waiter is not None:
             await waiter.done.wait()
             self._waiters.pop(seq, None)
             if waiter.error is not None:
                 raise waiter.error
-        else:
-            self._wake_writer()
-            self._maybe_reserve()
         if seq > self._seq_durable:
             await self._await_reservation()
         return seq
@@ -314,6 +345,7 @@ class SessionActor:
                 await self._life()
                 nursery.cancel_scope.cancel()
         finally:
+            self._drained.set()
             for waiter in self._waiters.values():
                 if not waiter.done.is_set():
                     waiter.error = SessionFailed(
@@ -364,8 +396,11 @@ class SessionActor:
                 cause=verdict.cause,
                 live_s=round(live_for, 3) if live_for is not None else None,
             )
+            # A dial refused before the setup was read (HTTP 429/503, TCP, handshake) says
+            # nothing about the handle: only a failure after the setup counts as a failed resume.
+            handle_judged = resume and ending.kind not in _BEFORE_SETUP
             self.backoff, delay = self.backoff.after_ending(
-                verdict.action, live_for=live_for, resumed=resume, rand=self.rng.random()
+                verdict.action, live_for=live_for, resumed=handle_judged, rand=self.rng.random()
             )
             fresh_reason = None
             if verdict.action is Action.FATAL:
@@ -483,6 +518,8 @@ class SessionActor:
                     await self._wake.wait()
                     continue
                 self.buffer.mark_sent()
+                if self.buffer.unsent <= UNSENT_HIGH // 2:
+                    self._drained.set()
                 await link.send(entry.wire)
                 if entry.elicits or entry.kind is Kind.TOOL_RESPONSE:
                     conn.asked_at = trio.current_time()
@@ -767,6 +804,8 @@ class SessionActor:
             return
         old = self.state
         self.state = transition(old, new)
+        if not new.connected:
+            self._drained.set()  # nothing to drain into now: release acks held for backpressure
         self.state_since = trio.current_time()
         self.status_reason = fields.get("reason") or cause
         clean = {k: v for k, v in fields.items() if v is not None}
@@ -932,33 +971,68 @@ class SessionActor:
         return record
 
     def _restore(self, record: dict) -> None:
-        """Rebuild from a checkpoint record (already checksum-verified by the store)."""
-        self.created_at = float(record.get("created_at") or time.time())
-        self.handle = record.get("handle") or None
-        self.handle_issued_at = record.get("handle_issued_at")
-        self.last_alive_at = float(record.get("last_alive_at") or 0.0)
+        """Rebuild from a checkpoint record (already checksum-verified by the store).
+
+        Every field is type-checked here, so that a record this code cannot use (a bug, a
+        version skew, a hand edit) raises now, where the registry's pre-check
+        (:func:`geminid.daemon.registry.unusable_record`) sees it, and not later in the run.
+        """
+        r = _RecordReader(record)
+        self.created_at = float(r.get("created_at", _NUMBER) or time.time())
+        self.handle = r.get("handle", str) or None
+        self.handle_issued_at = r.get("handle_issued_at", _NUMBER)
+        self.last_alive_at = float(r.get("last_alive_at", _NUMBER) or 0.0)
         if self.handle:
             logsetup.register_secret(self.handle)
         # Continue strictly after everything that may have been handed out before the crash.
-        self.next_seq = int(record.get("seq_reserved", 0)) + 1
+        self.next_seq = (r.get("seq_reserved", int) or 0) + 1
         self.seq_reserved = self._seq_durable = self.next_seq - 1
-        first_event = int(record.get("event_reserved", 0)) + 1
+        first_event = (r.get("event_reserved", int) or 0) + 1
         if self.hub.next_seq < first_event:
             self.hub.next_seq = self.hub.first_seq = first_event
         self.event_reserved = self._event_durable = self.hub.next_seq - 1
         now = trio.current_time()
-        for item in record.get("pending", []):
+        for item in r.items("pending", dict):
+            seq = item.get("seq")
+            if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(item.get("message"), dict):
+                raise TypeError("checkpoint field 'pending' holds an entry without an int seq and a message")
             kind, canonical = live.validate_client_message(item["message"])
             rkind, elicits = classify_message(kind, canonical)
-            self.buffer.append(Entry(int(item["seq"]), rkind, canonical, live.encode(canonical), now, elicits))
+            self.buffer.append(Entry(seq, rkind, canonical, live.encode(canonical), now, elicits))
         # Tool calls open at the crash are lost on the resume (announced when live).
-        self.pending_tools = set(record.get("pending_tools", []))
-        self.lost_tools.extend(record.get("lost_tools", []))
-        self.transcript.extend(record.get("transcript", []))
-        self.reconnects = int(record.get("reconnects", 0))
-        self.context_lost_pending = record.get("context_lost")
+        self.pending_tools = set(r.items("pending_tools", str))
+        self.lost_tools.extend(r.items("lost_tools", str))
+        for turn in r.items("transcript", dict):
+            if not (isinstance(turn.get("role"), str) and isinstance(turn.get("text"), str)):
+                raise TypeError("checkpoint field 'transcript' holds an entry without a role and a text")
+            self.transcript.append(turn)
+        self.reconnects = r.get("reconnects", int) or 0
+        self.context_lost_pending = r.get("context_lost", str)
         if not self.handle and self.transcript:
             self.context_lost_pending = self.context_lost_pending or "no resumption handle was saved"
+
+
+_NUMBER = (int, float)
+
+
+class _RecordReader:
+    """Typed access to a checkpoint record's fields: a missing or null field is None, a field of
+    another type (bool is not a number here) raises TypeError naming it."""
+
+    def __init__(self, record: dict) -> None:
+        self.record = record
+
+    def get(self, key: str, kinds: type | tuple[type, ...]) -> Any:
+        value = self.record.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise TypeError(f"checkpoint field {key!r} is a {type(value).__name__}")
+        return value
+
+    def items(self, key: str, kind: type) -> list:
+        values = self.get(key, list) or []
+        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+            raise TypeError(f"checkpoint field {key!r} holds a value that is not a {kind.__name__}")
+        return values
 
 
 def _content_text(turns: list[dict]) -> str:

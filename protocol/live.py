@@ -483,6 +483,9 @@ def validate_client_message(obj: object, *, transparent_allowed: bool = False) -
     ``null`` fields are kept (proto3 JSON reads them as unset). Raises :class:`LiveValidationError`
     and nothing else, whatever ``obj`` is.
     """
+    fast = _fast_audio(obj)
+    if fast is not None:
+        return "realtimeInput", fast
     try:
         return _validate(obj, transparent_allowed)
     except RecursionError:
@@ -492,6 +495,34 @@ def validate_client_message(obj: object, *, transparent_allowed: bool = False) -
             "message nested too deeply",
             reason="Invalid JSON payload received. Message nested too deeply.",
         ) from None
+
+
+_FAST_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _fast_audio(obj: object) -> dict | None:
+    """The relay's hot path: an audio chunk already in canonical form.
+
+    Accepts a strict subset of what the full validator accepts (camelCase, standard padded
+    base64, nothing else in the message), and returns the same canonical copy; anything else
+    returns None and takes the full path, which decides. About 10x cheaper than the full walk,
+    which matters at 50 chunks a second per stream.
+    """
+    if type(obj) is not dict or len(obj) != 1:
+        return None
+    body = obj.get("realtimeInput")
+    if type(body) is not dict or len(body) != 1:
+        return None
+    media = body.get("audio")
+    if type(media) is not dict or len(media) != 2:
+        return None
+    data = media.get("data")
+    mime = media.get("mimeType")
+    if type(data) is not str or type(mime) is not str or len(data) % 4:
+        return None
+    if not _FAST_B64.fullmatch(data):
+        return None
+    return {"realtimeInput": {"audio": {"data": data, "mimeType": mime}}}
 
 
 def _validate(obj: object, transparent_allowed: bool) -> tuple[str, dict]:

@@ -16,8 +16,8 @@ Field kinds in the file:
 
 from __future__ import annotations
 
-import json
 import functools
+import json
 import re
 from importlib import resources
 from typing import Any

@@ -76,10 +76,10 @@ def table(title: str, header: Sequence[str], rows: Iterable[Sequence[Any]], digi
     cells = [[str(h) for h in header]] + [[fmt(c, digits) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [f"## {title}", ""]
-    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |")
+    lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |")
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in cells[1:]:
-        lines.append("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths)) + " |")
+        lines.append("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
     text = "\n".join(lines)
     print(text, flush=True)
     return text

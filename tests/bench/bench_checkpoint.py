@@ -19,9 +19,9 @@ import argparse
 import time
 
 import trio
-
 from _common import TEXT_SETUP, header, pct, running_daemon, start_fake, table
 from bench_relay_latency import measure_pair, open_session
+
 from geminid.protocol import live
 from geminid.protocol.client import open_client
 

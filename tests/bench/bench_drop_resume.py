@@ -17,8 +17,17 @@ import argparse
 import time
 
 import trio
+from _common import (
+    TEXT_SETUP,
+    direct_session,
+    header,
+    pct,
+    running_daemon,
+    start_fake,
+    table,
+    verdict,
+)
 
-from _common import TEXT_SETUP, direct_session, header, pct, running_daemon, start_fake, table, verdict
 from geminid.daemon.backoff import BackoffPolicy
 from geminid.protocol.client import open_client
 

@@ -18,7 +18,6 @@ import argparse
 import time
 
 import trio
-
 from _common import (
     TEXT_SETUP,
     direct_session,
@@ -30,6 +29,7 @@ from _common import (
     table,
     verdict,
 )
+
 from geminid.protocol import live
 from geminid.protocol.client import open_client
 
@@ -96,7 +96,7 @@ class Pinger:
     def gap_around(self, t_goaway: float, t_live: float) -> float:
         """Largest hole between consecutive replies in [t_goaway - 0.5 s, t_live + 1 s]."""
         window = [r for r in self.replies if t_goaway - 0.5 <= r <= t_live + 1.0]
-        gaps = [b - a for a, b in zip(window, window[1:])]
+        gaps = [b - a for a, b in zip(window, window[1:], strict=False)]
         return max(gaps) * 1000 if gaps else float("nan")
 
 
@@ -135,7 +135,7 @@ async def main(rotations: int) -> None:
                     inner.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
     lim = median(limit)
-    baseline_gap = [(b - a) * 1000 for a, b in zip(p.replies, p.replies[1:])]
+    baseline_gap = [(b - a) * 1000 for a, b in zip(p.replies, p.replies[1:], strict=False)]
     table(
         f"{rotations} rotations; pinging in a closed loop",
         ["measure", "p50 ms", "p99 ms", "max ms"],

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import trio
-
 from _common import (
     TEXT_SETUP,
     cpu_seconds,
@@ -33,6 +32,7 @@ from _common import (
     table,
     verdict,
 )
+
 from geminid.protocol import live
 from geminid.protocol.client import Client, open_client
 

@@ -22,7 +22,6 @@ import sys
 import time
 
 import trio
-
 from _common import TEXT_SETUP, dumps, header, rss_kib, running_daemon, start_fake, table, verdict
 
 GOAL_TOTAL_MIB = 200

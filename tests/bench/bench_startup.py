@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import trio
-
 from _common import REPO, TEXT_SETUP, Daemon, header, pct, start_fake, table, verdict
+
 from geminid.protocol.client import open_client
 
 GOAL_MS = 300.0
@@ -81,7 +81,7 @@ async def main(n: int, sessions: int) -> None:
         if sessions:
             # Checkpoint `sessions` sessions once, then time restarts that restore them.
             work = Path(REPO / ".bench-tmp" / f"restore-{time.monotonic_ns()}")
-            work.mkdir(parents=True)
+            work.mkdir(parents=True)  # noqa: ASYNC240 - setup, not measured
             try:
                 d = Daemon(fake.url(), workdir=work)
                 await d.start()

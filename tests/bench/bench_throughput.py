@@ -19,7 +19,6 @@ import os
 import time
 
 import trio
-
 from _common import (
     TEXT_SETUP,
     cpu_seconds,
@@ -33,6 +32,7 @@ from _common import (
     trim_fake_records,
     verdict,
 )
+
 from geminid.daemon.fake.connection import FakeConnection
 from geminid.protocol import live
 from geminid.protocol.client import open_client

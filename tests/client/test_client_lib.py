@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import trio
-from conftest import MemoryService, collect
+from client_harness import MemoryService, collect
 
 from geminid.daemon.config import ServerConfig
 from geminid.daemon.server import serve_unix

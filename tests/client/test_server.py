@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import trio
-from conftest import MemoryService, collect, raw
+from client_harness import MemoryService, collect, raw
 
 from geminid.daemon.config import ServerConfig
 from geminid.daemon.server import serve_unix

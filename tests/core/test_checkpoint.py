@@ -213,6 +213,57 @@ async def test_deletion_is_durable(tmp_path: Path, nursery: trio.Nursery) -> Non
     assert store.stats.deletes == 2
 
 
+async def test_deleted_sessions_leave_no_bookkeeping(tmp_path: Path, nursery: trio.Nursery) -> None:
+    # Found by tests/stress: the store kept two dict entries per session name ever used, so a
+    # long-running daemon that sees many short-lived names grew without bound.
+    store = CheckpointStore(tmp_path)
+    await nursery.start(store.run)
+    old_gens = {}
+    for i in range(50):
+        name = f"s{i}"
+        await store.wait_durable(name, store.mark_dirty(name, lambda i=i: {"i": i}))
+        old_gens[name] = gen = store.mark_deleted(name)
+        await store.wait_durable(name, gen)
+    assert len(store._marked) == 0 and len(store._durable) == 0
+    # Waits on generations of a forgotten session return at once (they are durable: deleted).
+    with trio.fail_after(1):
+        for name, gen in old_gens.items():
+            await store.wait_durable(name, gen)
+    # A name used again: its old generations are satisfied, new ones wait for the new write.
+    gate = trio.Event()
+    store._write_batch = _gated(gate)
+    new_gen = store.mark_dirty("s3", lambda: {"again": True})
+    with trio.fail_after(1):
+        await store.wait_durable("s3", old_gens["s3"])
+    done = trio.Event()
+
+    async def waiter() -> None:
+        await store.wait_durable("s3", new_gen)
+        done.set()
+
+    nursery.start_soon(waiter)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set()
+    gate.set()
+    with trio.fail_after(5):
+        await done.wait()
+    assert _load(tmp_path).records == {"s3": {"again": True}}
+    # Concurrent waiters on one delete all wake, and the name is forgotten again.
+    gen = store.mark_deleted("s3")
+    async with trio.open_nursery() as waiters:
+        for _ in range(3):
+            waiters.start_soon(store.wait_durable, "s3", gen)
+    assert "s3" not in store._marked
+
+
+def _gated(gate: trio.Event):
+    def write(directory: Path, items: Any) -> BatchResult:
+        trio.from_thread.run(gate.wait)
+        return write_batch(directory, items)
+
+    return write
+
+
 async def test_flush_waits_for_everything(tmp_path: Path, nursery: trio.Nursery) -> None:
     store = CheckpointStore(tmp_path, coalesce=0.05)
     await nursery.start(store.run)

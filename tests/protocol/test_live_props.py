@@ -294,3 +294,23 @@ def test_validate_arbitrary_json_raises_only_validation_error(value):
         assert kind in L.CLIENT_KINDS and list(canonical) == [kind]
         # canonical output is a fixed point
         assert L.validate_client_message(canonical) == (kind, canonical)
+
+
+# The audio fast path must accept only what the full validator accepts, with the same result.
+_b64ish = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ ", max_size=40)
+
+
+@given(
+    data=st.one_of(_b64ish, st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode())),
+    mime=st.one_of(st.just("audio/pcm;rate=16000"), st.text(max_size=10), st.integers()),
+    extra=st.dictionaries(st.sampled_from(["mime_type", "data", "video", "x"]), st.just("v"), max_size=1),
+)
+def test_audio_fast_path_agrees_with_the_full_validator(data, mime, extra):
+    from geminid.protocol.live import _fast_audio, _validate
+
+    media = {"data": data, "mimeType": mime, **extra}
+    msg = {"realtimeInput": {"audio": media}}
+    fast = _fast_audio(msg)
+    if fast is None:
+        return
+    assert _validate(msg, False) == ("realtimeInput", fast)

@@ -157,3 +157,33 @@ async def test_full_disk_refuses_the_ack_and_never_sends_the_turn(state_dir):
         await rec.wait(lambda r: r.turn_ends() == 1)
         assert conversation_turns(core.fake) == [["disk has room again"]]
         assert core.metrics.not_durable == 1
+
+
+async def test_a_sender_faster_than_the_link_is_slowed_not_dropped(state_dir):
+    from geminid.daemon.session import UNSENT_HIGH
+
+    async with open_core(state_dir) as core:
+        rec = await core.open()
+        await rec.wait(lambda r: "live" in r.statuses())
+        actor = core.actor()
+        chunk = live.realtime_audio(bytes(960))
+        n = UNSENT_HIGH * 4
+        max_unsent = 0
+        # Several concurrent senders, as the socket server runs them (acks may wait together).
+        async def send_some():
+            nonlocal max_unsent
+            for _ in range(n // 4):
+                await core.registry.send("s", chunk)
+                max_unsent = max(max_unsent, actor.buffer.unsent)
+
+        with trio.fail_after(30):  # a lost wake-up would hang here
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(send_some)
+        await core.registry.send("s", live.audio_stream_end())
+        await rec.wait(lambda r: r.turn_ends() == 1)
+        # Nothing was evicted: every chunk reached the fake, and the backlog stayed bounded.
+        assert actor.buffer.stats.dropped_full == 0
+        assert max_unsent <= UNSENT_HIGH + 4
+        state = list(core.fake.conversations.values())[0].state
+        assert state.audio_chunks == n

@@ -223,3 +223,16 @@ async def test_a_slow_tool_is_not_a_stall(state_dir, autojump_clock):
         await rec.wait(lambda r: r.turn_ends() == 1)
         assert "18C" in rec.texts()
         assert rec.statuses().count("live") == 1
+
+
+async def test_refused_dials_do_not_cost_the_handle(state_dir, autojump_clock):
+    async with open_core(state_dir, memory=True) as core:
+        rec = await core.open()
+        await core.say("s", "keep me")
+        await rec.wait(lambda r: r.turn_ends() == 1)
+        core.fake.refuse_next(5, status=503)
+        await core.fake.drop_all()
+        await rec.wait(lambda r: r.statuses().count("live") >= 2, timeout=600)
+        assert not rec.of("session.context_lost")
+        assert [p for p in rec.of("session.status") if p["status"] == "live"][-1]["context"] == "restored"
+        assert core.fake.dials >= 7

@@ -373,6 +373,11 @@ async def _loop(params, rng, fake, daemon, names, logs, violations) -> dict[str,
             for d in drivers:
                 fin.start_soon(d.turn, True, 20.0)
         listed = await _wait_quiet(clients[0], names, 30)
+        if not all(listed.get(n, {}).get("status") == "live" and listed[n].get("buffered") == 0
+                   for n in names):
+            violations.append("K3 sessions did not quiesce (live, empty buffer) within 30 s: "
+                              + repr({k: (v.get("status"), v.get("buffered"))
+                                      for k, v in listed.items()}))
         for s in listed.values():
             report.setdefault("replayed", 0)
             report["replayed"] += int(s.get("replayed") or 0)

@@ -26,7 +26,8 @@ C1  every fresh conversation after the first that received any client message wa
 K1  every toolCall delivered to the driver was answered (its toolResponse reached the fake) or
     reported: ``session.tool_call_lost`` / a ToolCallLost error / toolCallCancellation;
 A1  an acknowledged audio chunk that never reached the fake was stale: no connection of the session
-    that received later input opened less than ``audio_staleness`` after the chunk was sent;
+    that received later input opened before the chunk was sent or less than
+    ``audio_staleness`` (- 0.25 s of setup slack) after it;
 A2  (report) chunks missing vs ``dropped_stale + dropped_full`` from ``session.list``;
 E1  every client saw contiguous event seqs, or a ``session.lagged`` covering each gap;
 S1  every session ends live with an empty replay buffer; no send of a turn failed.
@@ -357,7 +358,7 @@ async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResul
                 registry = SessionRegistry(cfg, store, dial, metrics, upstream_kind="fake")
                 await nursery.start(registry.run, {})
                 sock = await nursery.start(serve_unix, registry, cfg.server)
-                global LAST_FAKE
+                global LAST_FAKE  # post-mortem debugging of the last run (see LAST_LOGS)
                 LAST_FAKE = fake
                 result = await _drive(params, rng, fake, registry, metrics, sock, names,
                                       per_session, logs)
@@ -502,6 +503,7 @@ def check(fake, names, logs, drivers, observer_views, sessions, metrics, injecto
           violations) -> dict[str, Any]:
     convs, records = session_conversations(fake)
     totals: Counter[str] = Counter()
+    suspected: list[str] = []
     for i, name in enumerate(names):
         log, view = logs[name], drivers[i].view
         cids = convs.get(name, [])
@@ -536,6 +538,7 @@ def check(fake, names, logs, drivers, observer_views, sessions, metrics, injecto
                               f"driver {notices}")
         totals["context_lost"] += notices
         totals["suspected_context_lost"] += len(view.suspected_lost)
+        suspected.extend(f"{name}: {p.get('reason')}" for p in view.suspected_lost)
         totals["conversations"] += len(cids)
         totals["conversations_used"] += len(used)
         totals["rollbacks"] += sum(fake.conversations[c].rollbacks for c in cids)
@@ -582,11 +585,14 @@ def check(fake, names, logs, drivers, observer_views, sessions, metrics, injecto
         for c in missing:
             s = sent_chunks[c]
             for opened, max_chunk, max_n in later_by_conn:
-                if opened >= s.t_send and (max_chunk > c or max_n > s.n) and \
-                        opened - s.t_send < staleness - 0.25:
+                # Only connections that received input sent after the chunk tell anything: the
+                # daemon writes in seq order, so such a connection skipped the chunk. Fine if the
+                # chunk was stale when the connection went live; a connection that was already
+                # open when the chunk was sent has no excuse.
+                if (max_chunk > c or max_n > s.n) and opened - s.t_send < staleness - 0.25:
                     violations.append(
                         f"A1 {name}: audio chunk {c} skipped by a connection opened "
-                        f"{opened - s.t_send:.2f} s after it was sent (staleness {staleness} s)")
+                        f"{opened - s.t_send:+.2f} s after it was sent (staleness {staleness} s)")
                     break
         totals["audio_sent"] += len(sent_chunks)
         totals["audio_received_unique"] += len(got)
@@ -629,6 +635,7 @@ def check(fake, names, logs, drivers, observer_views, sessions, metrics, injecto
         "dropped_full": totals["dropped_full"],
         "reply_timeouts": totals["reply_timeouts"],
         "lagged_notices": totals["lagged_notices"],
+        "suspected_reasons": {str(i): r for i, r in enumerate(suspected[:5])},
         "faults": dict(injector.counts),
         "reconnects_by_cause": dict(m["reconnects_by_cause"]),
     }

@@ -164,3 +164,43 @@ async def test_no_suspected_context_loss_after_a_fresh_start_that_never_complete
         await core.say("s", "hi")
         await rec.wait(lambda r: r.turn_ends() == 2)
         assert len(rec.of("session.context_lost")) == 1, rec.of("session.context_lost")
+
+
+async def test_bare_audio_stream_end_after_stale_audio_does_not_shift_replies(tmp_path):
+    """Soak check T2 again (seed 31 with the replay fix proposed above applied).
+
+    The audio of a stream is written into a connection that stalls; by the time the session
+    reconnects it is older than ``audio_staleness`` and dropped, but its audioStreamEnd (not
+    audio, never dropped) is replayed alone. With no audio pending it elicits no reply, yet the
+    buffer counts it as awaiting one; every later reply is then attributed to the message before
+    it, a handle never covers the last answered turn, and the next resume replays "two", which
+    the restored state already holds. Proposed fix: in ``ReplayBuffer.new_connection``, drop an
+    audioStreamEnd (and count it) whose audio since the previous eliciting message was all
+    dropped as stale.
+    """
+    from session_harness import make_config
+
+    from geminid.daemon.config import UpstreamConfig
+
+    cfg = make_config(tmp_path / "state", upstream=UpstreamConfig(
+        connect_timeout=5, setup_timeout=5, stall_timeout=1.0))
+    async with open_core(tmp_path / "state", cfg=cfg) as core:
+        rec = await core.open()
+        await core.say("s", "one")
+        await rec.wait(lambda r: r.turn_ends() == 1)
+        await trio.sleep(0.1)
+        await core.fake.stall_all()
+        for _ in range(3):
+            await core.registry.send("s", live.realtime_audio(bytes(960)))
+        await core.registry.send("s", live.audio_stream_end())
+        # The stall is noticed after ~1-1.5 s; the resume then finds the audio stale.
+        await rec.wait(lambda r: r.statuses().count("live") >= 2, timeout=10)
+        await core.say("s", "two")
+        await rec.wait(lambda r: '"two"' in r.texts(), timeout=10)
+        await trio.sleep(0.3)  # the handle after "two" has arrived
+        await core.fake.drop_all()
+        await rec.wait(lambda r: r.statuses().count("live") >= 3)
+        await core.say("s", "three")
+        await rec.wait(lambda r: '"three"' in r.texts(), timeout=10)
+        turns = conversation_turns(core.fake)
+        assert turns == [["one", "two", "three"]], turns
