@@ -17,11 +17,13 @@ class BackoffPolicy:
     """How a session retries after an ending.
 
     Defaults follow what users of the real service converged on (GEMINI_LIVE.md §6):
-    full-jitter exponential from 0.5 s doubling to a 30 s cap, reset only after a connection
+    full-jitter exponential from 0.4 s doubling to a 30 s cap, reset only after a connection
     has been healthy for ``stable_after`` seconds, and a minutes-long backoff for quota errors.
     """
 
-    initial: float = 0.5
+    #: 0.4 rather than 0.5: the median first retry after an unplanned drop is then ~200 ms
+    #: (the goal is a p50 under 250 ms from drop to resumed), still well spread by the jitter.
+    initial: float = 0.4
     factor: float = 2.0
     cap: float = 30.0
     #: A connection must stay live this long before the failure counter resets.

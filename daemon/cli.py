@@ -20,7 +20,7 @@ from geminid.protocol.errors import ConfigError, GeminidError
 EXIT_CONFIG = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(*, with_fake: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geminid", description="Keeps Gemini Live sessions alive for local programs."
     )
@@ -34,11 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     add_config_arguments(check)
 
     fake = sub.add_parser("fake-upstream", help="serve the fake Gemini Live upstream (for tests and demos)")
-    try:
+    if with_fake:
+        # Imported only when asked for: the fake is ~100 ms of imports a daemon start can skip.
         from geminid.daemon.fake import cli as fake_cli
-    except ImportError:  # pragma: no cover - during development of the fake's CLI
-        pass
-    else:
+
         fake_cli.add_arguments(fake)
 
     demo = sub.add_parser(
@@ -49,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = _parser(with_fake="fake-upstream" in words).parse_args(argv)
     if args.command == "check-config":
         return check_config_main(args)
     if args.command == "fake-upstream":

@@ -18,7 +18,7 @@ P = BackoffPolicy()
 
 def test_defaults_unchanged() -> None:
     assert attrs.asdict(P) == {
-        "initial": 0.5,
+        "initial": 0.4,
         "factor": 2.0,
         "cap": 30.0,
         "stable_after": 10.0,
@@ -44,7 +44,7 @@ def test_full_jitter_grows_and_caps() -> None:
         b, d = b.after_ending(A.RESUME_AFTER_BACKOFF, live_for=None, resumed=False, rand=0.999999)
         assert d is not None
         delays.append(d)
-    bases = [min(30.0, 0.5 * 2**i) for i in range(10)]
+    bases = [min(30.0, P.initial * 2**i) for i in range(10)]
     assert [round(d, 3) for d in delays] == [round(0.999999 * x, 3) for x in bases]
     assert b.attempt == 10
 
@@ -70,8 +70,8 @@ def test_accept_then_close_does_not_hot_loop() -> None:
     b, d2 = b.after_ending(A.RESUME_NOW, live_for=0.01, resumed=True, rand=0.5)
     b, d3 = b.after_ending(A.RESUME_NOW, live_for=0.01, resumed=True, rand=0.5)
     assert d1 == 0.0  # the first one may be a fluke: resume at once
-    assert d2 == pytest.approx(0.5 * 0.5 * 2)
-    assert d3 == pytest.approx(0.5 * 0.5 * 4)
+    assert d2 == pytest.approx(0.5 * P.initial * 2)
+    assert d3 == pytest.approx(0.5 * P.initial * 4)
 
 
 def test_healthy_but_unstable_resume_now_is_immediate_but_counted() -> None:
@@ -110,7 +110,7 @@ def test_reset_only_after_stable_period() -> None:
     assert b2.attempt == 6 and b2.quota_attempt == 2
     b3, d = b.after_ending(A.RESUME_AFTER_BACKOFF, live_for=P.stable_after, resumed=True, rand=0.5)
     assert b3.attempt == 1 and b3.quota_attempt == 0
-    assert d == pytest.approx(0.25)  # first failure of a new incident
+    assert d == pytest.approx(0.5 * P.initial)  # first failure of a new incident
 
 
 def test_rand_out_of_range_is_refused() -> None:

@@ -136,7 +136,7 @@ def test_invalid_toml_is_one_line(env, tmp_path):
             "[backoff]\nmax_attempts = 1.5\n",
             "backoff.max_attempts: must be an integer >= 0, got 1.5",
         ),
-        ("[backoff]\ncap = 0.1\n", "backoff.cap: must be >= backoff.initial (0.5), got 0.1"),
+        ("[backoff]\ncap = 0.1\n", "backoff.cap: must be >= backoff.initial (0.4), got 0.1"),
         (
             '[upstream]\nendpoint = "https://x/"\n',
             'upstream.endpoint: must be a ws:// or wss:// URL with a host, got "https://x/"',
