@@ -61,6 +61,8 @@ SEQ_BLOCK = 4096
 #: Server message kinds the daemon owns and does not forward to clients (connection churn and
 #: resumption handles are the daemon's business; clients see session.status instead).
 _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
+#: Handle-only checkpoint changes are written at most this often (see _lazy_checkpoints).
+HANDLE_CHECKPOINT_DELAY = 1.0
 #: Messages queued but not yet written to a live link, past which acks wait (backpressure).
 UNSENT_HIGH = 256
 #: Endings that happen before the server has read the setup (and so the handle).
@@ -177,6 +179,7 @@ class SessionActor:
         self._wake = trio.Event()
         self._timer_wake = trio.Event()
         self._drained = trio.Event()
+        self._lazy_checkpoint = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
         self._closing: str | None = None
         self._stopping = False
@@ -342,6 +345,7 @@ class SessionActor:
                 await self._persist()
                 task_status.started()
                 nursery.start_soon(self._inactivity_watch)
+                nursery.start_soon(self._lazy_checkpoints)
                 await self._life()
                 nursery.cancel_scope.cancel()
         finally:
@@ -652,7 +656,10 @@ class SessionActor:
             msg.last_consumed_index if self.cfg.upstream.transparent else None
         )
         self.log.debug("session.handle", handle=handle_tag(self.handle), trimmed=trimmed)
-        self.store.mark_dirty(self.name, self.snapshot)
+        if old is None:
+            self.store.mark_dirty(self.name, self.snapshot)  # the first handle of a conversation
+        else:
+            self._lazy_checkpoint.set()
 
     def _on_goaway(self, msg: live.ServerMessage, conn: _Conn) -> None:
         time_left = msg.time_left if msg.time_left is not None else 0.0
@@ -871,6 +878,21 @@ class SessionActor:
             await self.store.wait_durable(self.name, gen)
         except CheckpointWriteError as exc:
             self.log.error("checkpoint.failed", error=str(exc))
+
+    async def _lazy_checkpoints(self) -> None:
+        """Write handle-only changes at most every HANDLE_CHECKPOINT_DELAY seconds.
+
+        A newer handle only ever makes a checkpoint *shorter* (it trims the replay buffer), and
+        an older checkpoint is always consistent on its own: its handle plus the messages that
+        handle does not cover. Restoring it after a crash resumes a little earlier and replays a
+        little more, losing nothing. So a handle, which the server sends after every turn, need
+        not cost an fsync on the relay path; turns and tool responses still do, before their ack.
+        """
+        while True:
+            await self._lazy_checkpoint.wait()
+            await trio.sleep(HANDLE_CHECKPOINT_DELAY)
+            self._lazy_checkpoint = trio.Event()
+            self.store.mark_dirty(self.name, self.snapshot)
 
     async def _inactivity_watch(self) -> None:
         timeout = self.cfg.session.inactivity_timeout

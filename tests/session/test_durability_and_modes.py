@@ -31,8 +31,10 @@ async def test_consumed_turns_leave_the_checkpoint(state_dir):
         rec = await core.open()
         await core.say("s", "one")
         await rec.wait(lambda r: r.turn_ends() == 1)
-        await core.store.flush()
-        await trio.sleep(0.05)
+        # The handle that covers it is written lazily, within HANDLE_CHECKPOINT_DELAY.
+        from geminid.daemon.session import HANDLE_CHECKPOINT_DELAY
+
+        await trio.sleep(HANDLE_CHECKPOINT_DELAY + 0.2)
         await core.store.flush()
         record = read_checkpoint(state_dir, "s")
         assert record["pending"] == []
