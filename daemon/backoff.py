@@ -102,10 +102,17 @@ class Backoff:
         quick = live_for is None or live_for < p.quick_failure
         first = state.attempt == 0
         planned = action in (Action.RESUME_NOW, Action.FRESH_SESSION)
-        # A planned ending of a stable connection is not a failure. Every other ending counts
-        # toward the budget, planned or not: a server that cuts every few seconds must not
-        # keep us busy forever.
-        attempt = 0 if (stable and planned) else state.attempt + 1
+        # A planned ending (a goAway rotation, the lifetime cut, a clean 1000) of a connection
+        # that was healthy is not a failure: it neither resets nor spends the budget, so a
+        # session rotated every minute lives for ever. A planned ending that came quickly does
+        # count, so that accept-then-close cannot keep us busy for ever; and only a stable
+        # connection resets the counter.
+        if stable and planned:
+            attempt = 0
+        elif planned and not quick:
+            attempt = state.attempt
+        else:
+            attempt = state.attempt + 1
         if attempt > p.max_attempts:
             return attrs.evolve(state, attempt=attempt), None
 

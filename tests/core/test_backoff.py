@@ -74,9 +74,10 @@ def test_accept_then_close_does_not_hot_loop() -> None:
     assert d3 == pytest.approx(0.5 * P.initial * 4)
 
 
-def test_healthy_but_unstable_resume_now_is_immediate_but_counted() -> None:
+def test_healthy_but_unstable_resume_now_is_immediate_and_not_a_failure() -> None:
+    # Neither spent nor reset: the incident's earlier failures still count.
     b, d = Backoff(P, attempt=3).after_ending(A.RESUME_NOW, live_for=5.0, resumed=True, rand=0.5)
-    assert d == 0.0 and b.attempt == 4
+    assert d == 0.0 and b.attempt == 3
 
 
 def test_quota_backoff_is_minutes_and_doubles() -> None:
@@ -175,12 +176,15 @@ def test_counters_reset_only_after_stable(p: BackoffPolicy, seq: list) -> None:
 
 @given(p=policies, data=st.data())
 def test_gives_up_within_budget(p: BackoffPolicy, data: st.DataObject) -> None:
-    # Any sequence of endings with no stable connection: at most max_attempts + 1 attempts.
+    # Any sequence of failures with no stable connection: at most max_attempts + 1 attempts.
+    # (A healthy planned ending, live >= quick_failure, is not a failure and is left out.)
     b = Backoff(p)
     attempts = 1  # the first connection
     while True:
         action = data.draw(actions)
         live_for = data.draw(_unstable(p))
+        if action in (A.RESUME_NOW, A.FRESH_SESSION) and live_for is not None and live_for >= p.quick_failure:
+            continue
         b, d = b.after_ending(action, live_for=live_for, resumed=data.draw(st.booleans()), rand=data.draw(rands))
         if d is None:
             break
@@ -216,3 +220,15 @@ def test_fatal_always_gives_up(p: BackoffPolicy, seq: list) -> None:
             assert d is None
         if d is None:
             b = Backoff(p)
+
+
+@given(p=policies, n=st.integers(1, 200), live=st.floats(0, 1))
+def test_healthy_rotations_never_exhaust_the_budget(p: BackoffPolicy, n: int, live: float) -> None:
+    # goAway rotations of connections that were live for a while (but less than stable_after)
+    # are planned endings: however many, the session keeps going, with no delay.
+    live_for = p.quick_failure + live * max(0.0, p.stable_after - p.quick_failure)
+    b = Backoff(p)
+    for _ in range(n):
+        b, d = b.after_ending(A.RESUME_NOW, live_for=live_for, resumed=True, rand=0.5)
+        assert d == 0.0
+    assert b.attempt == 0

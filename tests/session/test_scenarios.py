@@ -236,3 +236,21 @@ async def test_refused_dials_do_not_cost_the_handle(state_dir, autojump_clock):
         assert not rec.of("session.context_lost")
         assert [p for p in rec.of("session.status") if p["status"] == "live"][-1]["context"] == "restored"
         assert core.fake.dials >= 7
+
+
+async def test_frequent_planned_rotations_never_exhaust_the_retry_budget(state_dir, autojump_clock):
+    # A server that rotates every 5 s (goAway 2 s ahead): each rotation is planned and healthy,
+    # so a long-lived session must never run out of retries.
+    cfg = make_config(state_dir, backoff=BackoffPolicy(), session=SessionConfig(goaway_margin=0.5, inactivity_timeout=0))
+    opts = FakeOptions(lifetime=5.0, goaway_before=2.0, reply_pace=0.01)
+    async with open_core(state_dir, cfg=cfg, fake_options=opts, memory=True) as core:
+        rec = await core.open()
+        sent = []
+        for i in range(40):
+            sent.append(f"t{i}")
+            await core.say("s", sent[-1])
+            await trio.sleep(5)
+        await rec.wait(lambda r: r.turn_ends() >= len(sent), timeout=60)
+        assert "failed" not in rec.statuses()
+        assert len(core.fake.accepted) > BackoffPolicy().max_attempts + 5
+        assert conversation_turns(core.fake) == [sent]
