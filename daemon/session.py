@@ -61,6 +61,8 @@ SEQ_BLOCK = 4096
 #: Server message kinds the daemon owns and does not forward to clients (connection churn and
 #: resumption handles are the daemon's business; clients see session.status instead).
 _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
+#: A connection live this long before its goAway rotation counts as healthy (no backoff).
+GOAWAY_MIN_LIVE = 0.25
 #: Handle-only checkpoint changes are written at most this often (see _lazy_checkpoints).
 HANDLE_CHECKPOINT_DELAY = 1.0
 #: Messages queued but not yet written to a live link, past which acks wait (backpressure).
@@ -403,6 +405,16 @@ class SessionActor:
             # A dial refused before the setup was read (HTTP 429/503, TCP, handshake) says
             # nothing about the handle: only a failure after the setup counts as a failed resume.
             handle_judged = resume and ending.kind not in _BEFORE_SETUP
+            # Our own rotation after a goAway is planned by the server: no quick-failure wait,
+            # unless the server announced the end almost at once (then the guard stays, so a
+            # server that sends goAway right after every setup cannot make us hot-loop).
+            if (
+                ending.kind is EndingKind.LOCAL
+                and conn.goaway_seen
+                and live_for is not None
+                and live_for >= GOAWAY_MIN_LIVE
+            ):
+                live_for = max(live_for, self.cfg.backoff.quick_failure)
             self.backoff, delay = self.backoff.after_ending(
                 verdict.action, live_for=live_for, resumed=handle_judged, rand=self.rng.random()
             )

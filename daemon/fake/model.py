@@ -156,7 +156,16 @@ class ConversationState:
     system_instruction: str = ""
 
     def copy(self) -> ConversationState:
-        return copy.deepcopy(self)
+        """A snapshot for a handle. History entries are never changed once appended, so the
+        lists are copied shallowly (a deep copy per turn made a long conversation's replies,
+        and every resume, slower and slower); tool call records are mutable, so they are copied."""
+        return attrs.evolve(
+            self,
+            history=list(self.history),
+            user_turns=list(self.user_turns),
+            tool_calls=[copy.copy(c) for c in self.tool_calls],
+            pending=list(self.pending),
+        )
 
     # ---- accounting
     def context_tokens(self) -> int:
