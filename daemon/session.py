@@ -280,6 +280,11 @@ class SessionActor:
             text = _content_text(canonical["clientContent"].get("turns", []))
             if text:
                 self.transcript.append({"role": "user", "text": text})
+        if self.pending_tools and _interrupts(canonical):
+            # The server cancels a pending call when new input interrupts the model; a response
+            # sent after this would reach it with no pending call (1007, fatal). Refuse it here.
+            self.cancelled_tools.extend(sorted(self.pending_tools))
+            self.pending_tools.clear()
         if rkind.durable:
             waiter = self._waiters[seq] = _Waiter()
             gen = self.store.mark_dirty(self.name, self.snapshot)
@@ -615,6 +620,7 @@ class SessionActor:
             for call in msg.function_calls:
                 if call.get("id"):
                     self.pending_tools.add(call["id"])
+            self._lazy_checkpoint.set()  # so that a restart can report the call as lost
         elif kind == "toolCallCancellation":
             for call_id in msg.cancelled_ids:
                 self.pending_tools.discard(call_id)
@@ -781,7 +787,11 @@ class SessionActor:
                     data={"id": call_id},
                 )
             if call_id in self.cancelled_tools:
-                raise ToolCallLost(f"tool call {call_id!r} was cancelled by the server", data={"id": call_id})
+                raise ToolCallLost(
+                    f"tool call {call_id!r} was cancelled: new input interrupted the model before the "
+                    "response (see toolCallCancellation)",
+                    data={"id": call_id},
+                )
             if call_id in self.answered_tools:
                 raise LiveMessageError(
                     f"tool call {call_id!r} was already answered", path="toolResponse.functionResponses.id"
@@ -1067,6 +1077,14 @@ class _RecordReader:
         if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
             raise TypeError(f"checkpoint field {key!r} holds a value that is not a {kind.__name__}")
         return values
+
+
+def _interrupts(canonical: dict) -> bool:
+    """Input that makes the server interrupt the model (and cancel its pending tool calls)."""
+    if "clientContent" in canonical:
+        return True
+    body = canonical.get("realtimeInput") or {}
+    return "text" in body or "activityStart" in body
 
 
 def _content_text(turns: list[dict]) -> str:

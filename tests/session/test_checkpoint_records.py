@@ -26,7 +26,7 @@ from geminid.daemon.checkpoint import CheckpointStore, decode_record, encode_rec
 from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.session import SessionActor
+from geminid.daemon.session import HANDLE_CHECKPOINT_DELAY, SessionActor
 from geminid.daemon.upstream import Dial, Endpoint
 from geminid.protocol.errors import CheckpointCorrupt
 
@@ -37,10 +37,12 @@ async def _make_real_record(state_dir: Path) -> tuple[bytes, dict]:
         rec = await core.open("kitchen", TOOL_SETUP)
         await core.say("kitchen", "remember: the door code is 4711")
         await rec.wait(lambda r: r.turn_ends() == 1)
-        await core.say("kitchen", "what is the weather in Rome?")
+        # Its reply never ends (the call stays pending), so the turn stays unconsumed too. (A
+        # later turn would interrupt the model and cancel the call.)
+        await core.say("kitchen", "what is the weather in Rome? \u00e9\U0001f600")
         await rec.wait(lambda r: any("toolCall" in m for m in r.messages()))
         await core.fake.stall_all()
-        await core.say("kitchen", "and a turn nobody consumed \u00e9\U0001f600")
+        await trio.sleep(HANDLE_CHECKPOINT_DELAY + 0.2)  # the pending call is written lazily
         await core.store.flush()
         blob = (state_dir / "kitchen.ckpt").read_bytes()
         core.nursery.cancel_scope.cancel()

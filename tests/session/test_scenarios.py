@@ -254,3 +254,23 @@ async def test_frequent_planned_rotations_never_exhaust_the_retry_budget(state_d
         assert "failed" not in rec.statuses()
         assert len(core.fake.accepted) > BackoffPolicy().max_attempts + 5
         assert conversation_turns(core.fake) == [sent]
+
+
+async def test_a_response_after_an_interrupting_turn_is_refused_not_fatal(state_dir):
+    # The client answers a tool call after it already sent a new turn (which makes the server
+    # cancel the call): the late response is refused locally instead of costing a 1007.
+    async with open_core(state_dir) as core:
+        rec = await core.open(setup=TOOL_SETUP)
+        await core.say("s", "weather in Bern?")
+        await rec.wait(lambda r: any("toolCall" in m for m in r.messages()))
+        call = next(m for m in rec.messages() if "toolCall" in m)["toolCall"]["functionCalls"][0]
+        await core.say("s", "never mind")
+        try:
+            await core.registry.send("s", live.tool_response([live.function_response(call["id"], call["name"], {})]))
+        except ToolCallLost as exc:
+            assert "cancelled" in exc.message
+        else:
+            raise AssertionError("a response to a cancelled call was accepted")
+        await rec.wait(lambda r: r.turn_ends() >= 2)
+        assert "failed" not in rec.statuses()
+        assert rec.statuses().count("live") == 1
