@@ -140,6 +140,9 @@ def _classify_http(status: int | None) -> Verdict:
     return Verdict(Action.RESUME_AFTER_BACKOFF, "rejected")
 
 
+_TOOL_RESPONSE_WORDS = ("function response", "functionresponse", "function_response", "tool response")
+
+
 def _classify_close(code: int | None, reason: str, ctx: Context) -> Verdict:
     if code is None or code == 1006:
         if ctx.goaway_seen:
@@ -153,6 +156,11 @@ def _classify_close(code: int | None, reason: str, ctx: Context) -> Verdict:
             return Verdict(Action.FRESH_SESSION, "handle_rejected")
         if _has(reason, _API_KEY_WORDS):
             return Verdict(Action.FATAL, "bad_key")
+        if _has(reason, _TOOL_RESPONSE_WORDS):
+            # A tool response crossed the server's cancellation of its call (new input
+            # interrupted the model while the client was answering). A race, not a bad config:
+            # resume; the session drops the stale response and reports the call lost.
+            return Verdict(Action.RESUME_AFTER_BACKOFF, "stale_tool_response")
         return Verdict(Action.FATAL, "invalid_config")
     if code == 1008:
         return _classify_1008(reason)

@@ -182,6 +182,7 @@ class SessionActor:
         self._timer_wake = trio.Event()
         self._drained = trio.Event()
         self._lazy_checkpoint = trio.Event()
+        self._audio_since_turn = False
         self._waiters: dict[int, _Waiter] = {}
         self._closing: str | None = None
         self._stopping = False
@@ -272,6 +273,7 @@ class SessionActor:
         self.next_seq += 1
         self.last_activity = now
         waiter = None
+        interrupting_end = False  # an audioStreamEnd/activityEnd closing an utterance
         if rkind is Kind.TOOL_RESPONSE:
             ids = {r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])}
             self.pending_tools -= ids
@@ -280,7 +282,12 @@ class SessionActor:
             text = _content_text(canonical["clientContent"].get("turns", []))
             if text:
                 self.transcript.append({"role": "user", "text": text})
-        if self.pending_tools and _interrupts(canonical):
+        if rkind is Kind.AUDIO:
+            self._audio_since_turn = True
+        elif elicits:
+            interrupting_end = self._audio_since_turn
+            self._audio_since_turn = False
+        if self.pending_tools and (_interrupts(canonical) or (elicits and interrupting_end)):
             # The server cancels a pending call when new input interrupts the model; a response
             # sent after this would reach it with no pending call (1007, fatal). Refuse it here.
             self.cancelled_tools.extend(sorted(self.pending_tools))

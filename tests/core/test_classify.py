@@ -177,3 +177,12 @@ def test_1007_fresh_only_after_a_rejected_resume_setup(ctx: Context, reason: str
         assert action is A.FRESH_SESSION
     else:
         assert action is A.FATAL
+
+
+def test_a_stale_tool_response_is_a_race_not_a_bad_config() -> None:
+    reason = "Request contains an invalid argument. Function response id 'fc_1' matches no pending call."
+    v = classify(Ending(EndingKind.CLOSED, code=1007, reason=reason), Context(handle_sent=True, reached_live=True))
+    assert v.action is Action.RESUME_AFTER_BACKOFF and v.cause == "stale_tool_response"
+    # Any other 1007 after live stays fatal.
+    v = classify(Ending(EndingKind.CLOSED, code=1007, reason='Unknown name "x"'), Context(handle_sent=True, reached_live=True))
+    assert v.action is Action.FATAL

@@ -274,3 +274,22 @@ async def test_a_response_after_an_interrupting_turn_is_refused_not_fatal(state_
         await rec.wait(lambda r: r.turn_ends() >= 2)
         assert "failed" not in rec.statuses()
         assert rec.statuses().count("live") == 1
+
+
+async def test_a_response_after_an_interrupting_utterance_is_refused(state_dir):
+    # Same race with audio: the end of an utterance makes the server interrupt and cancel.
+    async with open_core(state_dir) as core:
+        rec = await core.open(setup=TOOL_SETUP)
+        await core.say("s", "weather in Kyiv?")
+        await rec.wait(lambda r: any("toolCall" in m for m in r.messages()))
+        call = next(m for m in rec.messages() if "toolCall" in m)["toolCall"]["functionCalls"][0]
+        await core.registry.send("s", live.realtime_audio(bytes(640)))
+        await core.registry.send("s", live.audio_stream_end())
+        try:
+            await core.registry.send("s", live.tool_response([live.function_response(call["id"], call["name"], {})]))
+        except ToolCallLost:
+            pass
+        else:
+            raise AssertionError("a response to a cancelled call was accepted")
+        await rec.wait(lambda r: r.turn_ends() >= 2)
+        assert "failed" not in rec.statuses()
