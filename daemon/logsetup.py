@@ -3,7 +3,7 @@
 Output
     * not a TTY (journald, a pipe, a file): JSON lines, one object per event, keys ``timestamp``
       (ISO 8601, UTC, ``Z``), ``level``, ``event`` (a dotted name from the event catalogue in
-      docs/fragments/ops.md), every context variable bound with
+      README.md, "Event catalogue"), every context variable bound with
       ``structlog.contextvars.bind_contextvars`` (``session``, ``attempt``...) and the call's own
       fields. An exception is rendered once, as structured data under ``exception`` (a list of
       dicts: exc_type, exc_value, frames; no local variables, they are where secrets live).

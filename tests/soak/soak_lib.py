@@ -1,7 +1,7 @@
 """The chaos soak: the whole daemon core under random upstream faults, checked against the fake's
 own record of every conversation.
 
-Set-up (in-process, see docs/fragments/soak.md for why): the fake upstream listens on real
+Set-up (in-process, see README.md, "Chaos soak and crash loop", for why): the fake upstream listens on real
 loopback TCP; the session registry, the checkpoint store (real files, real fsync) and the REAL
 Unix-socket server run in this trio loop; ``sessions`` driver clients plus one observer client
 talk to the daemon only over the Unix socket with the trio client library. A seeded fault

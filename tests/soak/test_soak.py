@@ -4,7 +4,7 @@
     .venv/bin/python tests/soak/run_soak.py soak --turns 10000 [--seed N]
 
 ``GEMINID_SOAK_SEED`` fixes the fault sequence (the seed is printed either way). See
-soak_lib.py for the checks and docs/fragments/soak.md for the figures.
+soak_lib.py for the checks and README.md ("Performance and reliability") for the figures.
 """
 
 from __future__ import annotations
