@@ -44,6 +44,7 @@ from geminid.daemon.metrics import Metrics
 from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
 from geminid.daemon.service import Deferred
 from geminid.daemon.states import State, transition
+from geminid.daemon.toolcalls import ToolCalls
 from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
 from geminid.protocol import live
 from geminid.protocol.errors import (
@@ -51,7 +52,6 @@ from geminid.protocol.errors import (
     LiveMessageError,
     NotDurable,
     SessionFailed,
-    ToolCallLost,
 )
 
 CHECKPOINT_VERSION = 1
@@ -69,8 +69,6 @@ HANDLE_CHECKPOINT_DELAY = 1.0
 UNSENT_HIGH = 256
 #: Endings that happen before the server has read the setup (and so the handle).
 _BEFORE_SETUP = frozenset({EndingKind.REJECTED, EndingKind.NETWORK, EndingKind.CONNECT_TIMEOUT})
-#: Tool call ids remembered as lost, to refuse late responses with a precise error.
-_LOST_IDS_KEPT = 256
 #: TEST ONLY: a deliberately broken build, to prove that the soak (tests/soak) catches one.
 #: Read in this one place; empty in every real run. ``no-replay``: a new connection forgets what
 #: the previous one was sent but not yet covered by a handle. ``reuse-stale-handle``: keep
@@ -155,10 +153,7 @@ class SessionActor:
             max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness
         )
         self.backoff = Backoff(config.backoff)
-        self.pending_tools: set[str] = set()  # toolCall ids the server waits on
-        self.answered_tools: set[str] = set()  # responded, not yet consumed
-        self.lost_tools: deque[str] = deque(maxlen=_LOST_IDS_KEPT)
-        self.cancelled_tools: deque[str] = deque(maxlen=_LOST_IDS_KEPT)
+        self.tools = ToolCalls()
         self.transcript: deque[dict] = deque(maxlen=config.session.transcript_tail)
         self._model_text: list[str] = []
         self.next_seq = 1
@@ -216,7 +211,7 @@ class SessionActor:
             "dropped_full": self.buffer.stats.dropped_full,
             "refused": self.buffer.stats.refused,
             "replayed": self.buffer.stats.replayed,
-            "pending_tool_calls": sorted(self.pending_tools | self.answered_tools),
+            "pending_tool_calls": self.tools.open_ids(),
             "subscribers": self.hub.subscriber_count,
             "last_seq": self.hub.last_seq,
             "restored": self.restored,
@@ -261,7 +256,7 @@ class SessionActor:
             )
         rkind, elicits = classify_message(kind, canonical)
         if rkind is Kind.TOOL_RESPONSE:
-            self._check_tool_response(canonical)
+            self.tools.check_response(_response_ids(canonical))
         seq = self.next_seq
         now = trio.current_time()
         # A durable entry is held back (gen -1) until its checkpoint generation is on disk.
@@ -275,9 +270,7 @@ class SessionActor:
         waiter = None
         interrupting_end = False  # an audioStreamEnd/activityEnd closing an utterance
         if rkind is Kind.TOOL_RESPONSE:
-            ids = {r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])}
-            self.pending_tools -= ids
-            self.answered_tools |= ids
+            self.tools.responded(_response_ids(canonical))
         if rkind is Kind.TURN:
             text = _content_text(canonical["clientContent"].get("turns", []))
             if text:
@@ -287,11 +280,10 @@ class SessionActor:
         elif elicits:
             interrupting_end = self._audio_since_turn
             self._audio_since_turn = False
-        if self.pending_tools and (_interrupts(canonical) or (elicits and interrupting_end)):
+        if self.tools.pending and (_interrupts(canonical) or (elicits and interrupting_end)):
             # The server cancels a pending call when new input interrupts the model; a response
-            # sent after this would reach it with no pending call (1007, fatal). Refuse it here.
-            self.cancelled_tools.extend(sorted(self.pending_tools))
-            self.pending_tools.clear()
+            # sent after this would reach it with no pending call (1007). Refuse it here.
+            self.tools.interrupted()
         if rkind.durable:
             waiter = self._waiters[seq] = _Waiter()
             gen = self.store.mark_dirty(self.name, self.snapshot)
@@ -624,15 +616,10 @@ class SessionActor:
             self._on_server_content(msg, conn)
         elif kind == "toolCall":
             conn.in_response = True
-            for call in msg.function_calls:
-                if call.get("id"):
-                    self.pending_tools.add(call["id"])
+            self.tools.called(call.get("id") for call in msg.function_calls)
             self._lazy_checkpoint.set()  # so that a restart can report the call as lost
         elif kind == "toolCallCancellation":
-            for call_id in msg.cancelled_ids:
-                self.pending_tools.discard(call_id)
-                self.answered_tools.discard(call_id)
-                self.cancelled_tools.append(call_id)
+            self.tools.cancelled_by_server(msg.cancelled_ids)
         elif kind == "sessionResumptionUpdate":
             self._on_resumption_update(msg)
         elif kind == "goAway":
@@ -661,7 +648,7 @@ class SessionActor:
                 self.buffer.response_ended()
             conn.in_response = False
             # The tool round trip is over once the response that consumed it ends.
-            self.answered_tools.clear()
+            self.tools.reply_ended()
             if self._model_text:
                 self.transcript.append({"role": "model", "text": "".join(self._model_text)})
                 self._model_text = []
@@ -721,8 +708,7 @@ class SessionActor:
             conn is not None
             and not conn.in_response
             and not self.buffer.awaiting_reply()
-            and not self.pending_tools
-            and not self.answered_tools
+            and not self.tools.open
             and not self.buffer.sent_uncovered()
         )
 
@@ -730,9 +716,9 @@ class SessionActor:
         """The server owes us frames (a silence now is a stall). Not while a tool call waits for
         the client: then the server is rightly silent for as long as the tool takes."""
         conn = self._conn
-        if conn is None or self.pending_tools:
+        if conn is None or self.tools.pending:
             return False
-        return conn.in_response or self.buffer.awaiting_reply() or bool(self.answered_tools)
+        return conn.in_response or self.buffer.awaiting_reply() or bool(self.tools.answered)
 
     def _holding(self, entry: Entry, conn: _Conn) -> bool:
         """While draining, hold new turns for the next connection so that a quiet point can
@@ -759,53 +745,17 @@ class SessionActor:
             self._wait_scope.cancel()
 
     def _reconcile_tool_calls(self, conn: _Conn) -> list[str]:
-        """On a new connection any tool call still open is gone: the server never issues a
-        resumable handle while a call is pending, so our handle predates it. The turn that
-        caused it is still in the replay buffer (its reply never ended) and will be answered
-        again, with a new call id. A tool response still in the buffer counts too, even if its
-        reply already ended (the turn boundary clears answered_tools): no handle covers it, so
-        the restored server state never issued its call, and replaying it is refused with 1007."""
-        queued = {
-            r.get("id")
-            for e in self.buffer
-            if e.kind is Kind.TOOL_RESPONSE
-            for r in e.message["toolResponse"].get("functionResponses", [])
-        }
-        lost = sorted(self.pending_tools | self.answered_tools | queued)
+        """On a new connection every open tool call is gone (see ``ToolCalls.connection_lost``).
+        The turn that caused it is still in the replay buffer (its reply never ended) and will be
+        answered again, with a new call id; queued responses for lost calls are dropped."""
+        queued = [i for e in self.buffer if e.kind is Kind.TOOL_RESPONSE for i in _response_ids(e.message)]
+        lost = self.tools.connection_lost(queued)
         if not lost:
             return []
-        self.pending_tools.clear()
-        self.answered_tools.clear()
-        self.lost_tools.extend(lost)
         removed = self.buffer.remove_tool_responses(lost)
         self.log.warning("session.tool_call_lost", ids=lost, responses_dropped=len(removed))
         self.store.mark_dirty(self.name, self.snapshot)
         return lost
-
-    def _check_tool_response(self, canonical: dict) -> None:
-        for response in canonical["toolResponse"].get("functionResponses", []):
-            call_id = response.get("id")
-            if call_id in self.pending_tools:
-                continue
-            if call_id in self.lost_tools:
-                raise ToolCallLost(
-                    f"tool call {call_id!r} was lost when the connection was resumed; the model "
-                    "will ask again (see session.tool_call_lost)",
-                    data={"id": call_id},
-                )
-            if call_id in self.cancelled_tools:
-                raise ToolCallLost(
-                    f"tool call {call_id!r} was cancelled: new input interrupted the model before the "
-                    "response (see toolCallCancellation)",
-                    data={"id": call_id},
-                )
-            if call_id in self.answered_tools:
-                raise LiveMessageError(
-                    f"tool call {call_id!r} was already answered", path="toolResponse.functionResponses.id"
-                )
-            raise LiveMessageError(
-                f"no pending tool call has id {call_id!r}", path="toolResponse.functionResponses.id"
-            )
 
     def _seed_message(self, conn: _Conn) -> str | None:
         """Optionally re-seed a fresh session with the saved transcript (never on a resume)."""
@@ -1012,8 +962,8 @@ class SessionActor:
             "seq_reserved": self.seq_reserved,
             "event_reserved": self.event_reserved,
             "pending": [{"seq": e.seq, "message": e.message} for e in self.buffer.durable_entries()],
-            "pending_tools": sorted(self.pending_tools | self.answered_tools),
-            "lost_tools": list(self.lost_tools),
+            "pending_tools": self.tools.open_ids(),
+            "lost_tools": list(self.tools.lost),
             "transcript": list(self.transcript),
             "reconnects": self.reconnects,
             "context_lost": self.context_lost_pending,
@@ -1051,8 +1001,7 @@ class SessionActor:
             rkind, elicits = classify_message(kind, canonical)
             self.buffer.append(Entry(seq, rkind, canonical, live.encode(canonical), now, elicits))
         # Tool calls open at the crash are lost on the resume (announced when live).
-        self.pending_tools = set(r.items("pending_tools", str))
-        self.lost_tools.extend(r.items("lost_tools", str))
+        self.tools.restore(r.items("pending_tools", str), r.items("lost_tools", str))
         for turn in r.items("transcript", dict):
             if not (isinstance(turn.get("role"), str) and isinstance(turn.get("text"), str)):
                 raise TypeError("checkpoint field 'transcript' holds an entry without a role and a text")
@@ -1084,6 +1033,10 @@ class _RecordReader:
         if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
             raise TypeError(f"checkpoint field {key!r} holds a value that is not a {kind.__name__}")
         return values
+
+
+def _response_ids(canonical: dict) -> list[str | None]:
+    return [r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])]
 
 
 def _interrupts(canonical: dict) -> bool:
