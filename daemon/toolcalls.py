@@ -41,7 +41,9 @@ class ToolCalls:
         return sorted(self.pending | self.answered)
 
     def called(self, ids: Iterable[str]) -> None:
-        self.pending.update(i for i in ids if i)
+        ids = {i for i in ids if i}
+        self.answered -= ids  # an id the server issues again is pending again
+        self.pending |= ids
 
     def cancelled_by_server(self, ids: Iterable[str]) -> None:
         for call_id in ids:
