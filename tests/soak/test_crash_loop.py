@@ -29,4 +29,9 @@ async def test_crash_loop_catches_a_broken_build(tmp_path):
     # Six kills: a single kill can land where the stale handle happens to lose nothing.
     params = CrashParams(kills=6, sessions=2, seed=soak_seed(), break_mode="reuse-stale-handle")
     result = await run_crash_loop(params, tmp_path)
-    assert any(v.startswith(("K3", "T1", "T3")) for v in result.violations), result.text()
+    lost = any(v.startswith(("K3", "T1", "T3")) for v in result.violations)
+    # A stale-handle daemon rolls the conversation back at every restart. When the turns it rolls
+    # back happen to still be in the checkpoint (handle-only changes are written lazily), the
+    # replay hides the loss; the rollbacks themselves still show. A correct daemon rolls back only
+    # when a kill lands inside that lazy window (5 of 100 kills in the long run).
+    assert lost or result.report["rollbacks_on_fake"] >= params.kills, result.text()
