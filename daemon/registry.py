@@ -233,10 +233,8 @@ class SessionRegistry:
         return OpenResult(name, slot.actor.state.value, True, False, slot.hub.last_seq)
 
     async def send(self, name: str, message: dict[str, Any]) -> int:
-        if self._stopping:
-            raise ShuttingDown("the daemon is shutting down")
-        slot = self._slot(name)
-        return await slot.actor.submit(message)
+        outcome = self.send_now(name, message)
+        return outcome if isinstance(outcome, int) else await outcome
 
     def send_now(self, name: str, message: dict[str, Any]) -> int | Awaitable[int]:
         if self._stopping:

@@ -368,11 +368,7 @@ class SessionActor:
         attempt = 0
         fresh_reason: str | None = None
         while True:
-            if self._stopping:
-                await self._finish_stopped()
-                return
-            if self._closing:
-                await self._finish_closed(self._closing)
+            if await self._finished_if_asked():
                 return
             resume = self.handle is not None
             if resume and self._handle_expired():
@@ -382,11 +378,7 @@ class SessionActor:
             attempt += 1
             self._to(State.RESUMING if resume else State.CONNECTING, cause=fresh_reason or "dial", attempt=attempt)
             ending, conn = await self._connect_and_relay(resume, attempt)
-            if self._stopping:
-                await self._finish_stopped()
-                return
-            if self._closing:
-                await self._finish_closed(self._closing)
+            if await self._finished_if_asked():
                 return
             if conn.live_at is not None:
                 attempt = 0
@@ -447,6 +439,16 @@ class SessionActor:
                     self._wait_scope = scope
                     await trio.sleep(delay)
                 self._wait_scope = None
+
+    async def _finished_if_asked(self) -> bool:
+        """Stop (daemon shutdown) or close (client, inactivity) if that was asked for."""
+        if self._stopping:
+            await self._finish_stopped()
+            return True
+        if self._closing:
+            await self._finish_closed(self._closing)
+            return True
+        return False
 
     async def _connect_and_relay(self, resume: bool, attempt: int) -> tuple[Ending, _Conn]:
         conn = _Conn(resumed=resume, attempt=attempt)

@@ -51,7 +51,7 @@ from soak_client import (
     SentLog,
     SessionView,
     SoakClient,
-    fmt_table,
+    format_report,
     make_setup,
     session_of_setup,
     token,
@@ -97,15 +97,9 @@ class CrashResult:
     report: dict[str, Any]
 
     def text(self) -> str:
-        rows = [(k, v) for k, v in self.report.items() if not isinstance(v, dict)]
-        out = [f"crash loop: seed={self.params.seed} kills={self.params.kills} "
-               f"sessions={self.params.sessions} break={self.params.break_mode}", fmt_table(rows)]
-        for k, v in self.report.items():
-            if isinstance(v, dict):
-                out.append(f"  {k}: " + ", ".join(f"{a}={b}" for a, b in sorted(v.items())))
-        out.append(f"  violations: {len(self.violations)}")
-        out += [f"    - {v}" for v in self.violations[:40]]
-        return "\n".join(out)
+        p = self.params
+        title = f"crash loop: seed={p.seed} kills={p.kills} sessions={p.sessions} break={p.break_mode}"
+        return format_report(title, self.report, self.violations)
 
 
 class Notify:

@@ -272,3 +272,18 @@ def fmt_table(rows: list[tuple[str, Any]]) -> str:
             v = f"{v:.2f}" if math.isfinite(v) else str(v)
         out.append(f"  {k.ljust(width)}  {v}")
     return "\n".join(out)
+
+
+def format_report(title: str, report: dict[str, Any], violations: list[str]) -> str:
+    """The text both long forms print: the scalar figures as a table, the counters, the
+    violations (the first 40)."""
+    rows = [(k, v) for k, v in report.items() if not isinstance(v, dict)]
+    out = [title, fmt_table(rows)]
+    for k, v in report.items():
+        if isinstance(v, dict):
+            out.append(f"  {k}: " + ", ".join(f"{a}={b}" for a, b in sorted(v.items())))
+    out.append(f"  violations: {len(violations)}")
+    out += [f"    - {v}" for v in violations[:40]]
+    if len(violations) > 40:
+        out.append(f"    ... and {len(violations) - 40} more")
+    return "\n".join(out)

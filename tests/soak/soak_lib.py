@@ -53,7 +53,7 @@ from soak_client import (
     SentLog,
     SessionView,
     SoakClient,
-    fmt_table,
+    format_report,
     make_setup,
     parse_pcm_chunk,
     parse_token,
@@ -129,18 +129,9 @@ class SoakResult:
     report: dict[str, Any]
 
     def text(self) -> str:
-        rows = [(k, v) for k, v in self.report.items() if not isinstance(v, dict)]
-        out = [f"chaos soak: seed={self.params.seed} turns={self.params.turns} "
-               f"sessions={self.params.sessions} break={self.params.break_mode}",
-               fmt_table(rows)]
-        for k, v in self.report.items():
-            if isinstance(v, dict):
-                out.append(f"  {k}: " + ", ".join(f"{a}={b}" for a, b in sorted(v.items())))
-        out.append(f"  violations: {len(self.violations)}")
-        out += [f"    - {v}" for v in self.violations[:40]]
-        if len(self.violations) > 40:
-            out.append(f"    ... and {len(self.violations) - 40} more")
-        return "\n".join(out)
+        p = self.params
+        title = f"chaos soak: seed={p.seed} turns={p.turns} sessions={p.sessions} break={p.break_mode}"
+        return format_report(title, self.report, self.violations)
 
 
 def soak_config(state_dir: Path, socket_path: Path, staleness: float) -> Config:
