@@ -64,8 +64,10 @@ async def test_force_reconnect_cuts_a_backoff_short_and_is_refused_when_closed(s
     cfg = make_config(state_dir, backoff=BackoffPolicy(initial=20, cap=20, stable_after=1.0, quick_failure=0.2))
     async with open_core(state_dir, cfg=cfg) as core:
         rec = await core.open()
-        await rec.wait(lambda r: "live" in r.statuses())
         actor = core.actor()
+        # Live, and holding a handle (the first update follows setupComplete), so that the
+        # reconnect below can resume rather than start fresh.
+        await rec.wait(lambda r: "live" in r.statuses() and actor.handle is not None)
         actor.rng = _High()
         await core.fake.drop_all()  # a network ending: backoff of about 20 s
         await rec.wait(lambda r: actor.state is State.BACKOFF, timeout=5)
