@@ -37,7 +37,7 @@ from geminid.daemon.config_load import load_config, reload_api_key
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
 from geminid.daemon.server import serve_unix
-from geminid.daemon.upstream import Dial, Endpoint
+from geminid.daemon.upstream import ApiKey, Credentials, Dial, Endpoint, FixedKey
 from geminid.protocol.errors import ConfigError, EscalationError
 
 log = structlog.get_logger("geminid.daemon")
@@ -46,19 +46,6 @@ log = structlog.get_logger("geminid.daemon")
 EXIT_ESCALATED = 70
 #: The key given to the embedded fake (it accepts any non-empty key).
 _FAKE_KEY = "embedded-fake-upstream"
-
-
-class _Key:
-    """The current API key, swappable on SIGHUP; read at every dial, never logged."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-
-    def __call__(self) -> str | None:
-        if self.cfg.embedded_fake:
-            return _FAKE_KEY
-        key = self.cfg.upstream.api_key
-        return key.reveal() if key is not None else None
 
 
 async def run_daemon(
@@ -74,7 +61,8 @@ async def run_daemon(
     environ = os.environ if environ is None else environ
     notifier = notifier or sdnotify.Notifier()
     metrics = Metrics()
-    key = _Key(cfg)
+    live_cfg = cfg  # swapped on SIGHUP
+    credentials: Credentials = FixedKey(_FAKE_KEY) if cfg.embedded_fake else ApiKey(cfg.upstream.api_key)
     log.info("daemon.starting", version=__version__, pid=os.getpid(),
              upstream="embedded-fake" if cfg.embedded_fake else "gemini")
     try:
@@ -84,7 +72,7 @@ async def run_daemon(
                 endpoint_url = await _start_embedded_fake(root)
             dial = Dial(
                 endpoint=Endpoint.parse(endpoint_url),
-                api_key=key,
+                credentials=credentials,
                 connect_timeout=cfg.upstream.connect_timeout,
                 setup_timeout=cfg.upstream.setup_timeout,
                 max_message_size=cfg.upstream.max_message_size,
@@ -109,8 +97,10 @@ async def run_daemon(
                     task_status.started(registry)
                     async for signum in signals:
                         if signum == signal.SIGHUP:
-                            key.cfg = _reload(key.cfg, args, environ, notifier)
-                            registry.cfg = key.cfg
+                            live_cfg = _reload(live_cfg, args, environ, notifier)
+                            registry.cfg = live_cfg
+                            if isinstance(credentials, ApiKey):
+                                credentials.rotate(live_cfg.upstream.api_key)
                             continue
                         name = signal.Signals(signum).name
                         log.info("daemon.stopping", signal=name)

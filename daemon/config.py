@@ -13,7 +13,7 @@ from pathlib import Path
 
 import attrs
 
-from geminid.daemon.backoff import BackoffPolicy
+from geminid.daemon.upstream import BackoffPolicy
 
 #: The real service, pinned to v1beta (GEMINI_LIVE.md §1).
 DEFAULT_ENDPOINT = (

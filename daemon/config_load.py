@@ -51,7 +51,6 @@ from typing import Any
 import attrs
 
 from geminid.daemon import logsetup
-from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.config import (
     Config,
     LogConfig,
@@ -62,6 +61,7 @@ from geminid.daemon.config import (
     _default_runtime_dir,
     _default_state_dir,
 )
+from geminid.daemon.upstream import BackoffPolicy
 from geminid.protocol.errors import ConfigError
 
 #: systemd credential name for the API key (``LoadCredential=gemini_api_key:/etc/geminid/api_key``).

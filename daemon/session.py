@@ -35,9 +35,7 @@ import structlog
 import trio
 
 from geminid.daemon import logsetup
-from geminid.daemon.backoff import Backoff
 from geminid.daemon.checkpoint import CheckpointStore
-from geminid.daemon.classify import Action, Context, Ending, EndingKind, Verdict, classify
 from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
@@ -45,7 +43,20 @@ from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
 from geminid.daemon.service import Deferred
 from geminid.daemon.states import State, transition
 from geminid.daemon.toolcalls import ToolCalls
-from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
+from geminid.daemon.upstream import (
+    Action,
+    Backoff,
+    Context,
+    Dial,
+    Ended,
+    Ending,
+    EndingKind,
+    UpstreamLink,
+    Verdict,
+    classify,
+    ending_from_group,
+    open_link,
+)
 from geminid.protocol import live
 from geminid.protocol.errors import (
     CheckpointWriteError,

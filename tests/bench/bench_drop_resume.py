@@ -28,7 +28,7 @@ from _common import (
     verdict,
 )
 
-from geminid.daemon.backoff import BackoffPolicy
+from geminid.daemon.upstream import BackoffPolicy
 from geminid.protocol.client import open_client
 
 GOAL_P50_MS = 250.0

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
 from geminid.daemon.server import serve_unix
-from geminid.daemon.upstream import Dial, Endpoint
+from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
 from geminid.protocol.client import RemoteError
 from geminid.protocol.errors import SETUP_MISMATCH, TOOL_CALL_LOST, UNKNOWN_SESSION
@@ -42,7 +41,7 @@ async def daemon(nursery, sockdir, tmp_path):
     )
     store = CheckpointStore(cfg.state_dir)
     await nursery.start(store.run)
-    dial = Dial(Endpoint.parse(fake.url()), lambda: "k", 5, 5, 1 << 24)
+    dial = Dial(Endpoint.parse(fake.url()), FixedKey("k"), 5, 5, 1 << 24)
     registry = SessionRegistry(cfg, store, dial, Metrics(), upstream_kind="fake")
     await nursery.start(registry.run, {})
     path = await nursery.start(serve_unix, registry, cfg.server)

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geminid.daemon.backoff import Backoff, BackoffPolicy
-from geminid.daemon.classify import Action
+from geminid.daemon.upstream import Action, Backoff, BackoffPolicy
 
 A = Action
 P = BackoffPolicy()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geminid.daemon.classify import (
+from geminid.daemon.upstream import (
     FATAL_CAUSES,
     Action,
     Context,

@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 import trio
 
-from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, Secret, SessionConfig, UpstreamConfig
 from geminid.daemon.events import Event
@@ -36,7 +35,7 @@ from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
 from geminid.daemon.states import State
-from geminid.daemon.upstream import Dial, Endpoint
+from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
 
 HOST = "generativelanguage.googleapis.com"
@@ -155,7 +154,7 @@ async def secret_word_scenario(endpoint: str, api_key: str, state_dir: Path, mod
         async with trio.open_nursery() as nursery:
             store = CheckpointStore(cfg.state_dir)
             await nursery.start(store.run)
-            dial = Dial(Endpoint.parse(cfg.upstream.endpoint), lambda: api_key, cfg.upstream.connect_timeout,
+            dial = Dial(Endpoint.parse(cfg.upstream.endpoint), FixedKey(api_key), cfg.upstream.connect_timeout,
                         cfg.upstream.setup_timeout, cfg.upstream.max_message_size)
             registry = SessionRegistry(cfg, store, dial, Metrics(), upstream_kind="gemini")
             await nursery.start(registry.run, {})

@@ -14,14 +14,13 @@ import attrs
 import trio
 import trio.testing
 
-from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.checkpoint import CheckpointStore, decode_record
 from geminid.daemon.config import Config, SessionConfig, UpstreamConfig
 from geminid.daemon.events import Event
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
-from geminid.daemon.upstream import Dial, Endpoint
+from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
 
 TEXT_SETUP = live.setup("gemini-2.0-flash-live-001", response_modalities=["TEXT"])["setup"]
@@ -129,7 +128,7 @@ async def open_core(
             records = store.load_all().records
         await nursery.start(store.run)
         dial = Dial(
-            Endpoint.parse(fake.url()), lambda: key, cfg.upstream.connect_timeout,
+            Endpoint.parse(fake.url()), FixedKey(key), cfg.upstream.connect_timeout,
             cfg.upstream.setup_timeout, cfg.upstream.max_message_size, connector=connector,
         )
         metrics = Metrics()

@@ -27,7 +27,7 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session import HANDLE_CHECKPOINT_DELAY, SessionActor
-from geminid.daemon.upstream import Dial, Endpoint
+from geminid.daemon.upstream import Dial, Endpoint, FixedKey
 from geminid.protocol.errors import CheckpointCorrupt
 
 
@@ -109,7 +109,7 @@ def _actor(record: dict) -> SessionActor:
     cfg = Config()
     return SessionActor(
         "kitchen", TOOL_SETUP, config=cfg, store=CheckpointStore(Path("/nonexistent")),
-        hub=EventHub("kitchen", ring_size=8), dial=Dial(Endpoint.parse("ws://127.0.0.1:9/x"), lambda: "k", 1, 1, 1 << 20),
+        hub=EventHub("kitchen", ring_size=8), dial=Dial(Endpoint.parse("ws://127.0.0.1:9/x"), FixedKey("k"), 1, 1, 1 << 20),
         metrics=Metrics(), record=record,
     )
 

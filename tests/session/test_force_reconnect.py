@@ -7,9 +7,9 @@ from __future__ import annotations
 import trio
 from session_harness import conversation_turns, make_config, open_core
 
-from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.fake import FakeOptions
 from geminid.daemon.states import State
+from geminid.daemon.upstream import BackoffPolicy
 
 
 def _live_contexts(rec) -> list[str | None]:

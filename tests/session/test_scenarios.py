@@ -11,9 +11,9 @@ import trio
 import trio.testing
 from session_harness import TOOL_SETUP, conversation_turns, make_config, open_core
 
-from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.config import SessionConfig, UpstreamConfig
 from geminid.daemon.fake import FakeOptions, Fault
+from geminid.daemon.upstream import BackoffPolicy
 from geminid.protocol import live
 from geminid.protocol.errors import ToolCallLost
 

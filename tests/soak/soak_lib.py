@@ -64,14 +64,13 @@ from soak_client import (
 
 from geminid.daemon import logsetup
 from geminid.daemon import session as session_mod
-from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
 from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream, Fault
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
 from geminid.daemon.server import serve_unix
-from geminid.daemon.upstream import Dial, Endpoint
+from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
 from geminid.protocol.client import ConnectionLost, RemoteError, open_client
 
@@ -344,7 +343,7 @@ async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResul
                 store = CheckpointStore(cfg.state_dir)
                 await nursery.start(store.run)
                 metrics = Metrics()
-                dial = Dial(Endpoint.parse(fake.url()), lambda: KEY, cfg.upstream.connect_timeout,
+                dial = Dial(Endpoint.parse(fake.url()), FixedKey(KEY), cfg.upstream.connect_timeout,
                             cfg.upstream.setup_timeout, cfg.upstream.max_message_size)
                 registry = SessionRegistry(cfg, store, dial, metrics, upstream_kind="fake")
                 await nursery.start(registry.run, {})

@@ -17,7 +17,7 @@ from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
 from geminid.daemon.states import State
-from geminid.daemon.upstream import Dial, Endpoint
+from geminid.daemon.upstream import Dial, Endpoint, FixedKey
 from geminid.protocol import live
 
 # isort: split
@@ -29,7 +29,7 @@ TURN_BYTES = 8 * 1024
 async def _start_registry(nursery: trio.Nursery, cfg, fake: FakeUpstream, records: dict) -> SessionRegistry:
     store = CheckpointStore(cfg.state_dir)
     await nursery.start(store.run)
-    dial = Dial(Endpoint.parse(fake.url()), lambda: "k", 10, 10, cfg.upstream.max_message_size)
+    dial = Dial(Endpoint.parse(fake.url()), FixedKey("k"), 10, 10, cfg.upstream.max_message_size)
     registry = SessionRegistry(cfg, store, dial, Metrics(), upstream_kind="fake")
     await nursery.start(registry.run, records)
     return registry

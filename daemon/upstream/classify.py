@@ -2,7 +2,7 @@
 
 A pure function of (how it ended, what we knew at the time), following the close-code table in
 shared/GEMINI_LIVE.md §6. It decides only the *kind* of next step; how long to wait, and when
-to give up, is :mod:`geminid.daemon.backoff`'s job, so that both stay small and testable.
+to give up, is :mod:`.backoff`'s job, so that both stay small and testable.
 
 Reasons are matched case-insensitively as substrings, because the real service prefixes them
 with "Request trace id ..." and cuts them at 123 bytes (a reason cut before its keyword falls
@@ -34,6 +34,8 @@ import enum
 
 import attrs
 
+from .endings import Ending, EndingKind
+
 
 class Action(enum.Enum):
     """What the session does next."""
@@ -48,31 +50,6 @@ class Action(enum.Enum):
     LONG_BACKOFF = "long_backoff"
     #: Configuration error that retrying cannot fix: the session goes to ``failed``.
     FATAL = "fatal"
-
-
-class EndingKind(enum.Enum):
-    """How a connection attempt or connection ended."""
-
-    #: A close frame, or a drop without one (code 1006 or None).
-    CLOSED = "closed"
-    #: The WebSocket upgrade was refused with an HTTP status.
-    REJECTED = "rejected"
-    CONNECT_TIMEOUT = "connect_timeout"
-    SETUP_TIMEOUT = "setup_timeout"
-    #: Live, a reply was expected, and nothing arrived for stall_timeout.
-    STALL = "stall"
-    #: OSError, DNS failure, refused TCP connection.
-    NETWORK = "network"
-    #: We closed it ourselves (goAway rotation, shutdown, session close).
-    LOCAL = "local"
-
-
-@attrs.frozen
-class Ending:
-    kind: EndingKind
-    code: int | None = None
-    reason: str = ""
-    http_status: int | None = None
 
 
 @attrs.frozen

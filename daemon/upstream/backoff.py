@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from geminid.daemon.classify import Action
+from .classify import Action
 
 
 @attrs.frozen

@@ -1,0 +1,60 @@
+"""geminid.daemon.upstream: the Gemini side of a session, one connection at a time.
+
+- :mod:`.link`: one WebSocket (:class:`UpstreamLink`, :func:`open_link`, :class:`Dial`);
+- :mod:`.endpoint`: where to dial (:class:`Endpoint`);
+- :mod:`.auth`: what a dial presents (:class:`Credentials`: :class:`ApiKey`, :class:`FixedKey`);
+- :mod:`.endings`: how a connection ended, as one typed :class:`Ending`;
+- :mod:`.classify`: an ending -> what to do next (pure);
+- :mod:`.backoff`: how long to wait, and when to give up (pure).
+
+This package knows nothing about sessions, clients or the local socket (``tests/test_layering.py``
+checks it): the session actor drives it.
+"""
+
+from .auth import API_KEY_HEADER as API_KEY_HEADER
+from .auth import ApiKey as ApiKey
+from .auth import Credentials as Credentials
+from .auth import DialAuth as DialAuth
+from .auth import FixedKey as FixedKey
+from .backoff import Backoff as Backoff
+from .backoff import BackoffPolicy as BackoffPolicy
+from .classify import FATAL_CAUSES as FATAL_CAUSES
+from .classify import Action as Action
+from .classify import Context as Context
+from .classify import Verdict as Verdict
+from .classify import classify as classify
+from .endings import Ended as Ended
+from .endings import Ending as Ending
+from .endings import EndingKind as EndingKind
+from .endings import ending_from_exception as ending_from_exception
+from .endings import ending_from_group as ending_from_group
+from .endpoint import Endpoint as Endpoint
+from .link import MESSAGE_QUEUE_SIZE as MESSAGE_QUEUE_SIZE
+from .link import Dial as Dial
+from .link import UpstreamLink as UpstreamLink
+from .link import open_link as open_link
+
+__all__ = [
+    "API_KEY_HEADER",
+    "FATAL_CAUSES",
+    "MESSAGE_QUEUE_SIZE",
+    "Action",
+    "ApiKey",
+    "Backoff",
+    "BackoffPolicy",
+    "Context",
+    "Credentials",
+    "Dial",
+    "DialAuth",
+    "Ended",
+    "Ending",
+    "EndingKind",
+    "Endpoint",
+    "FixedKey",
+    "UpstreamLink",
+    "Verdict",
+    "classify",
+    "ending_from_exception",
+    "ending_from_group",
+    "open_link",
+]

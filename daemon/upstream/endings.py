@@ -1,0 +1,104 @@
+"""How a connection attempt or a connection ended, as one typed value.
+
+Every way a link can end (a close frame, an HTTP rejection at the upgrade, a timeout, a stall, an
+OS error, our own close) becomes one :class:`Ending`, the single input of the close classifier
+(:mod:`.classify`). Keeping the type here, beside the code that produces it, means the
+classifier depends on a value, not on the transport, and the link module stays about I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+
+from geminid.protocol.errors import FrameError
+
+
+class EndingKind(enum.Enum):
+    """How a connection attempt or connection ended."""
+
+    #: A close frame, or a drop without one (code 1006 or None).
+    CLOSED = "closed"
+    #: The WebSocket upgrade was refused with an HTTP status.
+    REJECTED = "rejected"
+    CONNECT_TIMEOUT = "connect_timeout"
+    SETUP_TIMEOUT = "setup_timeout"
+    #: Live, a reply was expected, and nothing arrived for stall_timeout.
+    STALL = "stall"
+    #: OSError, DNS failure, refused TCP connection.
+    NETWORK = "network"
+    #: We closed it ourselves (goAway rotation, shutdown, session close).
+    LOCAL = "local"
+
+
+@attrs.frozen
+class Ending:
+    kind: EndingKind
+    code: int | None = None
+    reason: str = ""
+    http_status: int | None = None
+
+
+class Ended(Exception):
+    """Raised inside the link when the connection is over; carries the typed ending."""
+
+    def __init__(self, ending: Ending) -> None:
+        super().__init__(ending)
+        self.ending = ending
+
+
+def ending_from_closed(exc: ConnectionClosed) -> Ending:
+    """A close frame (or a drop without one, 1006) seen by the library."""
+    reason = exc.reason
+    code = int(reason.code) if reason is not None else 1006
+    text = (reason.reason or "") if reason is not None else ""
+    return Ending(EndingKind.CLOSED, code=code, reason=text)
+
+
+def ending_from_frame_error(exc: FrameError) -> Ending:
+    """The peer sent something that is not a JSON object frame: not Gemini, or broken."""
+    return Ending(EndingKind.CLOSED, code=1007, reason=f"undecodable server frame: {exc}")
+
+
+def ending_from_exception(exc: BaseException, *, stage: str) -> Ending | None:
+    """Map a transport exception to an Ending; None if it is not one of ours (a real bug)."""
+    if isinstance(exc, Ended):
+        return exc.ending
+    if isinstance(exc, ConnectionRejected):
+        return Ending(EndingKind.REJECTED, http_status=exc.status_code, reason=_body(exc))
+    if isinstance(exc, ConnectionClosed):
+        return ending_from_closed(exc)
+    if isinstance(exc, trio.TooSlowError):
+        kind = EndingKind.SETUP_TIMEOUT if stage == "setup" else EndingKind.CONNECT_TIMEOUT
+        return Ending(kind, reason=f"no answer within the {stage} timeout")
+    if isinstance(exc, HandshakeError):
+        return Ending(EndingKind.CONNECT_TIMEOUT, reason=type(exc).__name__)
+    if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError)):
+        return Ending(EndingKind.NETWORK, reason=f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, FrameError):
+        return ending_from_frame_error(exc)
+    return None
+
+
+def ending_from_group(exc: BaseException, *, stage: str) -> Ending | None:
+    """Like :func:`ending_from_exception` but looks through (nested) exception groups.
+
+    trio's nurseries always wrap child errors in groups; the websocket's reader task is such a
+    child (it raises ConnectionRejected). Returns None when any leaf is not a transport error,
+    so that cancellation and genuine bugs propagate untouched.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        endings = [ending_from_group(e, stage=stage) for e in exc.exceptions]
+        if not endings or any(e is None for e in endings):
+            return None
+        return endings[0]
+    return ending_from_exception(exc, stage=stage)
+
+
+def _body(exc: ConnectionRejected) -> str:
+    body: bytes = exc.body or b""
+    return body[:200].decode("utf-8", "replace")
