@@ -24,6 +24,9 @@ Decisions beyond the table, and why:
   the retry budget bounds them, and being fatal on a reason we do not understand would turn a
   transient oddity into an outage. If the failing attempt carried a handle, the backoff's
   failed-resume counter drops the handle after a few tries (§6 1011 row).
+* A 401 at the upgrade is fatal (``bad_key``) unless the context says the credential can be
+  refreshed and was not refreshed yet: then it is one immediate retry with a fresh credential
+  (``credential_refresh``); an API key is never refreshable, so its 401 stays fatal.
 * FRESH_SESSION when no handle was sent simply means "connect fresh" (there was nothing to
   drop).
 """
@@ -60,6 +63,9 @@ class Context:
     goaway_seen: bool = False
     #: setupComplete arrived on this connection.
     reached_live: bool = False
+    #: The dial's credential can be fetched anew (a token, not a key: ``Credentials.refreshable``)
+    #: and has not been refreshed after a refusal yet in this incident. The caller sets it.
+    credential_refreshable: bool = False
 
 
 @attrs.frozen
@@ -98,6 +104,10 @@ def classify(ending: Ending, ctx: Context) -> Verdict:
     if kind is EndingKind.STALL:
         return Verdict(Action.RESUME_AFTER_BACKOFF, "stall")
     if kind is EndingKind.REJECTED:
+        if ending.http_status == 401 and ctx.credential_refreshable:
+            # An expired or revoked token: the next dial presents a fresh one (once; a second
+            # 401 is the fatal bad_key, because the caller clears credential_refreshable).
+            return Verdict(Action.RESUME_NOW, "credential_refresh")
         return _classify_http(ending.http_status)
     return _classify_close(ending.code, ending.reason.lower(), ctx)
 

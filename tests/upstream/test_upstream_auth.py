@@ -90,7 +90,7 @@ class _QueryToken:
 
     async def auth_for_dial(self) -> DialAuth:
         self.dials += 1
-        await trio.sleep(0)  # a real fetch awaits I/O here, inside the connect timeout
+        await trio.lowlevel.checkpoint()  # a real fetch awaits I/O here, inside the connect timeout
         return DialAuth(query=(("key", self.token),))
 
     def invalidate(self) -> None:
