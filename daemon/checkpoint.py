@@ -48,7 +48,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import secrets
 import stat
 import struct
@@ -61,6 +60,7 @@ import attrs
 import structlog
 import trio
 
+from geminid.protocol.constants import valid_session_name
 from geminid.protocol.errors import CheckpointCorrupt, CheckpointWriteError
 
 log = structlog.get_logger("geminid.checkpoint")
@@ -72,12 +72,11 @@ HEADER_SIZE = _PREFIX.size + 32
 #: A record bigger than this is refused on write and treated as corrupt on read.
 MAX_PAYLOAD = 256 * 1024 * 1024
 SUFFIX = ".ckpt"
-_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _TEMP_MARK = ".ckpt.tmp-"
 
 
 def valid_name(name: str) -> bool:
-    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+    return valid_session_name(name)
 
 
 def _check_name(name: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import attrs
 
 from geminid.daemon.upstream import BackoffPolicy
+from geminid.protocol.constants import runtime_dir as _default_runtime_dir
 
 #: The real service, pinned to v1beta (GEMINI_LIVE.md §1).
 DEFAULT_ENDPOINT = (
@@ -38,16 +39,6 @@ class Secret:
         return "Secret('***')"
 
     __str__ = __repr__
-
-
-def _default_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """systemd's RuntimeDirectory= first, then the user's runtime dir, then /run/geminid."""
-    environ = os.environ if environ is None else environ
-    if base := environ.get("RUNTIME_DIRECTORY"):
-        return Path(base.split(":")[0])
-    if xdg := environ.get("XDG_RUNTIME_DIR"):
-        return Path(xdg) / "geminid"
-    return Path("/run/geminid")
 
 
 def _default_state_dir(environ: Mapping[str, str] | None = None) -> Path:

@@ -11,7 +11,6 @@ their place in the seq stream) and the last snapshot.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable
 from typing import Any, cast
@@ -31,6 +30,7 @@ from geminid.daemon.states import State
 from geminid.daemon.supervisor import RestartPolicy, supervise
 from geminid.daemon.upstream import Dial
 from geminid.protocol import live
+from geminid.protocol.constants import valid_session_name
 from geminid.protocol.errors import (
     LiveMessageError,
     SetupMismatch,
@@ -39,9 +39,6 @@ from geminid.protocol.errors import (
 )
 
 log = structlog.get_logger("geminid.registry")
-
-NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
-
 
 @attrs.define
 class _Slot:
@@ -199,7 +196,7 @@ class SessionRegistry:
     async def open(self, name: str, setup: dict[str, Any]) -> OpenResult:
         if self._stopping:
             raise ShuttingDown("the daemon is shutting down")
-        if not NAME_RE.match(name):
+        if not valid_session_name(name):
             raise LiveMessageError(
                 "session names are 1-64 characters of A-Z a-z 0-9 . _ - and do not start with '.'",
                 path="session",

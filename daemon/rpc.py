@@ -16,7 +16,6 @@ Errors: a :class:`GeminidError` becomes its ``rpc_code``/``message``/``data``; a
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ import structlog
 from geminid.daemon import __version__
 from geminid.daemon.events import Event, EventSink
 from geminid.daemon.service import SessionService
+from geminid.protocol.constants import PROTOCOL_VERSION, valid_session_name
 from geminid.protocol.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -37,18 +37,10 @@ from geminid.protocol.errors import (
 
 log = structlog.get_logger("geminid.rpc")
 
-#: Version of the local protocol (PROTOCOL.md, "Versioning"). Bumped on incompatible changes only;
-#: additions (new methods, new optional params, new result members) keep the number.
-PROTOCOL_VERSION = 1
 SUPPORTED_PROTOCOLS = (1,)
 
-SESSION_NAME_RE = re.compile(r"(?!\.)[A-Za-z0-9._-]{1,64}")
 #: Setup members the daemon owns (it resumes sessions itself with the server's handles).
 DAEMON_OWNED_SETUP = ("sessionResumption", "session_resumption")
-
-
-def valid_session_name(name: object) -> bool:
-    return isinstance(name, str) and SESSION_NAME_RE.fullmatch(name) is not None
 
 
 class ClientContext(Protocol):

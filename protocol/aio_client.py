@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from geminid.protocol.client import (
-    PROTOCOL_VERSION,
     ConnectionLost,
     DaemonUnreachable,
     RemoteError,
     _reason,
     default_socket_path,
 )
+from geminid.protocol.constants import PROTOCOL_VERSION
 from geminid.protocol.jsonrpc import (
     ErrorResponse,
     Notification,

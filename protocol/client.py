@@ -41,9 +41,11 @@ from typing import Any
 
 import trio
 
-from geminid.protocol.errors import GeminidError
-from geminid.protocol.framing import LineFramer, Oversize
-from geminid.protocol.jsonrpc import (
+from .constants import PROTOCOL_VERSION, SOCKET_ENV
+from .constants import default_socket_path as _daemon_default_socket_path
+from .errors import GeminidError
+from .framing import LineFramer, Oversize
+from .jsonrpc import (
     ErrorResponse,
     Notification,
     ProtocolViolation,
@@ -52,20 +54,17 @@ from geminid.protocol.jsonrpc import (
     parse_incoming,
 )
 
-PROTOCOL_VERSION = 1
 CLIENT_MAX_LINE = 256 * 1024 * 1024
 
 Trace = Callable[[str, bytes], None]
 
 
 def default_socket_path() -> Path:
-    """``$GEMINID_SOCKET``, else the daemon's default (``ServerConfig().socket_path``)."""
-    env = os.environ.get("GEMINID_SOCKET")
+    """``$GEMINID_SOCKET``, else the daemon's default (:func:`.constants.default_socket_path`)."""
+    env = os.environ.get(SOCKET_ENV)
     if env:
         return Path(env)
-    from geminid.daemon.config import ServerConfig
-
-    return ServerConfig().socket_path
+    return _daemon_default_socket_path()
 
 
 class RemoteError(GeminidError):
