@@ -34,11 +34,11 @@ from geminid.daemon import __version__, logsetup, sdnotify
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config
 from geminid.daemon.config_load import load_config, reload_api_key
+from geminid.daemon.errors import ConfigError, EscalationError
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
 from geminid.daemon.server import serve_unix
 from geminid.daemon.upstream import ApiKey, Credentials, Dial, Endpoint, FixedKey
-from geminid.protocol.errors import ConfigError, EscalationError
 
 log = structlog.get_logger("geminid.daemon")
 

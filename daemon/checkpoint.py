@@ -60,8 +60,8 @@ import attrs
 import structlog
 import trio
 
+from geminid.daemon.errors import CheckpointCorrupt, CheckpointWriteError
 from geminid.protocol.constants import valid_session_name
-from geminid.protocol.errors import CheckpointCorrupt, CheckpointWriteError
 
 log = structlog.get_logger("geminid.checkpoint")
 

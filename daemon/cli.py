@@ -15,7 +15,8 @@ import trio
 
 from geminid.daemon import __version__, logsetup
 from geminid.daemon.config_load import add_config_arguments, check_config_main, load_config
-from geminid.protocol.errors import ConfigError, GeminidError
+from geminid.daemon.errors import ConfigError
+from geminid.protocol.errors import GeminidError
 
 EXIT_CONFIG = 2
 

@@ -61,8 +61,8 @@ from geminid.daemon.config import (
     _default_runtime_dir,
     _default_state_dir,
 )
+from geminid.daemon.errors import ConfigError
 from geminid.daemon.upstream import BackoffPolicy
-from geminid.protocol.errors import ConfigError
 
 #: systemd credential name for the API key (``LoadCredential=gemini_api_key:/etc/geminid/api_key``).
 CREDENTIAL_NAME = "gemini_api_key"

@@ -24,7 +24,7 @@ from collections.abc import Callable, MutableMapping
 import structlog
 import trio
 
-from geminid.protocol.errors import ConfigError
+from geminid.daemon.errors import ConfigError
 
 SD_LISTEN_FDS_START = 3
 

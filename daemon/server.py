@@ -49,6 +49,7 @@ import structlog
 import trio
 
 from geminid.daemon.config import ServerConfig
+from geminid.daemon.errors import ConfigError
 from geminid.daemon.events import Event
 from geminid.daemon.rpc import Call, Dispatcher, error_reply, lagged_line
 from geminid.daemon.service import SessionService
@@ -56,7 +57,6 @@ from geminid.protocol.errors import (
     LINE_TOO_LONG,
     PARSE_ERROR,
     PERMISSION_DENIED,
-    ConfigError,
 )
 from geminid.protocol.framing import LineFramer, Oversize
 from geminid.protocol.jsonrpc import (

@@ -37,6 +37,7 @@ import trio
 from geminid.daemon import logsetup
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config
+from geminid.daemon.errors import CheckpointWriteError
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
@@ -59,7 +60,6 @@ from geminid.daemon.upstream import (
 )
 from geminid.protocol import live
 from geminid.protocol.errors import (
-    CheckpointWriteError,
     LiveMessageError,
     NotDurable,
     SessionFailed,

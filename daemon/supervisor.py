@@ -34,7 +34,7 @@ import attrs
 import structlog
 import trio
 
-from geminid.protocol.errors import EscalationError
+from geminid.daemon.errors import EscalationError
 
 log = structlog.get_logger("geminid.supervisor")
 

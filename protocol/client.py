@@ -43,7 +43,7 @@ import trio
 
 from .constants import PROTOCOL_VERSION, SOCKET_ENV
 from .constants import default_socket_path as _daemon_default_socket_path
-from .errors import GeminidError
+from .errors import ConnectionLost, DaemonUnreachable, RemoteError
 from .framing import LineFramer, Oversize
 from .jsonrpc import (
     ErrorResponse,
@@ -65,32 +65,6 @@ def default_socket_path() -> Path:
     if env:
         return Path(env)
     return _daemon_default_socket_path()
-
-
-class RemoteError(GeminidError):
-    """The daemon answered a call with a JSON-RPC error."""
-
-    def __init__(self, code: int, message: str, data: Any = None, *, method: str = "") -> None:
-        super().__init__(message, data=data if isinstance(data, dict) else None)
-        self.rpc_code = code
-        self.code = code
-        self.method = method
-        self.raw_data = data
-
-    def __str__(self) -> str:
-        where = f"{self.method}: " if self.method else ""
-        return f"{where}{self.message} (code {self.code})"
-
-
-class DaemonUnreachable(GeminidError):
-    def __init__(self, path: os.PathLike[str] | str, reason: str) -> None:
-        super().__init__(f"no daemon at {path}: {reason}", data={"path": str(path)})
-        self.path = str(path)
-        self.reason = reason
-
-
-class ConnectionLost(GeminidError):
-    pass
 
 
 def _reason(exc: OSError) -> str:

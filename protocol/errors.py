@@ -1,13 +1,34 @@
-"""The one exception hierarchy of geminid.
+"""The client-visible exception tree of geminid, and the local protocol's JSON-RPC error codes.
 
 Every error geminid raises on purpose derives from :class:`GeminidError`. Errors that a local
-client can cause carry a JSON-RPC ``rpc_code`` so that the socket server can turn any of them
-into a precise error reply without a table of special cases. The codes in -32000..-32099 are
-the project's own (see protocol/PROTOCOL.md); the rest are JSON-RPC 2.0's.
+client can cause carry a JSON-RPC ``rpc_code``, so that the socket server turns any of them into a
+precise error reply without a table of special cases; the client library raises
+:class:`RemoteError` with that ``code``. The codes in -32000..-32099 are the project's own (see
+protocol/PROTOCOL.md); the rest are JSON-RPC 2.0's. Errors that only the daemon raises and that
+never cross the socket (configuration, checkpoints, supervision) live in ``geminid.daemon.errors``,
+under the same root::
+
+    GeminidError
+    ├── LiveMessageError        -32004  a Gemini Live message is malformed (``path`` names the field)
+    │   └── FrameError                  a server frame is not UTF-8 JSON of an object
+    ├── RpcError                (code)  a request is wrong at the JSON-RPC level (params, method)
+    ├── SessionError            -32002  about one named session:
+    │   ├── UnknownSession      -32001    no session of that name
+    │   ├── SessionFailed       -32002    the session is failed or closed; it takes no input
+    │   ├── SetupMismatch       -32005    ``session.open`` of a live name with another setup
+    │   ├── BufferFull          -32003    the replay buffer is full (the upstream is down too long)
+    │   ├── ToolCallLost        -32006    a toolResponse names a call lost to a resume
+    │   └── NotDurable          -32007    a turn could not be made durable; it was not acknowledged
+    ├── ShuttingDown            -32009  the daemon is stopping and takes no new requests
+    │                                   (client side, raised by geminid.protocol.client:)
+    ├── RemoteError             (code)  the daemon answered a call with an error (``code``, ``data``)
+    ├── DaemonUnreachable               nothing accepts connections at the socket path
+    └── ConnectionLost                  the connection dropped while a call waited for its answer
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 # JSON-RPC 2.0 standard codes.
@@ -41,10 +62,6 @@ class GeminidError(Exception):
         self.data = data or {}
 
 
-class ConfigError(GeminidError):
-    """Bad configuration: refused at start with the key's name and the reason."""
-
-
 class LiveMessageError(GeminidError):
     """A Gemini Live message is malformed; ``path`` names the bad field (e.g. ``setup.foo``)."""
 
@@ -60,7 +77,8 @@ class FrameError(LiveMessageError):
 
 
 class RpcError(GeminidError):
-    """An error that maps directly onto a JSON-RPC error object."""
+    """A request that is wrong at the JSON-RPC level: bad params (-32602, ``data.field`` names the
+    field), an unknown method (-32601), an invalid request (-32600)."""
 
     def __init__(self, code: int, message: str, *, data: dict[str, Any] | None = None) -> None:
         super().__init__(message, data=data)
@@ -74,6 +92,8 @@ class SessionError(GeminidError):
 
 
 class UnknownSession(SessionError):
+    """No session of that name (never opened, or closed and deleted)."""
+
     rpc_code = UNKNOWN_SESSION
 
 
@@ -84,10 +104,14 @@ class SessionFailed(SessionError):
 
 
 class SetupMismatch(SessionError):
+    """``session.open`` named a live session with a different setup (sessions are not re-set up)."""
+
     rpc_code = SETUP_MISMATCH
 
 
 class BufferFull(SessionError):
+    """The session's replay buffer is full: the upstream has been down too long to take more."""
+
     rpc_code = BUFFER_FULL
 
 
@@ -104,24 +128,37 @@ class NotDurable(SessionError):
 
 
 class ShuttingDown(GeminidError):
+    """The daemon is stopping: new requests are refused while sessions close and flush."""
+
     rpc_code = SHUTTING_DOWN
 
 
-class CheckpointError(GeminidError):
-    """Base for checkpoint store failures."""
+class RemoteError(GeminidError):
+    """Raised by the client library when the daemon answered a call with a JSON-RPC error."""
+
+    def __init__(self, code: int, message: str, data: Any = None, *, method: str = "") -> None:
+        super().__init__(message, data=data if isinstance(data, dict) else None)
+        self.rpc_code = code
+        self.code = code
+        self.method = method
+        self.raw_data = data
+
+    def __str__(self) -> str:
+        where = f"{self.method}: " if self.method else ""
+        return f"{where}{self.message} (code {self.code})"
 
 
-class CheckpointCorrupt(CheckpointError):
-    """A checkpoint file failed its checksum or schema: it gets quarantined."""
+class DaemonUnreachable(GeminidError):
+    """Raised by the client library when nothing accepts connections at the socket path."""
+
+    def __init__(self, path: os.PathLike[str] | str, reason: str) -> None:
+        super().__init__(f"no daemon at {path}: {reason}", data={"path": str(path)})
+        self.path = str(path)
+        self.reason = reason
 
 
-class CheckpointWriteError(CheckpointError):
-    """A write or fsync failed; the state stays dirty and is rewritten whole later."""
+class ConnectionLost(GeminidError):
+    """Raised by the client library for a call in flight when the connection dropped.
 
-
-class UpstreamError(GeminidError):
-    """Problems talking to Gemini that are reported as outcomes, not raised to clients."""
-
-
-class EscalationError(GeminidError):
-    """A supervised actor crashed more often than its restart intensity allows."""
+    The daemon may or may not have executed the call; the client cannot tell.
+    """

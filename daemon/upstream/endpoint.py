@@ -16,7 +16,7 @@ import urllib.parse
 
 import attrs
 
-from geminid.protocol.errors import ConfigError
+from ..errors import ConfigError
 
 #: Query parameters that would carry a credential in the URL (refused: credentials are per dial).
 CREDENTIAL_PARAMS = ("key", "access_token")

@@ -13,6 +13,7 @@ import trio
 from client_harness import MemoryService, collect, raw
 
 from geminid.daemon.config import ServerConfig
+from geminid.daemon.errors import ConfigError
 from geminid.daemon.server import serve_unix
 from geminid.protocol.client import RemoteError
 from geminid.protocol.errors import (
@@ -25,7 +26,6 @@ from geminid.protocol.errors import (
     PERMISSION_DENIED,
     SETUP_MISMATCH,
     UNKNOWN_SESSION,
-    ConfigError,
 )
 
 TURN = {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "hi"}]}], "turnComplete": True}}

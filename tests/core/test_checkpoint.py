@@ -30,7 +30,7 @@ from geminid.daemon.checkpoint import (
     encode_record,
     write_batch,
 )
-from geminid.protocol.errors import CheckpointCorrupt, CheckpointWriteError
+from geminid.daemon.errors import CheckpointCorrupt, CheckpointWriteError
 
 # --- codec ------------------------------------------------------------------------------------
 

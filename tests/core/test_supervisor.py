@@ -8,8 +8,8 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
+from geminid.daemon.errors import EscalationError
 from geminid.daemon.supervisor import RestartPolicy, supervise
-from geminid.protocol.errors import EscalationError
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from geminid.daemon import config_load as cl
 from geminid.daemon import logsetup
 from geminid.daemon.config import Config
-from geminid.protocol.errors import ConfigError
+from geminid.daemon.errors import ConfigError
 
 KEY = "AIzaTESTKEY0123456789abcdefghijklmnop"
 

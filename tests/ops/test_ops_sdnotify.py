@@ -146,7 +146,7 @@ os.environ["LISTEN_PID"] = str(os.getpid())
 os.environ["LISTEN_FDS"] = "1"
 os.environ["LISTEN_FDNAMES"] = "geminid.socket"
 from geminid.daemon import sdnotify
-from geminid.protocol.errors import ConfigError
+from geminid.daemon.errors import ConfigError
 try:
     socks = sdnotify.listen_fds()
 except ConfigError as exc:
@@ -228,7 +228,7 @@ def test_listen_fds_for_another_pid_or_nothing():
     assert sdnotify.listen_fds(env) == []
     assert env == {}
     assert sdnotify.listen_fds({}) == []
-    from geminid.protocol.errors import ConfigError
+    from geminid.daemon.errors import ConfigError
 
     with pytest.raises(ConfigError, match="malformed"):
         sdnotify.listen_fds({"LISTEN_PID": "x", "LISTEN_FDS": "1"})

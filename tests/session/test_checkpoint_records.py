@@ -24,11 +24,11 @@ from session_harness import TOOL_SETUP, Recorder, open_core
 
 from geminid.daemon.checkpoint import CheckpointStore, decode_record, encode_record
 from geminid.daemon.config import Config
+from geminid.daemon.errors import CheckpointCorrupt
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session import HANDLE_CHECKPOINT_DELAY, SessionActor
 from geminid.daemon.upstream import Dial, Endpoint, FixedKey
-from geminid.protocol.errors import CheckpointCorrupt
 
 
 async def _make_real_record(state_dir: Path) -> tuple[bytes, dict]:

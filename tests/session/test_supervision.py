@@ -7,9 +7,9 @@ import pytest
 import trio
 from session_harness import open_core
 
+from geminid.daemon.errors import EscalationError
 from geminid.daemon.session import SessionActor
 from geminid.daemon.supervisor import RestartPolicy
-from geminid.protocol.errors import EscalationError
 
 
 class Boom(Exception):
