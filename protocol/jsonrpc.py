@@ -169,13 +169,6 @@ def encode_request(id: Id, method: str, params: dict[str, Any] | None = None) ->
     return dumps(msg)
 
 
-def encode_notification(method: str, params: dict[str, Any] | None = None) -> bytes:
-    msg: dict[str, Any] = {"jsonrpc": JSONRPC, "method": method}
-    if params is not None:
-        msg["params"] = params
-    return dumps(msg)
-
-
 def encode_response(id: Id, result: Any) -> bytes:
     return dumps({"jsonrpc": JSONRPC, "id": id, "result": result})
 
