@@ -129,7 +129,8 @@ class Client:
     # -- public API -------------------------------------------------------------------------
 
     async def open(self, session: str, setup: dict[str, Any]) -> dict[str, Any]:
-        return await self.call("session.open", {"session": session, "setup": setup})
+        result: dict[str, Any] = await self.call("session.open", {"session": session, "setup": setup})
+        return result
 
     async def send(self, session: str, message: dict[str, Any]) -> int:
         result = await self.call("session.send", {"session": session, "message": message})
@@ -145,7 +146,8 @@ class Client:
             self.attached.add(session)
             self.last_seq[session] = since if since is not None else int(result["last_seq"])
 
-        return await self.call("session.attach", params, on_result=on_result)
+        result: dict[str, Any] = await self.call("session.attach", params, on_result=on_result)
+        return result
 
     async def detach(self, session: str) -> None:
         self.attached.discard(session)
@@ -153,13 +155,16 @@ class Client:
 
     async def close(self, session: str) -> dict[str, Any]:
         self.attached.discard(session)
-        return await self.call("session.close", {"session": session})
+        result: dict[str, Any] = await self.call("session.close", {"session": session})
+        return result
 
     async def sessions(self) -> list[dict[str, Any]]:
-        return (await self.call("session.list"))["sessions"]
+        sessions: list[dict[str, Any]] = (await self.call("session.list"))["sessions"]
+        return sessions
 
     async def status(self) -> dict[str, Any]:
-        return await self.call("daemon.status")
+        result: dict[str, Any] = await self.call("daemon.status")
+        return result
 
     async def call(
         self,

@@ -18,11 +18,11 @@ replies and notifications with :func:`parse_incoming`. The rules (PROTOCOL.md, "
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
-from geminid.protocol.errors import INVALID_REQUEST, PARSE_ERROR
+from .errors import INVALID_REQUEST, PARSE_ERROR
 
 JSONRPC = "2.0"
 Id = int | str
@@ -112,7 +112,7 @@ def dumps(obj: Any) -> bytes:
         return text.encode("ascii") + b"\n"
 
 
-def valid_id(value: Any) -> bool:
+def valid_id(value: Any) -> TypeGuard[Id]:
     return (isinstance(value, str) or isinstance(value, int)) and not isinstance(value, bool)
 
 
@@ -154,7 +154,7 @@ def parse_message(obj: Any) -> Request | Notification | RpcFault:
     params = obj.get("params")
     if "params" in obj and not isinstance(params, dict | list):
         return fault('"params" must be an object or an array', "params")
-    if has_id:
+    if has_id and valid_id(rid):  # an invalid id was answered with a fault above
         return Request(rid, method, params)
     return Notification(method, params)
 
