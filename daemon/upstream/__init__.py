@@ -5,7 +5,8 @@
 - :mod:`.auth`: what a dial presents (:class:`Credentials`: :class:`ApiKey`, :class:`FixedKey`);
 - :mod:`.endings`: how a connection ended, as one typed :class:`Ending`;
 - :mod:`.classify`: an ending -> what to do next (pure);
-- :mod:`.backoff`: how long to wait, and when to give up (pure).
+- :mod:`.backoff`: how long to wait, and when to give up (pure);
+- :mod:`.diagnose`: a wrong endpoint told from an outage by the dial history (pure).
 
 This package knows nothing about sessions, clients or the local socket (``tests/test_layering.py``
 checks it): the session actor drives it.
@@ -23,6 +24,9 @@ from .classify import Action as Action
 from .classify import Context as Context
 from .classify import Verdict as Verdict
 from .classify import classify as classify
+from .diagnose import DialHistory as DialHistory
+from .diagnose import Suspicion as Suspicion
+from .endings import DialFault as DialFault
 from .endings import Ended as Ended
 from .endings import Ending as Ending
 from .endings import EndingKind as EndingKind
@@ -46,11 +50,14 @@ __all__ = [
     "Credentials",
     "Dial",
     "DialAuth",
+    "DialFault",
+    "DialHistory",
     "Ended",
     "Ending",
     "EndingKind",
     "Endpoint",
     "FixedKey",
+    "Suspicion",
     "UpstreamLink",
     "Verdict",
     "classify",

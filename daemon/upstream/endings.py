@@ -9,6 +9,7 @@ classifier depends on a value, not on the transport, and the link module stays a
 from __future__ import annotations
 
 import enum
+import socket
 import ssl
 
 import attrs
@@ -35,12 +36,32 @@ class EndingKind(enum.Enum):
     LOCAL = "local"
 
 
+class DialFault(enum.Enum):
+    """Why a dial failed before reaching the server, when the failure itself says so.
+
+    Evidence for :mod:`.diagnose` (a wrong endpoint rather than an outage); the classifier does
+    not look at it, so a fault never changes whether or when the session retries.
+    """
+
+    #: The host name did not resolve (``socket.gaierror``).
+    DNS = "dns"
+    #: Every address refused the TCP connection: nothing listens there.
+    REFUSED = "refused"
+    #: The TLS handshake failed (e.g. a plain-text server answered the ClientHello).
+    TLS = "tls"
+    #: The TLS handshake got no answer within the connect timeout (a plain server waiting for
+    #: an HTTP request that never comes).
+    TLS_SILENT = "tls_silent"
+
+
 @attrs.frozen
 class Ending:
     kind: EndingKind
     code: int | None = None
     reason: str = ""
     http_status: int | None = None
+    #: Set only for a dial that failed before reaching the server in a telling way.
+    fault: DialFault | None = None
 
 
 class Ended(Exception):
@@ -73,12 +94,23 @@ def ending_from_exception(exc: BaseException, *, stage: str) -> Ending | None:
     if isinstance(exc, ConnectionClosed):
         return ending_from_closed(exc)
     if isinstance(exc, trio.TooSlowError):
+        if stage == "tls":
+            return Ending(
+                EndingKind.CONNECT_TIMEOUT,
+                reason="no answer to the TLS handshake within the connect timeout",
+                fault=DialFault.TLS_SILENT,
+            )
         kind = EndingKind.SETUP_TIMEOUT if stage == "setup" else EndingKind.CONNECT_TIMEOUT
         return Ending(kind, reason=f"no answer within the {stage} timeout")
     if isinstance(exc, HandshakeError):
         return Ending(EndingKind.CONNECT_TIMEOUT, reason=type(exc).__name__)
     if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError)):
-        return Ending(EndingKind.NETWORK, reason=f"{type(exc).__name__}: {exc}")
+        fault = _fault(exc, stage)
+        if fault is DialFault.TLS:
+            # trio wraps the SSLError in BrokenResourceError, whose own text is empty.
+            cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+            return Ending(EndingKind.NETWORK, reason=f"TLS handshake failed: {cause}", fault=fault)
+        return Ending(EndingKind.NETWORK, reason=f"{type(exc).__name__}: {exc}", fault=fault)
     if isinstance(exc, FrameError):
         return ending_from_frame_error(exc)
     return None
@@ -97,6 +129,38 @@ def ending_from_group(exc: BaseException, *, stage: str) -> Ending | None:
             return None
         return endings[0]
     return ending_from_exception(exc, stage=stage)
+
+
+def _fault(exc: BaseException, stage: str) -> DialFault | None:
+    """What a dial's transport error says about the endpoint (stages: connect, tls)."""
+    if stage == "tls":
+        tls = isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError)
+        return DialFault.TLS if tls else None
+    if stage != "connect":
+        return None
+    if isinstance(exc, socket.gaierror):
+        return DialFault.DNS
+    if _all_refused(exc):
+        return DialFault.REFUSED
+    return None
+
+
+def _all_refused(exc: BaseException) -> bool:
+    """A refusal, or trio's "all attempts failed" OSError raised from a group of refusals only."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    cause = exc.__cause__
+    if isinstance(exc, OSError) and isinstance(cause, BaseExceptionGroup):
+        leaves = _leaves(cause)
+        return bool(leaves) and all(isinstance(e, ConnectionRefusedError) for e in leaves)
+    return False
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 def _body(exc: ConnectionRejected) -> str:

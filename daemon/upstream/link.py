@@ -112,6 +112,8 @@ async def open_link(nursery: trio.Nursery, dial: Dial, setup_wire: str) -> tuple
     ep = dial.endpoint
     stream: trio.abc.Stream | None = None
     started = trio.current_time()
+    #: Where the dial is, for the ending: "tls" tells a TLS failure from a TCP or upgrade one.
+    stage = "connect"
     try:
         with trio.fail_after(dial.connect_timeout):
             auth = await dial.credentials.auth_for_dial()
@@ -119,7 +121,12 @@ async def open_link(nursery: trio.Nursery, dial: Dial, setup_wire: str) -> tuple
                 stream = await dial.connector(ep)
             elif ep.scheme == "wss":
                 ctx = dial.ssl_context or ssl.create_default_context()
-                stream = await trio.open_ssl_over_tcp_stream(ep.host, ep.port, ssl_context=ctx)
+                tls = await trio.open_ssl_over_tcp_stream(ep.host, ep.port, ssl_context=ctx)
+                stream = tls
+                # Explicitly, not on the first write: a failure here is then known to be TLS's.
+                stage = "tls"
+                await tls.do_handshake()
+                stage = "connect"
             else:
                 stream = await trio.open_tcp_stream(ep.host, ep.port)
             ws = await wrap_client_stream(
@@ -136,7 +143,7 @@ async def open_link(nursery: trio.Nursery, dial: Dial, setup_wire: str) -> tuple
     except BaseException as exc:
         if stream is not None:
             await trio.aclose_forcefully(stream)
-        ending = ending_from_exception(exc, stage="connect")
+        ending = ending_from_exception(exc, stage=stage)
         if ending is None:
             raise
         raise Ended(ending) from None

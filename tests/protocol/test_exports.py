@@ -28,8 +28,8 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "geminid.daemon.upstream": [
         "API_KEY_HEADER", "FATAL_CAUSES", "MESSAGE_QUEUE_SIZE", "Action", "ApiKey", "Backoff",
-        "BackoffPolicy", "Context", "Credentials", "Dial", "DialAuth", "Ended", "Ending",
-        "EndingKind", "Endpoint", "FixedKey", "UpstreamLink", "Verdict", "classify",
+        "BackoffPolicy", "Context", "Credentials", "Dial", "DialAuth", "DialFault", "DialHistory", "Ended", "Ending",
+        "EndingKind", "Endpoint", "FixedKey", "Suspicion", "UpstreamLink", "Verdict", "classify",
         "ending_from_exception", "ending_from_group", "open_link",
     ],
     "geminid.daemon.errors": [
