@@ -216,7 +216,7 @@ async def _start_embedded_fake(nursery: trio.Nursery) -> str:
     from geminid.daemon.fake import FakeOptions, FakeUpstream
 
     fake = await nursery.start(FakeUpstream(FakeOptions()).serve)
-    url = fake.url()
+    url: str = fake.url()
     log.warning(
         "upstream.embedded_fake",
         url=url,

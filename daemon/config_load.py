@@ -622,12 +622,17 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     key_origin: str | None = None
     flag_of = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_KEYS.items()}
     env_key = env_key_variable(environ)
-    for origin, values, where_of in (
+
+    def env_where(n: str) -> str:
+        return f"env {env_key if n == 'upstream.api_key' else SCHEMA[n].env}"
+
+    layers: list[tuple[str, dict[str, Any], Callable[[str], str]]] = [
         (f"config file {source}", file_values, lambda _n: str(source)),
         ("systemd credential", cred_values, lambda _n: "systemd credential"),
-        ("env", env_values, lambda n: f"env {env_key if n == 'upstream.api_key' else SCHEMA[n].env}"),
+        ("env", env_values, env_where),
         ("flag", flag_values, lambda n: flag_of[n]),
-    ):
+    ]
+    for origin, values, where_of in layers:
         if _sets_key(values):  # the highest layer that sets either wins
             merged.pop("upstream.api_key", None)
             merged.pop("upstream.api_key_file", None)
