@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -95,6 +96,7 @@ async def test_unwritable_state_dir_as_non_root_is_refused_in_one_line(tmp_path)
         assert not list(state.iterdir())
     finally:
         await proc.aclose()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @needs_root
