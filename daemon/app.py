@@ -24,20 +24,21 @@ import argparse
 import os
 import signal
 import socket
+import urllib.parse
 from collections.abc import Callable, Mapping
 
 import attrs
 import structlog
 import trio
 
-from geminid.daemon import __version__, logsetup, sdnotify
+from geminid.daemon import __version__, logsetup, pidlock, sdnotify, statedir
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config
 from geminid.daemon.config_load import load_config, reload_api_key
 from geminid.daemon.errors import ConfigError, EscalationError
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
-from geminid.daemon.server import serve_unix
+from geminid.daemon.server import lock_socket, serve_unix
 from geminid.daemon.upstream import ApiKey, Credentials, Dial, Endpoint, FixedKey
 
 log = structlog.get_logger("geminid.daemon")
@@ -61,10 +62,61 @@ async def run_daemon(
     environ = os.environ if environ is None else environ
     notifier = notifier or sdnotify.Notifier()
     metrics = Metrics()
-    live_cfg = cfg  # swapped on SIGHUP
     credentials: Credentials = FixedKey(_FAKE_KEY) if cfg.embedded_fake else ApiKey(cfg.upstream.api_key)
-    log.info("daemon.starting", version=__version__, pid=os.getpid(),
-             upstream="embedded-fake" if cfg.embedded_fake else "gemini")
+    log.info("daemon.starting", **starting_fields(cfg))
+    # Before anything is created or loaded: the socket's lock (a second daemon on this socket
+    # stops here), then the state dir's (a second daemon on another socket stops here) and its
+    # writability probe. Each failure is a one-line ConfigError (exit 2).
+    socket_lock = None
+    if listen_sock is None:
+        socket_lock = await trio.to_thread.run_sync(
+            lock_socket, cfg.server.socket_path, cfg.server.socket_group
+        )
+    try:
+        state = await trio.to_thread.run_sync(statedir.claim, cfg.state_dir)
+    except BaseException:
+        if socket_lock is not None:
+            pidlock.release(socket_lock)
+        raise
+    try:
+        return await _run_claimed(
+            cfg, credentials, metrics, notifier, environ, args, listen_sock, socket_lock, task_status
+        )
+    finally:
+        state.release()
+        if socket_lock is not None:
+            pidlock.release(socket_lock)
+
+
+def starting_fields(cfg: Config) -> dict[str, object]:
+    """What ``daemon.starting`` says: where it will talk to and where the key came from (the
+    variable or file, never the value), the socket and the state dir."""
+    parts = urllib.parse.urlsplit(cfg.upstream.endpoint)
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "upstream": "embedded-fake" if cfg.embedded_fake else "gemini",
+        # Scheme, host and path only: a query string could carry a credential.
+        "endpoint": "embedded-fake" if cfg.embedded_fake
+        else urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")),
+        "key_source": cfg.upstream.api_key_source,
+        "socket": str(cfg.server.socket_path),
+        "state_dir": str(cfg.state_dir),
+    }
+
+
+async def _run_claimed(
+    cfg: Config,
+    credentials: Credentials,
+    metrics: Metrics,
+    notifier: sdnotify.Notifier,
+    environ: Mapping[str, str],
+    args: argparse.Namespace | None,
+    listen_sock: socket.socket | None,
+    socket_lock: int | None,
+    task_status: trio.TaskStatus[SessionRegistry],
+) -> int:
+    live_cfg = cfg  # swapped on SIGHUP
     try:
         async with trio.open_nursery() as root:
             endpoint_url = cfg.upstream.endpoint
@@ -89,7 +141,9 @@ async def run_daemon(
                 async with trio.open_nursery() as core:
                     await core.start(registry.run, report.records)
                     server_scope = trio.CancelScope()
-                    socket_path = await core.start(_serve, registry, cfg, listen_sock, server_scope)
+                    socket_path = await core.start(
+                        _serve, registry, cfg, listen_sock, socket_lock, store, server_scope
+                    )
                     notifier.ready(registry.status_line())
                     log.info("daemon.ready", sessions=len(report.records), socket=str(socket_path))
                     core.start_soon(sdnotify.run_watchdog, notifier, sdnotify.watchdog_interval(environ))
@@ -134,12 +188,17 @@ async def _serve(
     registry: SessionRegistry,
     cfg: Config,
     listen_sock: socket.socket | None,
+    socket_lock: int | None,
+    store: CheckpointStore,
     scope: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[object],
 ) -> None:
     with scope:
-        await serve_unix(registry, cfg.server, sock=listen_sock, task_status=task_status)
+        await serve_unix(
+            registry, cfg.server, sock=listen_sock, lock_fd=socket_lock, health=store,
+            task_status=task_status,
+        )
 
 
 async def _start_embedded_fake(nursery: trio.Nursery) -> str:
@@ -147,7 +206,7 @@ async def _start_embedded_fake(nursery: trio.Nursery) -> str:
     from geminid.daemon.fake import FakeOptions, FakeUpstream
 
     fake = await nursery.start(FakeUpstream(FakeOptions()).serve)
-    url = fake.url()
+    url: str = fake.url()
     log.warning(
         "upstream.embedded_fake",
         url=url,

@@ -49,10 +49,9 @@ import hashlib
 import json
 import os
 import secrets
-import stat
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ import attrs
 import structlog
 import trio
 
+from geminid.daemon import statedir
 from geminid.daemon.errors import CheckpointCorrupt, CheckpointWriteError
 from geminid.protocol.constants import valid_session_name
 
@@ -155,19 +155,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _ensure_dir(directory: Path) -> None:
-    """Create the store's directory 0700 (and tighten it if it is open to others)."""
-    try:
-        os.mkdir(directory, 0o700)
-        log.info("checkpoint.dir_created", directory=str(directory))
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        os.mkdir(directory, 0o700)
-    mode = stat.S_IMODE(os.stat(directory).st_mode)
-    if mode != 0o700:
-        os.chmod(directory, 0o700)
-        log.warning("checkpoint.dir_mode_fixed", directory=str(directory), was=oct(mode))
+    """Create the store's directory 0700, or check that it is one (see :mod:`statedir`)."""
+    statedir.ensure_dir(directory)
 
 
 def _write_file(directory: Path, name: str, data: bytes) -> None:
@@ -267,6 +256,15 @@ def _quarantine(directory: Path, filename: str, reason: str) -> Path:
 
 _DELETE = object()
 
+#: The blocking I/O of one batch (the signature of :func:`write_batch`).
+WriteBatch = Callable[[Path, Sequence[tuple[str, "dict[str, Any] | None"]]], BatchResult]
+#: How a blocking call reaches a worker thread (the signature of ``trio.to_thread.run_sync``).
+RunSync = Callable[..., Awaitable[Any]]
+
+
+async def _to_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await trio.to_thread.run_sync(fn, *args)
+
 
 @attrs.define
 class StoreStats:
@@ -290,19 +288,23 @@ class CheckpointStore:
         coalesce: float = 0.0,
         retry_interval: float = 1.0,
         final_flush_timeout: float = 5.0,
+        write_batch: WriteBatch = write_batch,
+        run_sync: RunSync | None = None,
     ) -> None:
+        """``write_batch`` does the blocking I/O of one batch (tests pass one that fails);
+        ``run_sync`` takes it to a worker thread (default ``trio.to_thread.run_sync``). Tests
+        that run under MockClock's autojump pass an inline call: a thread in flight looks idle
+        to the clock, which would then jump."""
         self.directory = Path(directory)
         self.coalesce = coalesce
         self.retry_interval = retry_interval
         self.final_flush_timeout = final_flush_timeout
         self.stats = StoreStats()
-        #: The seam tests use to inject I/O failures (same signature as write_batch).
-        self._write_batch: Callable[
-            [Path, Sequence[tuple[str, dict[str, Any] | None]]], BatchResult
-        ] = write_batch
-        #: How the batch reaches a worker thread. Tests that run under MockClock's autojump swap
-        #: in an inline call: a thread in flight looks idle to the clock, which would then jump.
-        self._run_sync: Callable[..., Any] = trio.to_thread.run_sync
+        self._write_batch: WriteBatch = write_batch
+        self._run_sync: RunSync = run_sync or _to_thread
+        #: The error of the latest batch in which every write failed; None once one succeeds.
+        self._unhealthy: CheckpointWriteError | None = None
+        self._health_changed = trio.Event()
         self._gen = 0
         #: name -> snapshot function, or _DELETE
         self._dirty: dict[str, Any] = {}
@@ -424,6 +426,38 @@ class CheckpointStore:
         for name, gen in list(self._marked.items()):
             await self.wait_durable(name, gen)
 
+    # -- health --
+
+    @property
+    def healthy(self) -> bool:
+        """False while the disk refuses every write (read-only, full, gone): from a batch in
+        which every write failed until a later write succeeds. Whoever is about to accept work
+        that needs durability asks this first, to refuse at once rather than wait for a retry
+        that cannot succeed (``-32007``)."""
+        return self._unhealthy is None
+
+    def check_healthy(self) -> None:
+        """Raise the :class:`CheckpointWriteError` of the failing disk, if it is failing."""
+        if self._unhealthy is not None:
+            raise self._unhealthy
+
+    async def wait_unhealthy(self) -> CheckpointWriteError:
+        """Return (the error) as soon as the store is, or becomes, unhealthy."""
+        while self._unhealthy is None:
+            await self._health_changed.wait()
+        return self._unhealthy
+
+    def _set_health(self, error: CheckpointWriteError | None) -> None:
+        was = self._unhealthy
+        self._unhealthy = error
+        if (was is None) != (error is None):
+            if error is None:
+                log.info("checkpoint.healthy", directory=str(self.directory))
+            else:
+                log.error("checkpoint.unhealthy", directory=str(self.directory), error=error.message)
+            self._health_changed.set()
+            self._health_changed = trio.Event()
+
     # -- the writer task --
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -483,18 +517,18 @@ class CheckpointStore:
                 record = what()
                 if not isinstance(record, dict):
                     raise TypeError(f"snapshot returned {type(record).__name__}, not dict")
-            except Exception as exc:
-                log.error("checkpoint.snapshot_failed", session=name, exc_info=exc)
-                errors[name] = exc
+            except Exception as snap_exc:
+                log.error("checkpoint.snapshot_failed", session=name, exc_info=snap_exc)
+                errors[name] = snap_exc
                 self._dirty.setdefault(name, what)
                 continue
             items.append((name, record))
         if items:
             try:
                 result = await self._run_sync(self._write_batch, self.directory, items)
-            except Exception as exc:  # a bug or MemoryError in the batch: nothing is lost
-                log.error("checkpoint.batch_crashed", exc_info=exc)
-                result = BatchResult({n: exc for n, _ in items}, 0, 0, 0, 0)
+            except Exception as crash:  # a bug or MemoryError in the batch: nothing is lost
+                log.error("checkpoint.batch_crashed", exc_info=crash)
+                result = BatchResult({n: crash for n, _ in items}, 0, 0, 0, 0)
             except BaseException:
                 # Cancelled before the thread started (run_sync checks for cancellation and
                 # may wait for a thread slot first): put the batch back, so the final flush
@@ -507,11 +541,12 @@ class CheckpointStore:
             self.stats.deletes += result.deletes
             self.stats.fsyncs += result.fsyncs
             self.stats.bytes += result.bytes
-            for name, exc in result.errors.items():
-                errors[name] = exc
+            for name, err in result.errors.items():
+                errors[name] = err
                 # Stay dirty (unless a newer mark arrived meanwhile): the next attempt takes a
                 # fresh snapshot and writes the whole record into a new temp file.
                 self._dirty.setdefault(name, taken[name])
+            self._note_health(result, len(items))
         now = trio.current_time()
         for name, gen in gens.items():
             if name in errors:
@@ -522,19 +557,33 @@ class CheckpointStore:
             self._hold_until.pop(name, None)
             if taken[name] is _DELETE and name not in self._dirty and self._marked[name] == gen:
                 self._forget(name)
-        for name, exc in errors.items():
+        for name, err in errors.items():
             self.stats.failures += 1
             prev = self._failed.get(name)
-            self._failed[name] = (max(gens[name], prev[0] if prev else 0), exc)
+            self._failed[name] = (max(gens[name], prev[0] if prev else 0), err)
             self._hold_until[name] = now + self.retry_interval
             log.warning(
                 "checkpoint.write_failed",
                 session=name,
-                error=str(exc),
-                errno=errno.errorcode.get(getattr(exc, "errno", None) or -1),
+                error=str(err),
+                errno=errno.errorcode.get(getattr(err, "errno", None) or -1),
                 retry_in=self.retry_interval,
             )
         self._wake_waiters()
+
+    def _note_health(self, result: BatchResult, items: int) -> None:
+        """A batch where every item failed with an OSError says the disk, not one record, is the
+        problem; any success says it is fine again. (A record that fails to encode is that
+        session's problem and leaves the health as it was.)"""
+        os_errors = [e for e in result.errors.values() if isinstance(e, OSError)]
+        if os_errors and len(os_errors) == items:
+            err = os_errors[0]
+            self._set_health(CheckpointWriteError(
+                f"the state directory refuses writes: {err.strerror or err}",
+                data={"errno": errno.errorcode.get(err.errno or -1)},
+            ))
+        elif len(result.errors) < items:
+            self._set_health(None)
 
     def _forget(self, name: str) -> None:
         """Drop the bookkeeping of a session whose deletion is durable and that has nothing newer

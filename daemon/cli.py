@@ -86,17 +86,22 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return trio.run(lambda: run_daemon(cfg, args=args, listen_sock=fds[0] if fds else None))
     except GeminidError as exc:
-        print(f"geminid: {logsetup.redact_text(exc.message)}", file=sys.stderr)
-        return 1
+        return _refuse(exc)
     except BaseExceptionGroup as group:
         known, _ = group.split(GeminidError)
         if known is None:
             raise
-        first = _first_leaf(known)
-        print(f"geminid: {logsetup.redact_text(first.message)}", file=sys.stderr)
-        return 1
+        return _refuse(_first_leaf(known))
     except KeyboardInterrupt:
         return 130
+
+
+def _refuse(exc: GeminidError) -> int:
+    """One line on stderr. A ConfigError (the state dir or socket is unusable or taken) is the
+    user's to fix: exit 2, like a bad config, so that systemd's RestartPreventExitStatus=2
+    does not retry it; anything else exits 1."""
+    print(f"geminid: {logsetup.redact_text(exc.message)}", file=sys.stderr)
+    return EXIT_CONFIG if isinstance(exc, ConfigError) else 1
 
 
 def _first_leaf(exc: BaseException) -> GeminidError:

@@ -5,7 +5,9 @@ Precedence, highest first (each layer only overrides the keys it sets):
 1. command-line flags (``--endpoint``, ``--api-key-file``, ``--state-dir``, ``--socket``,
    ``--log-level``, ``--log-format``);
 2. environment: ``GEMINID_<SECTION>_<KEY>`` (``GEMINID_LOG_LEVEL``, ``GEMINID_BACKOFF_CAP``),
-   ``GEMINID_<KEY>`` for top-level keys (``GEMINID_STATE_DIR``), and ``GEMINI_API_KEY`` for the key;
+   ``GEMINID_<KEY>`` for top-level keys (``GEMINID_STATE_DIR``), ``GEMINI_API_KEY`` for the key
+   (``GOOGLE_API_KEY``, google-genai's name, when it is not set) and ``GEMINID_SOCKET`` (the
+   clients' variable) for ``server.socket_path``;
 3. systemd credential: ``$CREDENTIALS_DIRECTORY/gemini_api_key`` (``LoadCredential=``), used as
    ``upstream.api_key_file``;
 4. the TOML file: ``--config PATH`` (or ``$GEMINID_CONFIG``), else the default path
@@ -67,10 +69,17 @@ from geminid.daemon.upstream import BackoffPolicy
 #: systemd credential name for the API key (``LoadCredential=gemini_api_key:/etc/geminid/api_key``).
 CREDENTIAL_NAME = "gemini_api_key"
 API_KEY_ENV = "GEMINI_API_KEY"
+#: google-genai's variable: a user coming from the SDK has this one set. Read only when
+#: ``GEMINI_API_KEY`` is not set (or empty); ``upstream.api_key_source`` says which was used.
+API_KEY_FALLBACK_ENV = "GOOGLE_API_KEY"
 CONFIG_ENV = "GEMINID_CONFIG"
-#: ``GEMINID_*`` variables that are not config keys and must not be refused as typos.
-#: Other modules (the fake upstream, tests) may add their prefixes here.
-ENV_PASSTHROUGH_PREFIXES: list[str] = [CONFIG_ENV, "GEMINID_SOCKET", "GEMINID_FAKE_", "GEMINID_TEST_"]
+#: The socket path the clients and geminictl read; the daemon honours it too, as an alias of
+#: ``GEMINID_SERVER_SOCKET_PATH`` (setting both to different paths is an error).
+SOCKET_ENV = "GEMINID_SOCKET"
+#: ``GEMINID_*`` variables that are not config keys and must not be refused as typos: the
+#: config file's path and the fake upstream's own options. Immutable on purpose: no module (and
+#: no test) may widen what the daemon lets through.
+ENV_PASSTHROUGH_PREFIXES: tuple[str, ...] = (CONFIG_ENV, "GEMINID_FAKE_")
 SYSTEM_CONFIG_PATH = Path("/etc/geminid/config.toml")
 #: sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -402,8 +411,7 @@ def _file_layer(path: Path, home: str) -> _Layer:
             _check(k, values[name], raw)
         except ValueError as exc:
             raise _fail(name, str(exc), where) from None
-    if "upstream.api_key" in values and "upstream.api_key_file" in values:
-        raise _fail("upstream.api_key", "set either api_key or api_key_file, not both", where)
+    _one_key_source(values, "set either api_key or api_key_file, not both", where)
     return _Layer(where, values)
 
 
@@ -423,27 +431,60 @@ def _text_layer(where_of: Callable[[Key], str], items: dict[str, str], home: str
 def _env_layer(environ: Mapping[str, str], home: str) -> dict[str, Any]:
     items: dict[str, str] = {}
     for var, raw in environ.items():
-        if var == API_KEY_ENV:
-            if raw.strip():
-                items["upstream.api_key"] = raw
-            continue
+        if var in (API_KEY_ENV, API_KEY_FALLBACK_ENV, SOCKET_ENV):
+            continue  # read below, where their precedence is decided
         if not var.startswith("GEMINID_"):
             continue
         k = ENV_NAMES.get(var)
         if k is None:
-            if any(var.startswith(p) for p in ENV_PASSTHROUGH_PREFIXES):
+            if var.startswith(ENV_PASSTHROUGH_PREFIXES):
                 continue
             if var == "GEMINID_UPSTREAM_API_KEY":
                 raise _fail(var, f"unknown variable: the key is read from {API_KEY_ENV}", "env")
             raise _fail(var, "unknown variable" + _suggest(var, list(ENV_NAMES)), "env")
         items[k.name] = raw
-    if "upstream.api_key" in items and "upstream.api_key_file" in items:
-        raise _fail(
-            "upstream.api_key",
-            f"set either {API_KEY_ENV} or GEMINID_UPSTREAM_API_KEY_FILE, not both",
-            "env",
-        )
-    return _text_layer(lambda k: f"env {k.env}", items, home)
+    if key_var := env_key_variable(environ):
+        items["upstream.api_key"] = environ[key_var]
+    if alias := environ.get(SOCKET_ENV):
+        own = items.get("server.socket_path")
+        if own is not None and own != alias:
+            raise _fail(
+                "server.socket_path",
+                f"{SOCKET_ENV} and GEMINID_SERVER_SOCKET_PATH name different paths",
+                "env",
+            )
+        items["server.socket_path"] = alias
+    _one_key_source(
+        items, f"set either {API_KEY_ENV} or GEMINID_UPSTREAM_API_KEY_FILE, not both", "env"
+    )
+
+    def where_of(k: Key) -> str:
+        if k.name == "upstream.api_key":
+            return f"env {key_var}"
+        if k.name == "server.socket_path" and SOCKET_ENV in environ:
+            return f"env {SOCKET_ENV}"
+        return f"env {k.env}"
+
+    return _text_layer(where_of, items, home)
+
+
+def env_key_variable(environ: Mapping[str, str]) -> str | None:
+    """Which variable the key comes from: ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY`` (blank
+    counts as unset), else None."""
+    for var in (API_KEY_ENV, API_KEY_FALLBACK_ENV):
+        if environ.get(var, "").strip():
+            return var
+    return None
+
+
+def _one_key_source(values: Mapping[str, Any], reason: str, where: str | None) -> None:
+    """The key and the key file are one choice: one layer may set one of them, not both."""
+    if "upstream.api_key" in values and "upstream.api_key_file" in values:
+        raise _fail("upstream.api_key", reason, where)
+
+
+def _sets_key(values: Mapping[str, Any]) -> bool:
+    return "upstream.api_key" in values or "upstream.api_key_file" in values
 
 
 #: argparse dest -> dotted key
@@ -580,13 +621,19 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     where: dict[str, str] = {}
     key_origin: str | None = None
     flag_of = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_KEYS.items()}
-    for origin, values, where_of in (
+    env_key = env_key_variable(environ)
+
+    def env_where(n: str) -> str:
+        return f"env {env_key if n == 'upstream.api_key' else SCHEMA[n].env}"
+
+    layers: list[tuple[str, dict[str, Any], Callable[[str], str]]] = [
         (f"config file {source}", file_values, lambda _n: str(source)),
         ("systemd credential", cred_values, lambda _n: "systemd credential"),
-        ("env", env_values, lambda n: f"env {SCHEMA[n].env}"),
+        ("env", env_values, env_where),
         ("flag", flag_values, lambda n: flag_of[n]),
-    ):
-        if "upstream.api_key" in values or "upstream.api_key_file" in values:
+    ]
+    for origin, values, where_of in layers:
+        if _sets_key(values):  # the highest layer that sets either wins
             merged.pop("upstream.api_key", None)
             merged.pop("upstream.api_key_file", None)
             key_origin = origin
@@ -628,7 +675,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         kind = "credential" if key_origin == "systemd credential" else "file"
         key_source = f"{kind} {key_file}"
     elif merged.get("upstream.api_key") is not None:
-        key_source = f"env {API_KEY_ENV}" if key_origin == "env" else key_origin
+        key_source = f"env {env_key}" if key_origin == "env" else key_origin
     merged["upstream.api_key_source"] = key_source
 
     section_values: dict[str, dict[str, Any]] = {}

@@ -234,7 +234,8 @@ def _walk(obj: Any, depth: int = 0) -> Any:
 
 def redact_processor(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: value and key-name redaction over the whole event dict."""
-    return _walk(event_dict)
+    walked: EventDict = _walk(event_dict)
+    return walked
 
 
 def _level_filter(_logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

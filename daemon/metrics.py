@@ -21,7 +21,6 @@ class Metrics:
     downtime: float = 0.0
     replayed: int = 0
     dropped_stale: int = 0
-    refused: int = 0
     not_durable: int = 0
     tool_calls_lost: int = 0
     bytes_up: int = 0

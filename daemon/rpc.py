@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import structlog
+import trio
 
 from geminid.daemon import __version__
+from geminid.daemon.errors import CheckpointWriteError
 from geminid.daemon.events import Event, EventSink
 from geminid.daemon.service import SessionService
 from geminid.protocol.constants import PROTOCOL_VERSION, valid_session_name
@@ -32,15 +34,36 @@ from geminid.protocol.errors import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     GeminidError,
+    NotDurable,
     RpcError,
 )
 
 log = structlog.get_logger("geminid.rpc")
+T = TypeVar("T")
 
 SUPPORTED_PROTOCOLS = (1,)
 
 #: Setup members the daemon owns (it resumes sessions itself with the server's handles).
 DAEMON_OWNED_SETUP = ("sessionResumption", "session_resumption")
+
+
+class StoreHealth(Protocol):
+    """What the dispatcher asks the checkpoint store (:class:`~.checkpoint.CheckpointStore`)."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def check_healthy(self) -> None:
+        """Raise :class:`CheckpointWriteError` while the store cannot write."""
+
+    async def wait_unhealthy(self) -> CheckpointWriteError: ...
+
+
+def _not_durable(exc: CheckpointWriteError, what: str) -> NotDurable:
+    return NotDurable(
+        f"{what} refused: the checkpoint could not be written ({exc.message})",
+        data={"reason": "state directory not writable", **exc.data},
+    )
 
 
 class ClientContext(Protocol):
@@ -145,8 +168,13 @@ class Dispatcher:
         *,
         server_info: Callable[[], dict[str, Any]] | None = None,
         max_line_bytes: int | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
+        """``health``: the checkpoint store. While it cannot write, ``session.send`` and
+        ``session.open`` are answered ``-32007`` at once, before anything is accepted (so a
+        retry cannot duplicate), instead of waiting on a write that cannot succeed."""
         self.service = service
+        self._health = health
         self._server_info = server_info or dict
         self._max_line_bytes = max_line_bytes
         self._table: dict[str, Callable[[ClientContext, _Params], Call]] = {
@@ -159,6 +187,44 @@ class Dispatcher:
             "session.list": self._list,
             "daemon.status": self._status,
         }
+
+    def _check_durable(self, what: str) -> None:
+        if self._health is None:
+            return
+        try:
+            self._health.check_healthy()
+        except CheckpointWriteError as exc:
+            raise _not_durable(exc, what) from None
+
+    async def _unless_unhealthy(self, work: Callable[[], Awaitable[T]], what: str) -> T:
+        """Await ``work``, but give up with ``-32007`` the moment the store turns unhealthy: an
+        open waits for a durable seq reservation that a failing disk never provides."""
+        if self._health is None:
+            return await work()
+        health = self._health
+        result: list[T] = []
+        raised: list[Exception] = []
+        failure: list[CheckpointWriteError] = []
+        async with trio.open_nursery() as nursery:
+
+            async def do() -> None:
+                try:
+                    result.append(await work())
+                except Exception as exc:  # re-raised below, bare (not in an ExceptionGroup)
+                    raised.append(exc)
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                failure.append(await health.wait_unhealthy())
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(do)
+            nursery.start_soon(watch)
+        if raised:
+            raise raised[0]
+        if result:
+            return result[0]
+        raise _not_durable(failure[0], what)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -208,7 +274,8 @@ class Dispatcher:
                 )
 
         async def run() -> Result:
-            r = await self.service.open(name, setup)
+            self._check_durable("session.open")
+            r = await self._unless_unhealthy(lambda: self.service.open(name, setup), "session.open")
             return Result(
                 {
                     "session": r.session,
@@ -225,6 +292,7 @@ class Dispatcher:
         name = p.session()
         message = p.obj("message")
         p.done()
+        self._check_durable("session.send")
         # Entered here, in request order; errors are raised here too. Audio is acknowledged at
         # once (no task: the hot path); durable kinds are awaited in their own task.
         outcome = self.service.send_now(name, message)

@@ -19,7 +19,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 
 import structlog
 import trio
@@ -103,7 +103,7 @@ class Notifier:
         return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
 
 
-def watchdog_interval(environ: MutableMapping[str, str] | None = None) -> float | None:
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     """``WatchdogSec=`` in seconds, or None when the watchdog is off or meant for another
     process (``WATCHDOG_PID`` set and not ours) or the variables are malformed."""
     env = os.environ if environ is None else environ

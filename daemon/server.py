@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
 import functools
 import grp
 import itertools
@@ -48,10 +47,11 @@ from typing import Any
 import structlog
 import trio
 
+from geminid.daemon import pidlock
 from geminid.daemon.config import ServerConfig
 from geminid.daemon.errors import ConfigError
 from geminid.daemon.events import Event
-from geminid.daemon.rpc import Call, Dispatcher, error_reply, lagged_line
+from geminid.daemon.rpc import Call, Dispatcher, StoreHealth, error_reply, lagged_line
 from geminid.daemon.service import SessionService
 from geminid.protocol.errors import (
     LINE_TOO_LONG,
@@ -371,14 +371,20 @@ def _check_not_live(path: Path) -> None:
 
 
 class _Listening:
-    def __init__(self, sock: socket.socket, ino: tuple[int, int], lock_fd: int) -> None:
+    def __init__(self, sock: socket.socket, ino: tuple[int, int], lock_fd: int | None) -> None:
         self.sock = sock
         self.ino = ino
+        #: The socket lock, when this server took it (None: the caller holds it).
         self.lock_fd = lock_fd
 
 
-def _bind(path: Path, group: str | None) -> _Listening:
-    """Create the listening socket at ``path`` (blocking; run in a thread)."""
+def lock_socket(path: Path, group: str | None) -> int:
+    """Take ``<path>.lock`` (blocking; run in a thread) and return its descriptor.
+
+    The daemon calls this before it creates or loads anything else, so that a second daemon on
+    the same socket stops before touching any state. Creates the socket's parent directory
+    (0700; 0750 and group-owned with ``group``) if missing. Raises :class:`ConfigError`.
+    """
     raw = os.fsencode(path)
     if len(raw) > MAX_UNIX_PATH:
         raise ConfigError(
@@ -394,14 +400,24 @@ def _bind(path: Path, group: str | None) -> _Listening:
         else:
             os.chmod(parent, 0o700)
     lock_path = parent / (path.name + ".lock")
-    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"another geminid is listening on {path} (it holds {lock_path})"
-            ) from None
+        return pidlock.acquire(lock_path)
+    except pidlock.LockHeld as held:
+        who = f", pid {held.pid}" if held.pid is not None else ""
+        raise ConfigError(
+            f"another geminid is listening on {path} (it holds {lock_path}{who})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot open {lock_path}: {exc.strerror or exc}") from None
+
+
+def _bind(path: Path, group: str | None, lock_fd: int | None = None) -> _Listening:
+    """Create the listening socket at ``path`` (blocking; run in a thread). With ``lock_fd``
+    the caller already holds the socket lock (:func:`lock_socket`) and keeps it."""
+    gid = _resolve_group(group) if group else None
+    own_lock = lock_socket(path, group) if lock_fd is None else None
+    parent = path.parent
+    try:
         _check_not_live(path)
         tmp = parent / f".{path.name[:16]}.{secrets.token_hex(4)}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -424,9 +440,10 @@ def _bind(path: Path, group: str | None) -> _Listening:
             sock.close()
             raise
     except BaseException:
-        os.close(lock_fd)
+        if own_lock is not None:
+            pidlock.release(own_lock)
         raise
-    return _Listening(sock, (st.st_dev, st.st_ino), lock_fd)
+    return _Listening(sock, (st.st_dev, st.st_ino), own_lock)
 
 
 def _cleanup(path: Path, listening: _Listening) -> None:
@@ -437,26 +454,33 @@ def _cleanup(path: Path, listening: _Listening) -> None:
             os.unlink(path)
     except OSError:
         pass
-    with contextlib.suppress(OSError):
-        os.close(listening.lock_fd)
+    if listening.lock_fd is not None:
+        pidlock.release(listening.lock_fd)
 
 
 class UnixServer:
     """The socket server. :func:`serve_unix` is the usual entry point."""
 
     def __init__(
-        self, service: SessionService, cfg: ServerConfig, *, sock: socket.socket | None = None
+        self,
+        service: SessionService,
+        cfg: ServerConfig,
+        *,
+        sock: socket.socket | None = None,
+        lock_fd: int | None = None,
+        health: StoreHealth | None = None,
     ) -> None:
         self.service = service
         self.cfg = cfg
         self._given_sock = sock
+        self._lock_fd = lock_fd
         self.path: Path | None = None
         self.clients: set[ClientConnection] = set()
         self.refused = 0
         self._ids = itertools.count(1)
         self._own_uid = os.geteuid()
         self.dispatcher = Dispatcher(
-            service, server_info=self.info, max_line_bytes=cfg.max_line_bytes
+            service, server_info=self.info, max_line_bytes=cfg.max_line_bytes, health=health
         )
 
     def info(self) -> dict[str, Any]:
@@ -481,7 +505,9 @@ class UnixServer:
             self.path = Path(name) if isinstance(name, str) and name else None
         else:
             path = Path(self.cfg.socket_path)
-            listening = await trio.to_thread.run_sync(_bind, path, self.cfg.socket_group)
+            listening = await trio.to_thread.run_sync(
+                _bind, path, self.cfg.socket_group, self._lock_fd
+            )
             raw_sock = listening.sock
             self.path = path
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(raw_sock))
@@ -562,6 +588,8 @@ async def serve_unix(
     cfg: ServerConfig,
     *,
     sock: socket.socket | None = None,
+    lock_fd: int | None = None,
+    health: StoreHealth | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the local protocol until cancelled.
@@ -574,8 +602,13 @@ async def serve_unix(
     is bound at a temporary name, set to 0600 (0660 and chgrp'd with ``socket_group``), put into
     listen(), then atomically renamed onto the path. ``task_status.started(path)`` once
     listening. On exit the file is unlinked if it is still ours (same device and inode).
+
+    ``lock_fd``: the socket lock, already taken by the caller with :func:`lock_socket` (the
+    caller keeps and releases it). ``health``: the checkpoint store, so that requests needing
+    durability are refused at once while it cannot write (see :class:`~.rpc.Dispatcher`).
     """
-    await UnixServer(service, cfg, sock=sock).serve(task_status=task_status)
+    server = UnixServer(service, cfg, sock=sock, lock_fd=lock_fd, health=health)
+    await server.serve(task_status=task_status)
 
 
-__all__ = ["ClientConnection", "UnixServer", "peer_credentials", "serve_unix"]
+__all__ = ["ClientConnection", "UnixServer", "lock_socket", "peer_credentials", "serve_unix"]

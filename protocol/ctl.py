@@ -6,7 +6,7 @@ Commands::
     geminictl [--socket PATH] sessions
     geminictl [--socket PATH] open NAME [--model M] [--system TEXT] [--audio]
     geminictl [--socket PATH] say NAME TEXT
-    geminictl [--socket PATH] attach NAME [--since N]
+    geminictl [--socket PATH] attach NAME [--since N] [--follow]
     geminictl [--socket PATH] send NAME < message.json
     geminictl [--socket PATH] close NAME
 
@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("attach", help="print events as JSON lines until Ctrl-C")
     a.add_argument("name")
     a.add_argument("--since", type=int, metavar="N", help="replay events after seq N")
+    a.add_argument("--follow", action="store_true",
+                   help="survive daemon restarts: reconnect and re-attach from the last seq seen")
     n = sub.add_parser("send", help="send one JSON Gemini client message read from stdin")
     n.add_argument("name")
     c = sub.add_parser("close", help="close a session")
@@ -141,17 +143,26 @@ async def _say(c: Client, name: str, text: str) -> int:
 
 
 async def _attach(c: Client, name: str, since: int | None) -> int:
+    """Print events until the session ends. With ``--follow`` the client reconnects after a
+    daemon restart and re-attaches with ``since`` (its ``client.disconnected`` /
+    ``client.reconnected`` notices are printed like the others); a session that is gone after
+    the restart (``client.reattach_failed``) ends it with exit 1."""
     await c.attach(name, since=since)
     async for method, params in c.events():
         _out({"method": method, "params": params})
         if method == "session.ended" and params.get("session") == name:
             return EXIT_OK
+        if method == "client.reattach_failed" and params.get("session") == name:
+            raise RemoteError(int(params.get("code", 0)), str(params.get("message")),
+                              method="session.attach")
     raise ConnectionLost("connection to the daemon lost")
 
 
 async def _run(args: argparse.Namespace, stdin_text: str | None) -> int:
     path = args.socket or default_socket_path()
-    async with open_client(path, client_name="geminictl") as c:
+    follow = args.command == "attach" and args.follow
+    async with open_client(path, client_name="geminictl", reconnect=follow,
+                           backoff_initial=0.1, backoff_cap=2.0) as c:
         cmd = args.command
         if cmd == "status":
             _out(await c.status(), indent=2)

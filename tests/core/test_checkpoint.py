@@ -216,7 +216,8 @@ async def test_deletion_is_durable(tmp_path: Path, nursery: trio.Nursery) -> Non
 async def test_deleted_sessions_leave_no_bookkeeping(tmp_path: Path, nursery: trio.Nursery) -> None:
     # Found by tests/stress: the store kept two dict entries per session name ever used, so a
     # long-running daemon that sees many short-lived names grew without bound.
-    store = CheckpointStore(tmp_path)
+    batch = _Switch()
+    store = CheckpointStore(tmp_path, write_batch=batch)
     await nursery.start(store.run)
     old_gens = {}
     for i in range(50):
@@ -231,7 +232,7 @@ async def test_deleted_sessions_leave_no_bookkeeping(tmp_path: Path, nursery: tr
             await store.wait_durable(name, gen)
     # A name used again: its old generations are satisfied, new ones wait for the new write.
     gate = trio.Event()
-    store._write_batch = _gated(gate)
+    batch.fn = _gated(gate)
     new_gen = store.mark_dirty("s3", lambda: {"again": True})
     with trio.fail_after(1):
         await store.wait_durable("s3", old_gens["s3"])
@@ -254,6 +255,16 @@ async def test_deleted_sessions_leave_no_bookkeeping(tmp_path: Path, nursery: tr
         for _ in range(3):
             waiters.start_soon(store.wait_durable, "s3", gen)
     assert "s3" not in store._marked
+
+
+class _Switch:
+    """A ``write_batch`` whose behaviour a test changes midway (the disk fails, recovers)."""
+
+    def __init__(self) -> None:
+        self.fn = write_batch
+
+    def __call__(self, directory: Path, items: Any) -> BatchResult:
+        return self.fn(directory, items)
 
 
 def _gated(gate: trio.Event):
@@ -312,12 +323,13 @@ def _enospc_batch(directory: Path, items: Any) -> BatchResult:
 async def test_write_failure_stays_dirty_and_latest_state_wins(
     tmp_path: Path, nursery: trio.Nursery, clock: trio.testing.MockClock
 ) -> None:
-    store = CheckpointStore(tmp_path, retry_interval=1.0)
+    batch = _Switch()
+    store = CheckpointStore(tmp_path, retry_interval=1.0, write_batch=batch)
     await nursery.start(store.run)
     await store.wait_durable("s", store.mark_dirty("s", lambda: {"v": "old"}))
 
     state = {"v": "new-1"}
-    store._write_batch = _enospc_batch
+    batch.fn = _enospc_batch
     with capture_logs() as logs:
         gen1 = store.mark_dirty("s", lambda: dict(state))
         with pytest.raises(CheckpointWriteError) as info:
@@ -336,7 +348,7 @@ async def test_write_failure_stays_dirty_and_latest_state_wins(
 
     # The disk recovers; meanwhile the state moved on. The retry writes the latest snapshot.
     state["v"] = "new-2"
-    store._write_batch = write_batch
+    batch.fn = write_batch
     gen2 = store.mark_dirty("s", lambda: dict(state))
     await store.wait_durable("s", gen2)
     await store.wait_durable("s", gen1)  # superseded by the later success
@@ -354,8 +366,7 @@ async def test_failure_of_one_session_does_not_hold_back_others(
             errors["bad"] = OSError(errno.EIO, "I/O error")
         return BatchResult(errors, res.writes, res.deletes, res.fsyncs, res.bytes)
 
-    store = CheckpointStore(tmp_path, retry_interval=30.0)
-    store._write_batch = fail_bad
+    store = CheckpointStore(tmp_path, retry_interval=30.0, write_batch=fail_bad)
     await nursery.start(store.run)
     bad = store.mark_dirty("bad", lambda: {})
     with capture_logs():
@@ -522,3 +533,75 @@ def test_kill_9_leaves_only_loadable_files(tmp_path: Path) -> None:
             assert rec["n"] >= durable.get(name, 0), (name, rec["n"], durable)
     assert max(durable.values()) > 20  # the child really wrote a lot
     print(f"kill -9 x20: {max(durable.values())} rounds durable, {temps_seen} stray temp files")
+
+
+# --- health (issue #11.9: a disk that refuses every write is reported at once) ---------------
+
+
+async def test_store_turns_unhealthy_when_every_write_fails_and_healthy_on_success(
+    tmp_path: Path, nursery: trio.Nursery, clock: trio.testing.MockClock
+) -> None:
+    batch = _Switch()
+    store = CheckpointStore(tmp_path, retry_interval=1.0, write_batch=batch)
+    await nursery.start(store.run)
+    assert store.healthy
+    store.check_healthy()  # no error while healthy
+    await store.wait_durable("a", store.mark_dirty("a", lambda: {"n": 1}))
+    batch.fn = _enospc_batch
+    seen: list[CheckpointWriteError] = []
+
+    async def watch() -> None:
+        seen.append(await store.wait_unhealthy())
+
+    nursery.start_soon(watch)
+    await trio.testing.wait_all_tasks_blocked()
+    assert seen == []
+    with capture_logs() as logs:
+        with pytest.raises(CheckpointWriteError):
+            await store.wait_durable("a", store.mark_dirty("a", lambda: {"n": 2}))
+        await trio.testing.wait_all_tasks_blocked()
+    assert not store.healthy and len(seen) == 1
+    assert seen[0].data["errno"] == "ENOSPC"
+    with pytest.raises(CheckpointWriteError, match="refuses writes"):
+        store.check_healthy()
+    assert [e["event"] for e in logs].count("checkpoint.unhealthy") == 1
+    # The retries still fail: still unhealthy, logged once only. (The autojump clock may jump
+    # while the worker thread runs, so count attempts, don't time them.)
+    failures = store.stats.failures
+    with capture_logs() as logs:
+        with trio.fail_after(100):
+            while store.stats.failures < failures + 2:
+                await trio.sleep(0.1)
+    assert not store.healthy and "checkpoint.unhealthy" not in [e["event"] for e in logs]
+    # The disk recovers: the store's own retry writes the record and says so.
+    batch.fn = write_batch
+    with capture_logs() as logs:
+        with trio.fail_after(100):
+            while not store.healthy:
+                await trio.sleep(0.1)
+    assert "checkpoint.healthy" in [e["event"] for e in logs]
+    assert _load(tmp_path).records == {"a": {"n": 2}}
+
+
+async def test_one_unencodable_record_does_not_make_the_store_unhealthy(
+    tmp_path: Path, nursery: trio.Nursery, clock: trio.testing.MockClock
+) -> None:
+    store = CheckpointStore(tmp_path)
+    await nursery.start(store.run)
+    with capture_logs():
+        with pytest.raises(CheckpointWriteError):
+            await store.wait_durable("bad", store.mark_dirty("bad", lambda: {"x": float("nan")}))
+    assert store.healthy
+
+
+async def test_seams_are_constructor_keywords(tmp_path: Path, nursery: trio.Nursery) -> None:
+    calls: list[str] = []
+
+    async def inline(fn: Any, *args: Any) -> Any:
+        calls.append(getattr(fn, "__name__", "?"))
+        return fn(*args)
+
+    store = CheckpointStore(tmp_path, run_sync=inline)
+    await nursery.start(store.run)
+    await store.wait_durable("s", store.mark_dirty("s", lambda: {"ok": 1}))
+    assert calls == ["_ensure_dir", "write_batch"]

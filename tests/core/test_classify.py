@@ -173,8 +173,16 @@ def test_1000_is_never_a_failure(ctx: Context, reason: str) -> None:
 @given(ctx=contexts, reason=reasons)
 def test_1007_fresh_only_after_a_rejected_resume_setup(ctx: Context, reason: str) -> None:
     action = classify(closed(1007, reason), ctx).action
+    words = reason.lower()
+    stale_tool_response = not any(w in words for w in ("api key", "api_key", "apikey")) and any(
+        w in words for w in ("function response", "functionresponse", "function_response", "tool response")
+    )
     if ctx.handle_sent and not ctx.reached_live:
         assert action is A.FRESH_SESSION
+    elif stale_tool_response:
+        # The tool-response race (test_a_stale_tool_response_is_a_race_not_a_bad_config) is the
+        # one 1007 that is not fatal; hypothesis can spell its words by chance.
+        assert action is A.RESUME_AFTER_BACKOFF
     else:
         assert action is A.FATAL
 

@@ -352,3 +352,57 @@ def test_every_config_key_has_an_env_name():
     assert cl.SCHEMA["state_dir"].env == "GEMINID_STATE_DIR"
     assert cl.SCHEMA["upstream.endpoint"].env == "GEMINID_UPSTREAM_ENDPOINT"
     assert "source" not in cl.SCHEMA and "upstream.api_key_source" not in cl.SCHEMA
+
+
+# -- #11.12 environment traps, #9.6 passthrough ---------------------------------------------
+
+
+def test_google_api_key_is_a_fallback_and_the_source_says_so(env):
+    cfg = load({**env, "GOOGLE_API_KEY": KEY})
+    assert cfg.upstream.api_key.reveal() == KEY and not cfg.embedded_fake
+    assert cfg.upstream.api_key_source == "env GOOGLE_API_KEY"
+    both = load({**env, "GOOGLE_API_KEY": "other-key", "GEMINI_API_KEY": KEY})
+    assert both.upstream.api_key.reveal() == KEY
+    assert both.upstream.api_key_source == "env GEMINI_API_KEY"
+    blank = load({**env, "GEMINI_API_KEY": " ", "GOOGLE_API_KEY": KEY})
+    assert blank.upstream.api_key_source == "env GOOGLE_API_KEY"
+    assert KEY not in cl.render_config(cfg)
+
+
+def test_google_api_key_and_a_key_file_in_the_environment_conflict(env, tmp_path):
+    kf = write(tmp_path / "k", KEY)
+    msg = error({**env, "GOOGLE_API_KEY": KEY, "GEMINID_UPSTREAM_API_KEY_FILE": str(kf)})
+    assert msg.startswith("upstream.api_key: set either")
+
+
+def test_daemon_honours_geminid_socket(env, tmp_path):
+    sock = tmp_path / "via-env.sock"
+    assert load({**env, "GEMINID_SOCKET": str(sock)}).server.socket_path == sock
+    # the flag still wins over the environment
+    assert load({**env, "GEMINID_SOCKET": str(sock)}, "--socket", "/tmp/f.sock").server.socket_path == Path("/tmp/f.sock")
+    same = {**env, "GEMINID_SOCKET": str(sock), "GEMINID_SERVER_SOCKET_PATH": str(sock)}
+    assert load(same).server.socket_path == sock
+    msg = error({**env, "GEMINID_SOCKET": str(sock), "GEMINID_SERVER_SOCKET_PATH": "/tmp/other"})
+    assert msg.startswith("server.socket_path: GEMINID_SOCKET and GEMINID_SERVER_SOCKET_PATH")
+
+
+def test_passthrough_prefixes_are_immutable_and_let_no_test_variable_through(env):
+    assert isinstance(cl.ENV_PASSTHROUGH_PREFIXES, tuple)
+    assert not any("TEST" in p for p in cl.ENV_PASSTHROUGH_PREFIXES)
+    assert error({**env, "GEMINID_TEST_BREAK": "x"}).startswith("GEMINID_TEST_BREAK: unknown variable")
+
+
+def test_no_production_module_reads_a_test_environment_variable():
+    """#9.6: production code reads no environment variable whose name contains TEST."""
+    import re
+
+    root = Path(cl.__file__).resolve().parent.parent
+    offenders = []
+    pattern = re.compile(r"""(environ(?:\.get)?\s*[\[(]|getenv\s*\()\s*["'][A-Z0-9_]*TEST""")
+    for pkg in ("daemon", "protocol"):
+        for path in (root / pkg).rglob("*.py"):
+            text = path.read_text()
+            if pattern.search(text) or re.search(r"""["']GEMINID_TEST_""", text):
+                offenders.append(str(path.relative_to(root)))
+    # daemon/session.py is CORE's (its switch moves to a test double in parallel).
+    assert [o for o in offenders if o != "daemon/session.py"] == []

@@ -147,3 +147,68 @@ print("ok")
     if out in ("unsupported", "not enforced"):
         pytest.skip(f"PR_SET_MDWE {out} on this kernel")
     assert res.returncode == 0 and out == "ok", res.stderr
+
+
+# -- #11.14: the units as shipped, against an install where they expect it -------------------
+
+UNSHARE = shutil.which("unshare")
+STUB = "#!/bin/sh\nexit 0\n"
+
+
+def exec_start(unit: Path) -> str:
+    return read_unit(unit)["Service"]["ExecStart"].split()[0]
+
+
+def test_system_units_as_shipped_verify_with_geminid_where_the_unit_expects_it(tmp_path):
+    """No ExecStart rewriting: a stub ``geminid`` is put at the unit's own path, inside a private
+    mount namespace (a bind mount over its directory), so the host is not touched."""
+    target = Path(exec_start(ROOT / "geminid.service"))
+    assert target == Path("/usr/local/bin/geminid")  # where README's install puts it
+    if UNSHARE is None:
+        pytest.skip("unshare not installed: cannot stage a stub at the unit's ExecStart path")
+    stub_dir = tmp_path / "bin"
+    stub_dir.mkdir()
+    (stub_dir / target.name).write_text(STUB)
+    (stub_dir / target.name).chmod(0o755)
+    probe = subprocess.run([UNSHARE, "--mount", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespace here ({probe.stderr.strip()}): cannot stage the stub")
+    script = (f"mount --bind {stub_dir} {target.parent} && cd {ROOT} && "
+              f"{ANALYZE} verify ./geminid.service ./geminid.socket")
+    res = subprocess.run([UNSHARE, "--mount", "sh", "-c", script], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": ""})
+    assert_clean(res)
+
+
+def test_system_unit_as_shipped_fails_verify_without_geminid_installed(tmp_path):
+    """The check above is real: without the stub, the shipped unit's ExecStart is reported."""
+    target = exec_start(ROOT / "geminid.service")
+    if os.path.exists(target):
+        pytest.skip(f"{target} is installed on this host")
+    res = analyze("verify", "./geminid.service", cwd=ROOT)
+    assert f"Command {target} is not executable" in res.stderr
+
+
+def test_user_units_as_shipped_verify_with_geminid_in_the_pipx_bin_dir(tmp_path):
+    home = tmp_path / "home"
+    assert exec_start(ROOT / "user" / "geminid.service") == "%h/.local/bin/geminid"
+    stub = home / ".local" / "bin" / "geminid"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(STUB)
+    stub.chmod(0o755)
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    res = analyze("--user", "verify", "./geminid.service", "./geminid.socket", cwd=ROOT / "user",
+                  env={"XDG_RUNTIME_DIR": str(run), "HOME": str(home)})
+    assert_clean(res)
+
+
+@pytest.mark.parametrize("unit", sorted(p.relative_to(ROOT) for p in ROOT.rglob("geminid.*")), ids=str)
+def test_units_point_only_at_documentation_that_exists(unit):
+    text = (ROOT / unit).read_text()
+    repo = ROOT.parent
+    for uri in re.findall(r"(?m)^Documentation=(.+)$", text):
+        for one in uri.split():
+            assert not one.startswith("file://") or Path(one[7:]).exists(), one
+    for ref in re.findall(r"(?<![\w/.~-])((?:docs|protocol|systemd)/[\w./-]+|README\.md)", text):
+        assert (repo / ref).exists(), f"{unit} names {ref}, which is not in the source tree"

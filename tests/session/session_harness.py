@@ -14,6 +14,7 @@ import attrs
 import trio
 import trio.testing
 
+from geminid.daemon import checkpoint
 from geminid.daemon.checkpoint import CheckpointStore, decode_record
 from geminid.daemon.config import Config, SessionConfig, UpstreamConfig
 from geminid.daemon.events import Event
@@ -104,6 +105,7 @@ async def open_core(
     memory: bool = False,
     records: dict[str, dict] | None = None,
     key: str = "test-key",
+    write_batch: Any = None,
 ) -> AsyncIterator[Core]:
     cfg = cfg or make_config(state_dir)
     dials: list[str] = []
@@ -116,14 +118,13 @@ async def open_core(
                 nursery.start_soon(fake.serve_stream, server)
                 return client
 
-        store = CheckpointStore(cfg.state_dir)
-        if memory:
-            # Exact timing: no worker threads either (see CheckpointStore._run_sync).
-            async def inline(fn, *args):
-                await trio.lowlevel.checkpoint()
-                return fn(*args)
+        # Exact timing in memory mode: no worker threads either (see CheckpointStore run_sync=).
+        async def inline(fn, *args):
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
 
-            store._run_sync = inline
+        store = CheckpointStore(cfg.state_dir, run_sync=inline if memory else None,
+                                write_batch=write_batch or checkpoint.write_batch)
         if records is None:
             records = store.load_all().records
         await nursery.start(store.run)

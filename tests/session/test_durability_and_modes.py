@@ -142,8 +142,7 @@ async def test_full_disk_refuses_the_ack_and_never_sends_the_turn(state_dir):
             return BatchResult({name: err for name, _ in items}, 0, 0, 0, 0)
         return write_batch(directory, items)
 
-    async with open_core(state_dir) as core:
-        core.store._write_batch = flaky
+    async with open_core(state_dir, write_batch=flaky) as core:
         core.store.retry_interval = 0.05
         rec = await core.open()
         await rec.wait(lambda r: "live" in r.statuses())
