@@ -63,7 +63,7 @@ from soak_client import (
 )
 
 from geminid.daemon import logsetup
-from geminid.daemon import session as session_mod
+from geminid.daemon.session import actor as session_mod
 from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig

@@ -1,0 +1,32 @@
+"""geminid.daemon.session: one named Gemini Live conversation held across connections.
+
+The package splits what used to be one god class into one idea per module:
+
+- :mod:`.record`: the checkpoint record schema (``SessionRecord``), validated without an actor;
+- :mod:`.activity`: the one definition of "a reply is due" / "quiet point" / "idle";
+- :mod:`.durability`: ack waiters and seq/event reservations, the only code that calls the store;
+- :mod:`.decisions`: the pure decisions of the reconnect loop (what an ending means, when to rotate);
+- :mod:`.actor`: :class:`SessionActor`, the trio shell that runs I/O and applies those decisions.
+
+Old import paths (``from geminid.daemon.session import SessionActor, fingerprint``) keep working.
+"""
+
+from __future__ import annotations
+
+from geminid.daemon.session.actor import (
+    HANDLE_CHECKPOINT_DELAY as HANDLE_CHECKPOINT_DELAY,
+)
+from geminid.daemon.session.actor import (
+    UNSENT_HIGH as UNSENT_HIGH,
+)
+from geminid.daemon.session.actor import (
+    SessionActor as SessionActor,
+)
+from geminid.daemon.session.actor import (
+    fingerprint as fingerprint,
+)
+from geminid.daemon.session.actor import (
+    handle_tag as handle_tag,
+)
+
+__all__ = ["HANDLE_CHECKPOINT_DELAY", "UNSENT_HIGH", "SessionActor", "fingerprint", "handle_tag"]
