@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import structlog
@@ -26,12 +26,14 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub, EventSink
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.service import OpenResult, Subscription
-from geminid.daemon.session import SessionActor, fingerprint
+from geminid.daemon.session import SessionActor
+from geminid.daemon.session.record import SessionRecord, fingerprint
 from geminid.daemon.states import State
 from geminid.daemon.supervisor import RestartPolicy, supervise
 from geminid.daemon.upstream import Dial
 from geminid.protocol import live
 from geminid.protocol.errors import (
+    BufferFull,
     LiveMessageError,
     SetupMismatch,
     ShuttingDown,
@@ -305,24 +307,21 @@ class SessionRegistry:
         return line[:200]
 
 
-def unusable_record(record: dict, cfg: Config | None = None, *, name: str = "check") -> str | None:
+def unusable_record(record: dict[str, Any], cfg: Config | None = None, *, name: str = "check") -> str | None:
     """Why a checkpoint record cannot be restored, or None if it can.
 
-    Besides the setup, this restores the record into a scratch actor and snapshots it again,
-    exactly as the real actor will: anything that would raise there (a wrong type, a pending
-    message that no longer validates) is found here, before the session is started.
+    :meth:`SessionRecord.from_dict` is exactly what the actor restores from, so anything that
+    would raise there (a wrong type, a pending message that no longer validates) is found here,
+    before the session is started; the pending messages must also fit the replay buffer, and the
+    record must encode again as a checkpoint.
     """
     try:
-        setup = record["setup"]
-        if not isinstance(setup, dict):
-            raise TypeError("setup is not an object")
-        live.validate_client_message({"setup": setup})
-        float(record.get("last_alive_at") or 0.0)
-        scratch = SessionActor(
-            name, setup, config=cfg or Config(), store=cast(Any, None), hub=EventHub(name, ring_size=1),
-            dial=cast(Any, None), metrics=Metrics(), record=record,
-        )
-        encode_record(name, scratch.snapshot())
+        parsed = SessionRecord.from_dict(record, name=name)
+        limit = (cfg or Config()).session.replay_buffer_bytes
+        held = parsed.pending_bytes()
+        if held > limit:
+            raise BufferFull(f"the pending messages take {held} bytes, more than the replay buffer's {limit}")
+        encode_record(name, parsed.to_dict())
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"[:300]
     return None

@@ -21,7 +21,6 @@ stays until a resumable handle covers it. A reconnect simply rewinds the cursor,
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import random
@@ -43,6 +42,7 @@ from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
 from geminid.daemon.service import Deferred
+from geminid.daemon.session.record import PendingMessage, SessionRecord, fingerprint
 from geminid.daemon.states import State, transition
 from geminid.daemon.toolcalls import ToolCalls
 from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
@@ -54,7 +54,6 @@ from geminid.protocol.errors import (
     SessionFailed,
 )
 
-CHECKPOINT_VERSION = 1
 #: Seqs are reserved in blocks, durably, before they are handed out, so that a restart after
 #: kill -9 never reuses a seq a client has seen (it continues after the reserved block).
 SEQ_BLOCK = 4096
@@ -74,12 +73,6 @@ _BEFORE_SETUP = frozenset({EndingKind.REJECTED, EndingKind.NETWORK, EndingKind.C
 #: the previous one was sent but not yet covered by a handle. ``reuse-stale-handle``: keep
 #: resuming with the first handle ever received (the buffer is still trimmed by newer ones).
 _TEST_BREAK = os.environ.get("GEMINID_TEST_BREAK", "")
-
-
-def fingerprint(setup: dict) -> str:
-    """Stable identity of a setup: opening a session again must present the same one."""
-    blob = json.dumps(setup, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def handle_tag(handle: str | None) -> str | None:
@@ -948,93 +941,62 @@ class SessionActor:
     # ------------------------------------------------------------------ checkpoint record --
 
     def snapshot(self) -> dict[str, Any]:
-        """The checkpoint record: everything needed to resume after kill -9, and no secret but
-        the handle itself (the file is 0600; the API key is never part of a session)."""
+        """The checkpoint record (see :mod:`geminid.daemon.session.record`), as the store writes it."""
         if self.state.connected:
             self.last_alive_at = time.time()
-        self.last_snapshot = record = {
-            "version": CHECKPOINT_VERSION,
-            "session": self.name,
-            "setup": self.setup,
-            "fingerprint": self.fingerprint,
-            "handle": self.handle,
-            "handle_issued_at": self.handle_issued_at,
-            "last_alive_at": self.last_alive_at,
-            "created_at": self.created_at,
-            "seq_reserved": self.seq_reserved,
-            "event_reserved": self.event_reserved,
-            "pending": [{"seq": e.seq, "message": e.message} for e in self.buffer.durable_entries()],
-            "pending_tools": self.tools.open_ids(),
-            "lost_tools": list(self.tools.lost),
-            "transcript": list(self.transcript),
-            "reconnects": self.reconnects,
-            "context_lost": self.context_lost_pending,
-            "failed": self.status_reason if self.state is State.FAILED else None,
-        }
+        self.last_snapshot = record = self.record().to_dict()
         return record
 
-    def _restore(self, record: dict) -> None:
+    def record(self) -> SessionRecord:
+        return SessionRecord(
+            session=self.name,
+            setup=self.setup,
+            handle=self.handle,
+            handle_issued_at=self.handle_issued_at,
+            last_alive_at=self.last_alive_at,
+            created_at=self.created_at,
+            seq_reserved=self.seq_reserved,
+            event_reserved=self.event_reserved,
+            pending=tuple(PendingMessage(e.seq, e.message) for e in self.buffer.durable_entries()),
+            pending_tools=tuple(self.tools.open_ids()),
+            lost_tools=tuple(self.tools.lost),
+            transcript=tuple(self.transcript),
+            reconnects=self.reconnects,
+            context_lost=self.context_lost_pending,
+            failed=self.status_reason if self.state is State.FAILED else None,
+        )
+
+    def _restore(self, record: dict[str, Any]) -> None:
         """Rebuild from a checkpoint record (already checksum-verified by the store).
 
-        Every field is type-checked here, so that a record this code cannot use (a bug, a
-        version skew, a hand edit) raises now, where the registry's pre-check
-        (:func:`geminid.daemon.registry.unusable_record`) sees it, and not later in the run.
+        :meth:`SessionRecord.from_dict` type-checks every field, exactly as the registry's
+        pre-check (:func:`geminid.daemon.registry.unusable_record`) does before starting us.
         """
-        r = _RecordReader(record)
-        self.created_at = float(r.get("created_at", _NUMBER) or time.time())
-        self.handle = r.get("handle", str) or None
-        self.handle_issued_at = r.get("handle_issued_at", _NUMBER)
-        self.last_alive_at = float(r.get("last_alive_at", _NUMBER) or 0.0)
+        r = SessionRecord.from_dict(record, name=self.name)
+        self.created_at = r.created_at or time.time()
+        self.handle = r.handle
+        self.handle_issued_at = r.handle_issued_at
+        self.last_alive_at = r.last_alive_at
         if self.handle:
             logsetup.register_secret(self.handle)
         # Continue strictly after everything that may have been handed out before the crash.
-        self.next_seq = (r.get("seq_reserved", int) or 0) + 1
+        self.next_seq = r.seq_reserved + 1
         self.seq_reserved = self._seq_durable = self.next_seq - 1
-        first_event = (r.get("event_reserved", int) or 0) + 1
+        first_event = r.event_reserved + 1
         if self.hub.next_seq < first_event:
             self.hub.next_seq = self.hub.first_seq = first_event
         self.event_reserved = self._event_durable = self.hub.next_seq - 1
         now = trio.current_time()
-        for item in r.items("pending", dict):
-            seq = item.get("seq")
-            if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(item.get("message"), dict):
-                raise TypeError("checkpoint field 'pending' holds an entry without an int seq and a message")
-            kind, canonical = live.validate_client_message(item["message"])
-            rkind, elicits = classify_message(kind, canonical)
-            self.buffer.append(Entry(seq, rkind, canonical, live.encode(canonical), now, elicits))
+        for item in r.pending:
+            rkind, elicits = classify_message(next(iter(item.message)), item.message)
+            self.buffer.append(Entry(item.seq, rkind, item.message, live.encode(item.message), now, elicits))
         # Tool calls open at the crash are lost on the resume (announced when live).
-        self.tools.restore(r.items("pending_tools", str), r.items("lost_tools", str))
-        for turn in r.items("transcript", dict):
-            if not (isinstance(turn.get("role"), str) and isinstance(turn.get("text"), str)):
-                raise TypeError("checkpoint field 'transcript' holds an entry without a role and a text")
-            self.transcript.append(turn)
-        self.reconnects = r.get("reconnects", int) or 0
-        self.context_lost_pending = r.get("context_lost", str)
+        self.tools.restore(r.pending_tools, r.lost_tools)
+        self.transcript.extend(r.transcript)
+        self.reconnects = r.reconnects
+        self.context_lost_pending = r.context_lost
         if not self.handle and self.transcript:
             self.context_lost_pending = self.context_lost_pending or "no resumption handle was saved"
-
-
-_NUMBER = (int, float)
-
-
-class _RecordReader:
-    """Typed access to a checkpoint record's fields: a missing or null field is None, a field of
-    another type (bool is not a number here) raises TypeError naming it."""
-
-    def __init__(self, record: dict) -> None:
-        self.record = record
-
-    def get(self, key: str, kinds: type | tuple[type, ...]) -> Any:
-        value = self.record.get(key)
-        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
-            raise TypeError(f"checkpoint field {key!r} is a {type(value).__name__}")
-        return value
-
-    def items(self, key: str, kind: type) -> list:
-        values = self.get(key, list) or []
-        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
-            raise TypeError(f"checkpoint field {key!r} holds a value that is not a {kind.__name__}")
-        return values
 
 
 def _response_ids(canonical: dict) -> list[str | None]:
