@@ -227,7 +227,7 @@ class SessionRegistry:
                 slot.restored = False
                 await self._start(slot)
             if actor is not None and actor.state is not State.CLOSED:
-                actor.last_activity = trio.current_time()
+                actor.touch()
                 return OpenResult(name, self._slot(name).actor.state.value, False, slot.restored, slot.hub.last_seq)
         slot = self._new_slot(name, body, None, restored=False)
         await self._start(slot)
@@ -246,7 +246,7 @@ class SessionRegistry:
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         slot = self._slot(name)
         gap, backlog = slot.hub.subscribe(sink, since)
-        slot.actor.last_activity = trio.current_time()
+        slot.actor.touch()
         return Subscription(name, gap, backlog, slot.hub.last_seq)
 
     def detach(self, name: str, sink: EventSink) -> None:

@@ -40,11 +40,12 @@ from geminid.daemon.classify import Action, Context, Ending, EndingKind, Verdict
 from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
 from geminid.daemon.service import Deferred
+from geminid.daemon.session.activity import Activity
 from geminid.daemon.session.record import PendingMessage, SessionRecord, fingerprint
+from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer, classify_message
+from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import State, transition
-from geminid.daemon.toolcalls import ToolCalls
 from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
 from geminid.protocol import live
 from geminid.protocol.errors import (
@@ -93,11 +94,6 @@ class _Conn:
     deadline: float | None = None
     #: Set when we decided to end it ourselves (rotation, close, shutdown).
     local_reason: str | None = None
-    last_frame_at: float = 0.0
-    #: When we last sent something that asks for a reply: silence is measured from the later
-    #: of this and the last frame (a tool that took minutes is not a stall).
-    asked_at: float = 0.0
-    in_response: bool = False
     first_usage_checked: bool = False
 
 
@@ -159,7 +155,7 @@ class SessionActor:
         self.reconnects = 0
         self.connected_since: float | None = None  # wall clock
         self.down_since: float | None = trio.current_time()
-        self.last_activity = trio.current_time()
+        self.activity = Activity(self.buffer, self.tools, last_activity=trio.current_time())
         self.last_prompt_tokens: int | None = None
         self.context_lost_pending: str | None = None
         self._conn: _Conn | None = None
@@ -259,7 +255,7 @@ class SessionActor:
             self.buffer.drop_sent_stale_audio(now)
         self.buffer.append(entry)  # may raise BufferFull (nothing consumed, seq not used)
         self.next_seq += 1
-        self.last_activity = now
+        self.activity.touch(now)
         waiter = None
         interrupting_end = False  # an audioStreamEnd/activityEnd closing an utterance
         if rkind is Kind.TOOL_RESPONSE:
@@ -299,6 +295,10 @@ class SessionActor:
         if seq > self._seq_durable:
             await self._await_reservation()
         return seq
+
+    def touch(self) -> None:
+        """A client opened or attached to the session: it is not idle (the inactivity timeout)."""
+        self.activity.touch(trio.current_time())
 
     async def stop(self) -> None:
         """Daemon shutdown: close upstream with 1000 and flush, but keep the session's
@@ -494,7 +494,7 @@ class SessionActor:
     async def _relay(self, link: UpstreamLink, conn: _Conn, setup_s: float) -> Ending:
         now = trio.current_time()
         conn.live_at = now
-        conn.last_frame_at = now
+        self.activity.connection_opened(now)
         self.connected_since = time.time()
         self.last_alive_at = time.time()
         self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
@@ -518,7 +518,7 @@ class SessionActor:
             nonlocal ending
             while True:
                 msg = await link.receive()
-                conn.last_frame_at = trio.current_time()
+                self.activity.frame_received(trio.current_time())
                 await self._on_server_message(msg, conn)
                 if conn.local_reason is not None:
                     ending = Ending(EndingKind.LOCAL, reason=conn.local_reason)
@@ -528,7 +528,7 @@ class SessionActor:
         async def writer() -> None:
             while True:
                 entry = self.buffer.peek()
-                if entry is None or entry.gen < 0 or self._holding(entry, conn):
+                if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=conn.goaway_seen):
                     self._wake = trio.Event()
                     await self._wake.wait()
                     continue
@@ -536,8 +536,7 @@ class SessionActor:
                 if self.buffer.unsent <= UNSENT_HIGH // 2:
                     self._drained.set()
                 await link.send(entry.wire)
-                if entry.elicits or entry.kind is Kind.TOOL_RESPONSE:
-                    conn.asked_at = trio.current_time()
+                if self.activity.written(entry, trio.current_time()):
                     self._poke_timers()
 
         try:
@@ -555,6 +554,7 @@ class SessionActor:
             return found
         finally:
             self._relay_scope = None
+            self.activity.connection_closed()
         if ending is None:
             ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "relay ended")
         return ending
@@ -573,9 +573,9 @@ class SessionActor:
             wake_at = math.inf
             if conn.deadline is not None:
                 wake_at = conn.deadline
-            silent_since = max(conn.last_frame_at, conn.asked_at)
-            if up.stall_timeout > 0 and self._expecting_reply():
-                wake_at = min(wake_at, silent_since + up.stall_timeout)
+            stall_at = self.activity.stall_at(up.stall_timeout)
+            if stall_at is not None:
+                wake_at = min(wake_at, stall_at)
             if next_ping is not None:
                 wake_at = min(wake_at, next_ping)
             self._timer_wake = trio.Event()
@@ -586,11 +586,8 @@ class SessionActor:
                 self._end_connection(conn, "goAway deadline reached; rotating")
                 self._wake_writer()
                 raise Ended(Ending(EndingKind.LOCAL, reason=conn.local_reason or ""))
-            if (
-                up.stall_timeout > 0
-                and self._expecting_reply()
-                and now - max(conn.last_frame_at, conn.asked_at) >= up.stall_timeout
-            ):
+            stall_at = self.activity.stall_at(up.stall_timeout)
+            if stall_at is not None and now >= stall_at:
                 raise Ended(Ending(EndingKind.STALL, reason=f"no frame for {up.stall_timeout:g} s while a reply was expected"))
             if next_ping is not None and now >= next_ping:
                 with trio.move_on_after(up.keepalive_timeout) as ping_scope:
@@ -610,7 +607,7 @@ class SessionActor:
         if kind == "serverContent":
             self._on_server_content(msg, conn)
         elif kind == "toolCall":
-            conn.in_response = True
+            self.activity.server_message(msg)
             self.tools.called(call.get("id") for call in msg.function_calls)
             self._lazy_checkpoint.set()  # so that a restart can report the call as lost
         elif kind == "toolCallCancellation":
@@ -622,26 +619,23 @@ class SessionActor:
         if msg.usage:
             self._check_usage(msg.usage, conn)
         if kind not in _PRIVATE_KINDS:
-            self.last_activity = trio.current_time()
+            self.activity.touch(trio.current_time())
             if self.hub.next_seq > self._event_durable:
                 self._maybe_reserve(force=True)
                 await self._await_reservation()
             self.hub.publish("session.message", {"message": msg.raw})
             self._maybe_reserve()
-        if conn.goaway_seen and conn.local_reason is None and self._quiet():
+        if conn.goaway_seen and conn.local_reason is None and self.activity.quiet():
             self._end_connection(conn, "goAway: rotating at a quiet point")
 
     def _on_server_content(self, msg: live.ServerMessage, conn: _Conn) -> None:
         text = msg.text or msg.output_transcription
         if text:
             self._model_text.append(text)
-        if (msg.content.get("modelTurn") or text or msg.audio_chunks) and not conn.in_response:
-            conn.in_response = True
+        facts = self.activity.server_message(msg)
+        if facts.started:
             self._poke_timers()
-        if msg.turn_boundary:
-            if conn.in_response or msg.interrupted:
-                self.buffer.response_ended()
-            conn.in_response = False
+        if facts.boundary:
             # The tool round trip is over once the response that consumed it ends.
             self.tools.reply_ended()
             if self._model_text:
@@ -695,30 +689,6 @@ class SessionActor:
         self.last_prompt_tokens = prompt
 
     # ------------------------------------------------------------------ decisions --
-
-    def _quiet(self) -> bool:
-        """No generation in flight, no unanswered turn, no tool round trip open."""
-        conn = self._conn
-        return (
-            conn is not None
-            and not conn.in_response
-            and not self.buffer.awaiting_reply()
-            and not self.tools.open
-            and not self.buffer.sent_uncovered()
-        )
-
-    def _expecting_reply(self) -> bool:
-        """The server owes us frames (a silence now is a stall). Not while a tool call waits for
-        the client: then the server is rightly silent for as long as the tool takes."""
-        conn = self._conn
-        if conn is None or self.tools.pending:
-            return False
-        return conn.in_response or self.buffer.awaiting_reply() or bool(self.tools.answered)
-
-    def _holding(self, entry: Entry, conn: _Conn) -> bool:
-        """While draining, hold new turns for the next connection so that a quiet point can
-        come; tool responses and audio still flow (they complete the round trip in progress)."""
-        return conn.goaway_seen and entry.elicits
 
     def _end_connection(self, conn: _Conn, reason: str) -> None:
         if conn.local_reason is None:
@@ -873,7 +843,7 @@ class SessionActor:
         if timeout <= 0:
             return
         while not self.state.terminal:
-            idle = trio.current_time() - self.last_activity
+            idle = self.activity.idle_for(trio.current_time())
             if idle >= timeout:
                 self._closing = f"inactivity timeout ({timeout:g} s without activity)"
                 self.log.info("session.inactive", idle_s=round(idle, 1))

@@ -63,7 +63,6 @@ from soak_client import (
 )
 
 from geminid.daemon import logsetup
-from geminid.daemon.session import actor as session_mod
 from geminid.daemon.backoff import BackoffPolicy
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
@@ -71,6 +70,7 @@ from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream, Fau
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
 from geminid.daemon.server import serve_unix
+from geminid.daemon.session import actor as session_mod
 from geminid.daemon.upstream import Dial, Endpoint
 from geminid.protocol import live
 from geminid.protocol.client import ConnectionLost, RemoteError, open_client
