@@ -796,6 +796,9 @@ class SessionActor:
     async def _finish_failed(self, verdict: Verdict, ending: Ending, note: str | None = None) -> None:
         reason = note or f"{verdict.cause}: {_short(ending)}"
         self._to(State.FAILED, cause=verdict.cause, reason=reason)
+        # Its own event at error level: the operator's alert (README: level == "error") fires
+        # on a session that gave up, not on the info-level transition line.
+        self.log.error("session.failed", cause=verdict.cause, reason=reason)
         self.hub.publish("session.ended", {"reason": "fatal", "detail": reason})
         # Keep the checkpoint: acknowledged turns are on disk until an operator (or a
         # session.close) decides; the sweeper removes it once the handle would have expired.
