@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 import attrs
@@ -62,8 +61,6 @@ class EventHub:
         self._sinks: dict[int, EventSink] = {}
         #: seq of the next event; restored from the checkpoint's reservation after a restart.
         self.next_seq = first_seq
-        #: The first seq this process ever emitted (anything before it was lost in a restart).
-        self.first_seq = first_seq
 
     @property
     def last_seq(self) -> int:
@@ -97,6 +94,3 @@ class EventHub:
 
     def unsubscribe(self, sink: EventSink) -> None:
         self._sinks.pop(id(sink), None)
-
-    def sinks(self) -> Iterable[EventSink]:
-        return tuple(self._sinks.values())

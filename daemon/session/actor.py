@@ -27,6 +27,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -40,8 +41,8 @@ from geminid.daemon.classify import Action, Context, Ending, EndingKind, Verdict
 from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.service import Deferred
 from geminid.daemon.session.activity import Activity
+from geminid.daemon.session.durability import Deferred, Durability, Waiter
 from geminid.daemon.session.record import PendingMessage, SessionRecord, fingerprint
 from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer, classify_message
 from geminid.daemon.session.toolcalls import ToolCalls
@@ -49,15 +50,10 @@ from geminid.daemon.states import State, transition
 from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
 from geminid.protocol import live
 from geminid.protocol.errors import (
-    CheckpointWriteError,
     LiveMessageError,
-    NotDurable,
     SessionFailed,
 )
 
-#: Seqs are reserved in blocks, durably, before they are handed out, so that a restart after
-#: kill -9 never reuses a seq a client has seen (it continues after the reserved block).
-SEQ_BLOCK = 4096
 #: Server message kinds the daemon owns and does not forward to clients (connection churn and
 #: resumption handles are the daemon's business; clients see session.status instead).
 _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
@@ -97,14 +93,6 @@ class _Conn:
     first_usage_checked: bool = False
 
 
-@attrs.define
-class _Waiter:
-    """The ack of one durable submit: set once the entry is on disk (or failed)."""
-
-    done: trio.Event = attrs.field(factory=trio.Event)
-    error: Exception | None = None
-
-
 class SessionActor:
     def __init__(
         self,
@@ -131,7 +119,6 @@ class SessionActor:
         self.log = structlog.get_logger("geminid.session").bind(session=name)
 
         self.state = State.CONNECTING
-        self.state_since = trio.current_time()
         self.status_reason: str | None = None
         self.handle: str | None = None
         self.handle_issued_at: float | None = None  # wall clock
@@ -146,12 +133,7 @@ class SessionActor:
         self.transcript: deque[dict] = deque(maxlen=config.session.transcript_tail)
         self._model_text: list[str] = []
         self.next_seq = 1
-        self.seq_reserved = 0
-        self._seq_durable = 0
-        self.event_reserved = 0
-        self._event_durable = 0
-        self._reserving = False
-        self._reserved_event = trio.Event()
+        self.durability = Durability(name, store, self.snapshot, self.log)
         self.reconnects = 0
         self.connected_since: float | None = None  # wall clock
         self.down_since: float | None = trio.current_time()
@@ -167,7 +149,6 @@ class SessionActor:
         self._drained = trio.Event()
         self._lazy_checkpoint = trio.Event()
         self._audio_since_turn = False
-        self._waiters: dict[int, _Waiter] = {}
         self._closing: str | None = None
         self._stopping = False
         self.last_snapshot: dict[str, Any] | None = None
@@ -221,7 +202,7 @@ class SessionActor:
         other realtime input, the relay's hot path: no task, no await), else an awaitable that
         yields the seq once it is durable. Errors are raised here, before anything is queued."""
         seq, waiter = self._accept(message)
-        if waiter is None and seq <= self._seq_durable and not self._backlogged():
+        if waiter is None and seq <= self.durability.seq_durable and not self._backlogged():
             return seq
         return Deferred(self._acknowledge, seq, waiter)
 
@@ -231,7 +212,7 @@ class SessionActor:
         disconnected there is nothing to wait for; the byte bound and staleness apply."""
         return self.state.connected and self.buffer.unsent > UNSENT_HIGH
 
-    def _accept(self, message: dict) -> tuple[int, _Waiter | None]:
+    def _accept(self, message: dict[str, Any]) -> tuple[int, Waiter | None]:
         if self.state.terminal or self._closing:
             raise SessionFailed(
                 f"session {self.name!r} is {self.state.value}"
@@ -274,27 +255,30 @@ class SessionActor:
             # sent after this would reach it with no pending call (1007). Refuse it here.
             self.tools.interrupted()
         if rkind.durable:
-            waiter = self._waiters[seq] = _Waiter()
-            gen = self.store.mark_dirty(self.name, self.snapshot)
-            self._nursery.start_soon(self._commit, entry, gen, waiter)
+            waiter = self.durability.commit(seq, partial(self._durable, entry), partial(self._not_durable, entry))
         else:
             self._wake_writer()
         self._maybe_reserve()
         return seq, waiter
 
-    async def _acknowledge(self, seq: int, waiter: _Waiter | None) -> int:
+    async def _acknowledge(self, seq: int, waiter: Waiter | None) -> int:
         while self._backlogged():
             if self._drained.is_set():
                 self._drained = trio.Event()  # one event shared by every waiting ack
             await self._drained.wait()
-        if waiter is not None:
-            await waiter.done.wait()
-            self._waiters.pop(seq, None)
-            if waiter.error is not None:
-                raise waiter.error
-        if seq > self._seq_durable:
+        await self.durability.acknowledged(seq, waiter)
+        if seq > self.durability.seq_durable:
             await self._await_reservation()
         return seq
+
+    def _durable(self, entry: Entry, gen: int) -> None:
+        entry.gen = gen  # released to the writer
+        self._wake_writer()
+
+    def _not_durable(self, entry: Entry) -> None:
+        if entry.gen < 0:
+            self.buffer.discard_unsent(entry)
+        self.metrics.not_durable += 1
 
     def touch(self) -> None:
         """A client opened or attached to the session: it is not idle (the inactivity timeout)."""
@@ -341,6 +325,7 @@ class SessionActor:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.durability.start(nursery)
                 await self._persist()
                 task_status.started()
                 nursery.start_soon(self._inactivity_watch)
@@ -349,12 +334,7 @@ class SessionActor:
                 nursery.cancel_scope.cancel()
         finally:
             self._drained.set()
-            for waiter in self._waiters.values():
-                if not waiter.done.is_set():
-                    waiter.error = SessionFailed(
-                        f"session {self.name!r} stopped before the message was acknowledged"
-                    )
-                    waiter.done.set()
+            self.durability.fail_waiters()
             self._ended.set()
 
     async def _life(self) -> None:
@@ -620,7 +600,7 @@ class SessionActor:
             self._check_usage(msg.usage, conn)
         if kind not in _PRIVATE_KINDS:
             self.activity.touch(trio.current_time())
-            if self.hub.next_seq > self._event_durable:
+            if self.hub.next_seq > self.durability.event_durable:
                 self._maybe_reserve(force=True)
                 await self._await_reservation()
             self.hub.publish("session.message", {"message": msg.raw})
@@ -658,7 +638,7 @@ class SessionActor:
         )
         self.log.debug("session.handle", handle=handle_tag(self.handle), trimmed=trimmed)
         if old is None:
-            self.store.mark_dirty(self.name, self.snapshot)  # the first handle of a conversation
+            self.durability.persist()  # the first handle of a conversation
         else:
             self._lazy_checkpoint.set()
 
@@ -719,7 +699,7 @@ class SessionActor:
             return []
         removed = self.buffer.remove_tool_responses(lost)
         self.log.warning("session.tool_call_lost", ids=lost, responses_dropped=len(removed))
-        self.store.mark_dirty(self.name, self.snapshot)
+        self.durability.persist()
         return lost
 
     def _seed_message(self, conn: _Conn) -> str | None:
@@ -746,7 +726,7 @@ class SessionActor:
         self.last_prompt_tokens = None  # the next conversation's counts start from scratch
         self.context_lost_pending = reason
         self.metrics.fresh_fallbacks += 1
-        self.store.mark_dirty(self.name, self.snapshot)
+        self.durability.persist()
 
     # ------------------------------------------------------------------ transitions & events --
 
@@ -757,7 +737,6 @@ class SessionActor:
         self.state = transition(old, new)
         if not new.connected:
             self._drained.set()  # nothing to drain into now: release acks held for backpressure
-        self.state_since = trio.current_time()
         self.status_reason = fields.get("reason") or cause
         clean = {k: v for k, v in fields.items() if v is not None}
         self.log.info("session.transition", **{"from": old.value, "to": new.value}, cause=cause, **clean)
@@ -802,29 +781,23 @@ class SessionActor:
         self.hub.publish("session.ended", {"reason": "fatal", "detail": reason})
         # Keep the checkpoint: acknowledged turns are on disk until an operator (or a
         # session.close) decides; the sweeper removes it once the handle would have expired.
-        gen = self.store.mark_dirty(self.name, self.snapshot)
-        await self._wait_durable_quietly(gen)
+        gen = self.durability.persist()
+        await self.durability.wait_quietly(gen)
 
     async def _finish_closed(self, reason: str) -> None:
         # Delete first, so that a client that sees "ended" can rely on the checkpoint being gone.
         if self.handle:
             logsetup.forget_secret(self.handle)
         self.handle = None
-        gen = self.store.mark_deleted(self.name)
-        await self._wait_durable_quietly(gen)
+        gen = self.durability.delete()
+        await self.durability.wait_quietly(gen)
         self._to(State.CLOSED, cause="closed", reason=reason)
         self.hub.publish("session.ended", {"reason": "timeout" if "inactiv" in reason else "closed", "detail": reason})
 
     async def _finish_stopped(self) -> None:
         self.log.info("session.stopped", handle=handle_tag(self.handle))
-        gen = self.store.mark_dirty(self.name, self.snapshot)
-        await self._wait_durable_quietly(gen)
-
-    async def _wait_durable_quietly(self, gen: int) -> None:
-        try:
-            await self.store.wait_durable(self.name, gen)
-        except CheckpointWriteError as exc:
-            self.log.error("checkpoint.failed", error=str(exc))
+        gen = self.durability.persist()
+        await self.durability.wait_quietly(gen)
 
     async def _lazy_checkpoints(self) -> None:
         """Write handle-only changes at most every HANDLE_CHECKPOINT_DELAY seconds.
@@ -839,7 +812,7 @@ class SessionActor:
             await self._lazy_checkpoint.wait()
             await trio.sleep(HANDLE_CHECKPOINT_DELAY)
             self._lazy_checkpoint = trio.Event()
-            self.store.mark_dirty(self.name, self.snapshot)
+            self.durability.persist()
 
     async def _inactivity_watch(self) -> None:
         timeout = self.cfg.session.inactivity_timeout
@@ -856,53 +829,11 @@ class SessionActor:
 
     # ------------------------------------------------------------------ durability --
 
-    async def _commit(self, entry: Entry, gen: int, waiter: _Waiter) -> None:
-        try:
-            await self.store.wait_durable(self.name, gen)
-        except CheckpointWriteError as exc:
-            # Not durable: not acknowledged, and not sent either (a retry by the client must not
-            # produce a duplicate). Remove it if it is still waiting.
-            if entry.gen < 0:
-                self.buffer.discard_unsent(entry)
-            waiter.error = NotDurable(
-                f"message not acknowledged: the checkpoint could not be written ({exc.message})",
-                data={"seq": entry.seq},
-            )
-            self.metrics.not_durable += 1
-        else:
-            entry.gen = gen
-            self._wake_writer()
-        waiter.done.set()
-
     def _maybe_reserve(self, force: bool = False) -> None:
-        """Keep durable seq reservations ahead of what is handed out (see SEQ_BLOCK)."""
-        low_seq = self.seq_reserved - self.next_seq < SEQ_BLOCK // 2
-        low_event = self.event_reserved - self.hub.next_seq < SEQ_BLOCK // 2
-        if not (low_seq or low_event or force) or self._reserving:
-            return
-        self.seq_reserved = self.next_seq + SEQ_BLOCK
-        self.event_reserved = self.hub.next_seq + SEQ_BLOCK
-        self._reserving = True
-        gen = self.store.mark_dirty(self.name, self.snapshot)
-        self._nursery.start_soon(self._reservation_done, gen, self.seq_reserved, self.event_reserved)
-
-    async def _reservation_done(self, gen: int, seq: int, event: int) -> None:
-        try:
-            await self.store.wait_durable(self.name, gen)
-        except CheckpointWriteError as exc:
-            self.log.error("checkpoint.failed", error=str(exc), what="seq reservation")
-        else:
-            self._seq_durable = max(self._seq_durable, seq)
-            self._event_durable = max(self._event_durable, event)
-        finally:
-            self._reserving = False
-            self._reserved_event.set()
-            self._reserved_event = trio.Event()
+        self.durability.maybe_reserve(self.next_seq, self.hub.next_seq, force=force)
 
     async def _await_reservation(self) -> None:
-        while self.next_seq - 1 > self._seq_durable or self.hub.next_seq > self._event_durable:
-            self._maybe_reserve(force=not self._reserving)
-            await self._reserved_event.wait()
+        await self.durability.await_reservation(lambda: self.next_seq, lambda: self.hub.next_seq)
 
     async def _persist(self) -> None:
         self._maybe_reserve(force=True)
@@ -928,8 +859,8 @@ class SessionActor:
             handle_issued_at=self.handle_issued_at,
             last_alive_at=self.last_alive_at,
             created_at=self.created_at,
-            seq_reserved=self.seq_reserved,
-            event_reserved=self.event_reserved,
+            seq_reserved=self.durability.seq_reserved,
+            event_reserved=self.durability.event_reserved,
             pending=tuple(PendingMessage(e.seq, e.message) for e in self.buffer.durable_entries()),
             pending_tools=tuple(self.tools.open_ids()),
             lost_tools=tuple(self.tools.lost),
@@ -954,11 +885,10 @@ class SessionActor:
             logsetup.register_secret(self.handle)
         # Continue strictly after everything that may have been handed out before the crash.
         self.next_seq = r.seq_reserved + 1
-        self.seq_reserved = self._seq_durable = self.next_seq - 1
         first_event = r.event_reserved + 1
         if self.hub.next_seq < first_event:
-            self.hub.next_seq = self.hub.first_seq = first_event
-        self.event_reserved = self._event_durable = self.hub.next_seq - 1
+            self.hub.next_seq = first_event
+        self.durability.restored(self.next_seq - 1, self.hub.next_seq - 1)
         now = trio.current_time()
         for item in r.pending:
             rkind, elicits = classify_message(next(iter(item.message)), item.message)
