@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from geminid.protocol.notifications import Notification
+
 
 @attrs.frozen(slots=True)
 class Event:
@@ -69,6 +71,10 @@ class EventHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._sinks)
+
+    def notify(self, note: Notification) -> Event:
+        """Publish one catalogued notification (:mod:`geminid.protocol.notifications`)."""
+        return self.publish(note.METHOD, note.to_params())
 
     def publish(self, method: str, params: dict[str, Any]) -> Event:
         seq = self.next_seq

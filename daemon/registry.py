@@ -28,7 +28,7 @@ from geminid.daemon.metrics import Metrics
 from geminid.daemon.service import OpenResult, Subscription
 from geminid.daemon.session import SessionActor
 from geminid.daemon.session.record import SessionRecord, fingerprint
-from geminid.daemon.states import State
+from geminid.daemon.states import LocalReason, State
 from geminid.daemon.supervisor import RestartPolicy, supervise
 from geminid.daemon.upstream import Dial
 from geminid.protocol import live
@@ -39,6 +39,7 @@ from geminid.protocol.errors import (
     ShuttingDown,
     UnknownSession,
 )
+from geminid.protocol.notifications import EndReason, SessionEnded
 
 log = structlog.get_logger("geminid.registry")
 
@@ -262,7 +263,7 @@ class SessionRegistry:
             # A failed session: nothing upstream to close; forget it and its checkpoint.
             self._slots.pop(name, None)
             await self._delete_record(name)
-            slot.hub.publish("session.ended", {"reason": "closed", "detail": "closed by client"})
+            slot.hub.notify(SessionEnded(EndReason.CLOSED, LocalReason.CLOSED.value))
         else:
             await actor.close()
         return {"session": name, "status": "closed", "last_seq": slot.hub.last_seq}

@@ -46,12 +46,21 @@ from geminid.daemon.session.durability import Deferred, Durability, Waiter
 from geminid.daemon.session.record import PendingMessage, SessionRecord, fingerprint
 from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer, classify_message
 from geminid.daemon.session.toolcalls import ToolCalls
-from geminid.daemon.states import State, transition
+from geminid.daemon.states import LocalReason, State, transition
 from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
 from geminid.protocol import live
 from geminid.protocol.errors import (
     LiveMessageError,
     SessionFailed,
+)
+from geminid.protocol.notifications import (
+    EndReason,
+    SessionContext,
+    SessionContextLost,
+    SessionEnded,
+    SessionMessage,
+    SessionStatus,
+    SessionToolCallLost,
 )
 
 #: Server message kinds the daemon owns and does not forward to clients (connection churn and
@@ -149,7 +158,9 @@ class SessionActor:
         self._drained = trio.Event()
         self._lazy_checkpoint = trio.Event()
         self._audio_since_turn = False
+        #: Set once the session is to end for good: why (the enum decides), and the words.
         self._closing: str | None = None
+        self._closing_kind: LocalReason | None = None
         self._stopping = False
         self.last_snapshot: dict[str, Any] | None = None
         self._connected_once = False
@@ -290,10 +301,10 @@ class SessionActor:
         if self.state.terminal:
             return
         self._stopping = True
-        self._cancel_current("daemon shutting down")
+        self._cancel_current(LocalReason.SHUTDOWN.value)
         await self._ended.wait()
 
-    def force_reconnect(self, reason: str = "forced reconnect") -> bool:
+    def force_reconnect(self, reason: str = LocalReason.FORCED.value) -> bool:
         """Close the current upstream connection from our side and reconnect at once (ops/tests).
 
         A live connection is closed with 1000 after the relay stops, exactly like a goAway
@@ -309,11 +320,11 @@ class SessionActor:
         self._cancel_current(reason)
         return True
 
-    async def close(self, reason: str = "closed by client") -> None:
+    async def close(self, reason: str = LocalReason.CLOSED.value) -> None:
         """End the session for good: close upstream with 1000, delete the checkpoint."""
         if self.state.terminal:
             return
-        self._closing = reason
+        self._closing, self._closing_kind = reason, LocalReason.CLOSED
         self._cancel_current(reason)
         await self._ended.wait()
 
@@ -563,7 +574,7 @@ class SessionActor:
                 await self._timer_wake.wait()
             now = trio.current_time()
             if conn.deadline is not None and now >= conn.deadline:
-                self._end_connection(conn, "goAway deadline reached; rotating")
+                self._end_connection(conn, LocalReason.GOAWAY_DEADLINE.value)
                 self._wake_writer()
                 raise Ended(Ending(EndingKind.LOCAL, reason=conn.local_reason or ""))
             stall_at = self.activity.stall_at(up.stall_timeout)
@@ -603,10 +614,10 @@ class SessionActor:
             if self.hub.next_seq > self.durability.event_durable:
                 self._maybe_reserve(force=True)
                 await self._await_reservation()
-            self.hub.publish("session.message", {"message": msg.raw})
+            self.hub.notify(SessionMessage(msg.raw))
             self._maybe_reserve()
         if conn.goaway_seen and conn.local_reason is None and self.activity.quiet():
-            self._end_connection(conn, "goAway: rotating at a quiet point")
+            self._end_connection(conn, LocalReason.ROTATION.value)
 
     def _on_server_content(self, msg: live.ServerMessage, conn: _Conn) -> None:
         text = msg.text or msg.output_transcription
@@ -664,7 +675,7 @@ class SessionActor:
             if prompt < self.last_prompt_tokens // 2:
                 reason = f"prompt tokens fell from {self.last_prompt_tokens} to {prompt} after resuming"
                 self.log.warning("session.context_lost", reason=reason, suspected=True)
-                self.hub.publish("session.context_lost", {"reason": reason, "suspected": True})
+                self.hub.notify(SessionContextLost(reason, suspected=True))
         conn.first_usage_checked = True
         self.last_prompt_tokens = prompt
 
@@ -737,10 +748,12 @@ class SessionActor:
         self.state = transition(old, new)
         if not new.connected:
             self._drained.set()  # nothing to drain into now: release acks held for backpressure
-        self.status_reason = fields.get("reason") or cause
-        clean = {k: v for k, v in fields.items() if v is not None}
-        self.log.info("session.transition", **{"from": old.value, "to": new.value}, cause=cause, **clean)
-        self.hub.publish("session.status", {"status": new.value, "cause": cause, **clean})
+        note = SessionStatus(status=new.value, cause=cause, **fields)
+        self.status_reason = note.reason or cause
+        params = note.to_params()
+        del params["status"]
+        self.log.info("session.transition", **{"from": old.value, "to": new.value}, **params)
+        self.hub.notify(note)
 
     def _announce_live(self, conn: _Conn, lost_tools: list[str]) -> None:
         downtime_ms = None
@@ -749,27 +762,27 @@ class SessionActor:
             self.metrics.downtime += trio.current_time() - self.down_since
         self.down_since = None
         if conn.resumed:
-            context = "restored"
+            context = SessionContext.RESTORED
             self.metrics.resumes += 1
             self.log.info(
                 "session.resumed", attempt=conn.attempt, downtime_ms=downtime_ms,
                 handle_age_s=round(time.time() - self.handle_issued_at, 1) if self.handle_issued_at else None,
             )
         elif self.context_lost_pending is not None:
-            context = "lost"
+            context = SessionContext.LOST
         else:
-            context = "fresh"
+            context = SessionContext.FRESH
         if self._connected_once or self.restored:
             self.reconnects += 1
         self._connected_once = True
         self._to(State.LIVE, cause="setup_complete", attempt=conn.attempt, context=context, downtime_ms=downtime_ms)
-        if context == "lost":
+        if context is SessionContext.LOST and self.context_lost_pending is not None:
             reason = self.context_lost_pending
             self.log.warning("session.context_lost", reason=reason)
-            self.hub.publish("session.context_lost", {"reason": reason})
+            self.hub.notify(SessionContextLost(reason))
             self.context_lost_pending = None
         if lost_tools:
-            self.hub.publish("session.tool_call_lost", {"ids": lost_tools})
+            self.hub.notify(SessionToolCallLost(lost_tools))
             self.metrics.tool_calls_lost += len(lost_tools)
 
     async def _finish_failed(self, verdict: Verdict, ending: Ending, note: str | None = None) -> None:
@@ -778,7 +791,7 @@ class SessionActor:
         # Its own event at error level: the operator's alert (README: level == "error") fires
         # on a session that gave up, not on the info-level transition line.
         self.log.error("session.failed", cause=verdict.cause, reason=reason)
-        self.hub.publish("session.ended", {"reason": "fatal", "detail": reason})
+        self.hub.notify(SessionEnded(EndReason.FATAL, reason))
         # Keep the checkpoint: acknowledged turns are on disk until an operator (or a
         # session.close) decides; the sweeper removes it once the handle would have expired.
         gen = self.durability.persist()
@@ -792,7 +805,8 @@ class SessionActor:
         gen = self.durability.delete()
         await self.durability.wait_quietly(gen)
         self._to(State.CLOSED, cause="closed", reason=reason)
-        self.hub.publish("session.ended", {"reason": "timeout" if "inactiv" in reason else "closed", "detail": reason})
+        ended = EndReason.TIMEOUT if self._closing_kind is LocalReason.INACTIVITY else EndReason.CLOSED
+        self.hub.notify(SessionEnded(ended, reason))
 
     async def _finish_stopped(self) -> None:
         self.log.info("session.stopped", handle=handle_tag(self.handle))
@@ -821,7 +835,8 @@ class SessionActor:
         while not self.state.terminal:
             idle = self.activity.idle_for(trio.current_time())
             if idle >= timeout:
-                self._closing = f"inactivity timeout ({timeout:g} s without activity)"
+                self._closing = f"{LocalReason.INACTIVITY.value} ({timeout:g} s without activity)"
+                self._closing_kind = LocalReason.INACTIVITY
                 self.log.info("session.inactive", idle_s=round(idle, 1))
                 self._cancel_current(self._closing)
                 return
