@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import random
 import time
 from collections import deque
@@ -74,11 +73,6 @@ HANDLE_CHECKPOINT_DELAY = 1.0
 UNSENT_HIGH = 256
 #: Endings that happen before the server has read the setup (and so the handle).
 _BEFORE_SETUP = frozenset({EndingKind.REJECTED, EndingKind.NETWORK, EndingKind.CONNECT_TIMEOUT})
-#: TEST ONLY: a deliberately broken build, to prove that the soak (tests/soak) catches one.
-#: Read in this one place; empty in every real run. ``no-replay``: a new connection forgets what
-#: the previous one was sent but not yet covered by a handle. ``reuse-stale-handle``: keep
-#: resuming with the first handle ever received (the buffer is still trimmed by newer ones).
-_TEST_BREAK = os.environ.get("GEMINID_TEST_BREAK", "")
 
 
 def handle_tag(handle: str | None) -> str | None:
@@ -489,8 +483,6 @@ class SessionActor:
         self.connected_since = time.time()
         self.last_alive_at = time.time()
         self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
-        if _TEST_BREAK == "no-replay":
-            self.buffer._trim(lambda _seq: True)  # drop what the last connection was sent
         dropped = self.buffer.new_connection(now)
         if dropped:
             self.metrics.dropped_stale += len(dropped)
@@ -637,8 +629,7 @@ class SessionActor:
         if not (msg.resumable and msg.new_handle):
             return  # keep the last good handle (resumable: false comes while generating)
         old = self.handle
-        if not (_TEST_BREAK == "reuse-stale-handle" and old):
-            self.handle = msg.new_handle
+        self.handle = msg.new_handle
         self.handle_issued_at = time.time()
         self.last_alive_at = self.handle_issued_at
         logsetup.register_secret(self.handle)
