@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -70,6 +70,7 @@ class SessionRegistry:
         *,
         upstream_kind: str,
         restart_policy: RestartPolicy | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = config
         self.store = store
@@ -77,7 +78,9 @@ class SessionRegistry:
         self.metrics = metrics
         self.upstream_kind = upstream_kind
         self.restart_policy = restart_policy or RestartPolicy()
-        self.started_at = time.time()
+        #: Wall clock for the sessions (handle ages, expiry); a test may pass its own.
+        self.wall = wall
+        self.started_at = wall()
         self._started_mono = trio.current_time()
         self._slots: dict[str, _Slot] = {}
         self._nursery: trio.Nursery | None = None
@@ -114,8 +117,8 @@ class SessionRegistry:
         setup = record["setup"]
         ttl = self.cfg.session.handle_ttl
         last_alive = float(record.get("last_alive_at") or 0.0)
-        if time.time() - last_alive > ttl:
-            log.info("session.expired", session=name, idle_s=round(time.time() - last_alive))
+        if self.wall() - last_alive > ttl:
+            log.info("session.expired", session=name, idle_s=round(self.wall() - last_alive))
             await self._delete_record(name)
             return
         slot = self._new_slot(name, setup, record, restored=True)
@@ -148,6 +151,7 @@ class SessionRegistry:
                 dial=self.dial,
                 metrics=self.metrics,
                 record=slot.record,
+                wall=self.wall,
             )
             slot.actor = actor
             try:
@@ -181,7 +185,7 @@ class SessionRegistry:
         interval = max(1.0, min(60.0, self.cfg.session.handle_ttl / 4))
         while True:
             await trio.sleep(interval)
-            now = time.time()
+            now = self.wall()
             for slot in list(self._slots.values()):
                 actor = slot.actor
                 if actor is None or actor.state is not State.FAILED:

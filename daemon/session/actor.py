@@ -21,27 +21,34 @@ stays until a resumable handle covers it. A reconnect simply rewinds the cursor,
 from __future__ import annotations
 
 import hashlib
-import math
 import random
-import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-import attrs
 import structlog
 import trio
 
 from geminid.daemon import logsetup
 from geminid.daemon.backoff import Backoff
 from geminid.daemon.checkpoint import CheckpointStore
-from geminid.daemon.classify import Action, Context, Ending, EndingKind, Verdict, classify
+from geminid.daemon.classify import Ending, EndingKind, Verdict
 from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
+from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall
 from geminid.daemon.session.durability import Deferred, Durability, Waiter
+from geminid.daemon.session.effects import (
+    Effect,
+    EndConnection,
+    HandleDropped,
+    Notify,
+    Persist,
+    SecretAdded,
+    SecretRemoved,
+)
 from geminid.daemon.session.record import PendingMessage, SessionRecord, fingerprint
 from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer, classify_message
 from geminid.daemon.session.toolcalls import ToolCalls
@@ -65,14 +72,10 @@ from geminid.protocol.notifications import (
 #: Server message kinds the daemon owns and does not forward to clients (connection churn and
 #: resumption handles are the daemon's business; clients see session.status instead).
 _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
-#: A connection live this long before its goAway rotation counts as healthy (no backoff).
-GOAWAY_MIN_LIVE = 0.25
 #: Handle-only checkpoint changes are written at most this often (see _lazy_checkpoints).
 HANDLE_CHECKPOINT_DELAY = 1.0
 #: Messages queued but not yet written to a live link, past which acks wait (backpressure).
 UNSENT_HIGH = 256
-#: Endings that happen before the server has read the setup (and so the handle).
-_BEFORE_SETUP = frozenset({EndingKind.REJECTED, EndingKind.NETWORK, EndingKind.CONNECT_TIMEOUT})
 
 
 def handle_tag(handle: str | None) -> str | None:
@@ -80,20 +83,6 @@ def handle_tag(handle: str | None) -> str | None:
     if not handle:
         return None
     return hashlib.sha256(handle.encode()).hexdigest()[:8]
-
-
-@attrs.define
-class _Conn:
-    """Facts about the current connection attempt, for classification and metrics."""
-
-    resumed: bool
-    attempt: int
-    live_at: float | None = None
-    goaway_seen: bool = False
-    deadline: float | None = None
-    #: Set when we decided to end it ourselves (rotation, close, shutdown).
-    local_reason: str | None = None
-    first_usage_checked: bool = False
 
 
 class SessionActor:
@@ -109,6 +98,7 @@ class SessionActor:
         metrics: Metrics,
         record: dict | None = None,
         rng: random.Random | None = None,
+        wall: Callable[[], float],
     ) -> None:
         self.name = name
         self.setup = setup
@@ -119,19 +109,18 @@ class SessionActor:
         self.dial = dial
         self.metrics = metrics
         self.rng = rng or random.Random()
+        #: Wall clock (seconds since the epoch), passed in: handle ages must survive restarts,
+        #: and tests drive it like trio's MockClock.
+        self.wall = wall
         self.log = structlog.get_logger("geminid.session").bind(session=name)
 
         self.state = State.CONNECTING
         self.status_reason: str | None = None
-        self.handle: str | None = None
-        self.handle_issued_at: float | None = None  # wall clock
-        self.last_alive_at: float = time.time()
-        self.created_at: float = time.time()
+        self.created_at: float = wall()
         self.restored = record is not None
         self.buffer = ReplayBuffer(
             max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness
         )
-        self.backoff = Backoff(config.backoff)
         self.tools = ToolCalls()
         self.transcript: deque[dict] = deque(maxlen=config.session.transcript_tail)
         self._model_text: list[str] = []
@@ -141,9 +130,12 @@ class SessionActor:
         self.connected_since: float | None = None  # wall clock
         self.down_since: float | None = trio.current_time()
         self.activity = Activity(self.buffer, self.tools, last_activity=trio.current_time())
-        self.last_prompt_tokens: int | None = None
-        self.context_lost_pending: str | None = None
-        self._conn: _Conn | None = None
+        self.core = SessionCore(
+            session=config.session, backoff=config.backoff, activity=self.activity,
+            transparent=config.upstream.transparent,
+        )
+        self.core.last_alive_at = wall()
+        self._conn: Conn | None = None
         self._link: UpstreamLink | None = None
         self._conn_scope: trio.CancelScope | None = None
         self._wait_scope: trio.CancelScope | None = None
@@ -164,6 +156,27 @@ class SessionActor:
         if record is not None:
             self._restore(record)
 
+    # The core owns the handle and its times; these read (and, for tests' broken builds, write) it.
+    @property
+    def handle(self) -> str | None:
+        return self.core.handle
+
+    @handle.setter
+    def handle(self, value: str | None) -> None:
+        self.core.handle = value
+
+    @property
+    def handle_issued_at(self) -> float | None:
+        return self.core.handle_issued_at
+
+    @property
+    def last_alive_at(self) -> float:
+        return self.core.last_alive_at
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.core.backoff
+
     # ------------------------------------------------------------------ public (registry) --
 
     @property
@@ -171,7 +184,7 @@ class SessionActor:
         return self.hub.last_seq
 
     def summary(self) -> dict[str, Any]:
-        now_wall = time.time()
+        now_wall = self.wall()
         return {
             "session": self.name,
             "status": self.state.value,
@@ -343,28 +356,17 @@ class SessionActor:
             self._ended.set()
 
     async def _life(self) -> None:
-        attempt = 0
-        fresh_reason: str | None = None
         while True:
             if await self._finished_if_asked():
                 return
-            resume = self.handle is not None
-            if resume and self._handle_expired():
-                fresh_reason = "resumption handle expired"
-                self._drop_handle(fresh_reason)
-                resume = False
-            attempt += 1
-            self._to(State.RESUMING if resume else State.CONNECTING, cause=fresh_reason or "dial", attempt=attempt)
-            ending, conn = await self._connect_and_relay(resume, attempt)
+            plan = self.core.dial(self.wall())
+            self._apply(plan.effects)
+            self._to(State.RESUMING if plan.resume else State.CONNECTING, cause=plan.cause, attempt=plan.attempt)
+            ending = await self._connect_and_relay(plan.resume, plan.attempt)
             if await self._finished_if_asked():
                 return
-            if conn.live_at is not None:
-                attempt = 0
-            live_for = (trio.current_time() - conn.live_at) if conn.live_at is not None else None
-            verdict = classify(
-                ending,
-                Context(handle_sent=resume, goaway_seen=conn.goaway_seen, reached_live=conn.live_at is not None),
-            )
+            decision = self.core.ended(ending, trio.current_time(), self.rng.random())
+            verdict, live_for = decision.classified, decision.live_for
             self.metrics.reconnect(verdict.cause)
             self.log.info(
                 "upstream.closed",
@@ -376,46 +378,16 @@ class SessionActor:
                 cause=verdict.cause,
                 live_s=round(live_for, 3) if live_for is not None else None,
             )
-            # A dial refused before the setup was read (HTTP 429/503, TCP, handshake) says
-            # nothing about the handle: only a failure after the setup counts as a failed resume.
-            handle_judged = resume and ending.kind not in _BEFORE_SETUP
-            # Our own rotation after a goAway is planned by the server: no quick-failure wait,
-            # unless the server announced the end almost at once (then the guard stays, so a
-            # server that sends goAway right after every setup cannot make us hot-loop).
-            if (
-                ending.kind is EndingKind.LOCAL
-                and conn.goaway_seen
-                and live_for is not None
-                and live_for >= GOAWAY_MIN_LIVE
-            ):
-                live_for = max(live_for, self.cfg.backoff.quick_failure)
-            self.backoff, delay = self.backoff.after_ending(
-                verdict.action, live_for=live_for, resumed=handle_judged, rand=self.rng.random()
-            )
-            fresh_reason = None
-            if verdict.action is Action.FATAL:
-                await self._finish_failed(verdict, ending)
+            if isinstance(decision, Failed):
+                await self._finish_failed(decision.verdict, ending, note=decision.note)
                 return
-            if delay is None:
-                await self._finish_failed(
-                    Verdict(verdict.action, "retry_budget_exhausted"), ending,
-                    note=f"gave up after {self.backoff.attempt - 1} attempts; last: {verdict.cause}",
-                )
-                return
-            if self.handle is not None and (verdict.action is Action.FRESH_SESSION or self.backoff.must_go_fresh()):
-                fresh_reason = (
-                    "server no longer knows the resumption handle"
-                    if verdict.action is Action.FRESH_SESSION
-                    else f"{self.backoff.failed_resumes} resumes in a row failed"
-                )
-                self._drop_handle(fresh_reason)
-                self.backoff = attrs.evolve(self.backoff, failed_resumes=0)
-            if delay > 0:
-                self._to(State.BACKOFF, cause=verdict.cause, attempt=self.backoff.attempt, retry_in=round(delay, 3),
-                         reason=_short(ending))
+            self._apply(decision.effects)
+            if decision.delay > 0:
+                self._to(State.BACKOFF, cause=verdict.cause, attempt=self.backoff.attempt,
+                         retry_in=round(decision.delay, 3), reason=_short(ending))
                 with trio.CancelScope() as scope:
                     self._wait_scope = scope
-                    await trio.sleep(delay)
+                    await trio.sleep(decision.delay)
                 self._wait_scope = None
 
     async def _finished_if_asked(self) -> bool:
@@ -428,15 +400,10 @@ class SessionActor:
             return True
         return False
 
-    async def _connect_and_relay(self, resume: bool, attempt: int) -> tuple[Ending, _Conn]:
-        conn = _Conn(resumed=resume, attempt=attempt)
-        self._conn = conn
-        body = dict(self.setup)
-        resumption: dict[str, Any] = {"handle": self.handle} if resume else {}
-        if self.cfg.upstream.transparent:
-            resumption["transparent"] = True
-        body["sessionResumption"] = resumption
-        setup_wire = live.encode({"setup": body})
+    async def _connect_and_relay(self, resume: bool, attempt: int) -> Ending:
+        assert self.core.conn is not None
+        conn = self._conn = self.core.conn
+        setup_wire = live.encode(self.core.setup_message(self.setup, resume=resume))
         self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle))
         ending: Ending
         try:
@@ -473,24 +440,21 @@ class SessionActor:
         if conn.live_at is not None:
             self.down_since = trio.current_time()
             self.connected_since = None
-            self.last_alive_at = time.time()
-        return ending, conn
+        return ending
 
-    async def _relay(self, link: UpstreamLink, conn: _Conn, setup_s: float) -> Ending:
+    async def _relay(self, link: UpstreamLink, conn: Conn, setup_s: float) -> Ending:
         now = trio.current_time()
-        conn.live_at = now
-        self.activity.connection_opened(now)
-        self.connected_since = time.time()
-        self.last_alive_at = time.time()
+        self.connected_since = self.wall()
+        self.core.opened(now, self.connected_since)
         self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
         dropped = self.buffer.new_connection(now)
         if dropped:
             self.metrics.dropped_stale += len(dropped)
         lost = self._reconcile_tool_calls(conn)
-        seed = self._seed_message(conn)
+        seed = self.core.seed_message(list(self.transcript))
         self._announce_live(conn, lost)
         if seed is not None:
-            await link.send(seed)
+            await link.send(live.encode(seed))
             self.buffer.note_extra_sent()
         if len(self.buffer):
             self.log.info("replay.sent", messages=len(self.buffer), dropped_stale=len(dropped))
@@ -511,7 +475,7 @@ class SessionActor:
         async def writer() -> None:
             while True:
                 entry = self.buffer.peek()
-                if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=conn.goaway_seen):
+                if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=self.core.draining()):
                     self._wake = trio.Event()
                     await self._wake.wait()
                     continue
@@ -537,12 +501,12 @@ class SessionActor:
             return found
         finally:
             self._relay_scope = None
-            self.activity.connection_closed()
+            self.core.connection_closed(self.wall())
         if ending is None:
             ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "relay ended")
         return ending
 
-    async def _timers(self, link: UpstreamLink, conn: _Conn, scope: trio.CancelScope) -> None:
+    async def _timers(self, link: UpstreamLink, conn: Conn, scope: trio.CancelScope) -> None:
         """goAway deadline, stall detection and keepalive.
 
         Driven by the clock, not by arriving messages (after a goAway the server may go silent,
@@ -553,25 +517,20 @@ class SessionActor:
         up = self.cfg.upstream
         next_ping = trio.current_time() + up.keepalive_interval if up.keepalive_interval > 0 else None
         while True:
-            wake_at = math.inf
-            if conn.deadline is not None:
-                wake_at = conn.deadline
-            stall_at = self.activity.stall_at(up.stall_timeout)
-            if stall_at is not None:
-                wake_at = min(wake_at, stall_at)
+            wake_at = self.core.wake_at(up.stall_timeout)
             if next_ping is not None:
                 wake_at = min(wake_at, next_ping)
             self._timer_wake = trio.Event()
             with trio.move_on_at(wake_at):
                 await self._timer_wake.wait()
             now = trio.current_time()
-            if conn.deadline is not None and now >= conn.deadline:
-                self._end_connection(conn, LocalReason.GOAWAY_DEADLINE.value)
+            fired = self.core.timer(now, up.stall_timeout)
+            if isinstance(fired, EndConnection):
+                self._end_connection(conn, fired.reason.value)
                 self._wake_writer()
                 raise Ended(Ending(EndingKind.LOCAL, reason=conn.local_reason or ""))
-            stall_at = self.activity.stall_at(up.stall_timeout)
-            if stall_at is not None and now >= stall_at:
-                raise Ended(Ending(EndingKind.STALL, reason=f"no frame for {up.stall_timeout:g} s while a reply was expected"))
+            if isinstance(fired, Stall):
+                raise Ended(fired.ending)
             if next_ping is not None and now >= next_ping:
                 with trio.move_on_after(up.keepalive_timeout) as ping_scope:
                     await link.ping()
@@ -585,7 +544,7 @@ class SessionActor:
 
     # ------------------------------------------------------------------ server messages --
 
-    async def _on_server_message(self, msg: live.ServerMessage, conn: _Conn) -> None:
+    async def _on_server_message(self, msg: live.ServerMessage, conn: Conn) -> None:
         kind = msg.kind
         if kind == "serverContent":
             self._on_server_content(msg, conn)
@@ -608,10 +567,11 @@ class SessionActor:
                 await self._await_reservation()
             self.hub.notify(SessionMessage(msg.raw))
             self._maybe_reserve()
-        if conn.goaway_seen and conn.local_reason is None and self.activity.quiet():
-            self._end_connection(conn, LocalReason.ROTATION.value)
+        rotate = self.core.rotation()
+        if rotate is not None:
+            self._end_connection(conn, rotate.reason.value)
 
-    def _on_server_content(self, msg: live.ServerMessage, conn: _Conn) -> None:
+    def _on_server_content(self, msg: live.ServerMessage, conn: Conn) -> None:
         text = msg.text or msg.output_transcription
         if text:
             self._model_text.append(text)
@@ -626,53 +586,30 @@ class SessionActor:
                 self._model_text = []
 
     def _on_resumption_update(self, msg: live.ServerMessage) -> None:
-        if not (msg.resumable and msg.new_handle):
-            return  # keep the last good handle (resumable: false comes while generating)
-        old = self.handle
-        self.handle = msg.new_handle
-        self.handle_issued_at = time.time()
-        self.last_alive_at = self.handle_issued_at
-        logsetup.register_secret(self.handle)
-        if old and old != self.handle:
-            logsetup.forget_secret(old)
-        trimmed = self.buffer.covered_by_handle(
-            msg.last_consumed_index if self.cfg.upstream.transparent else None
-        )
-        self.log.debug("session.handle", handle=handle_tag(self.handle), trimmed=trimmed)
-        if old is None:
-            self.durability.persist()  # the first handle of a conversation
-        else:
-            self._lazy_checkpoint.set()
+        trimmed, effects = self.core.resumption_update(msg, self.wall())
+        if effects:
+            self.log.debug("session.handle", handle=handle_tag(self.handle), trimmed=trimmed)
+        self._apply(effects)
 
-    def _on_goaway(self, msg: live.ServerMessage, conn: _Conn) -> None:
-        time_left = msg.time_left if msg.time_left is not None else 0.0
-        conn.goaway_seen = True
-        margin = min(self.cfg.session.goaway_margin, time_left / 2)
-        conn.deadline = trio.current_time() + max(0.0, time_left - margin)
+    def _on_goaway(self, msg: live.ServerMessage, conn: Conn) -> None:
+        time_left = self.core.goaway(msg.time_left, trio.current_time())
         self.log.info("upstream.goaway", time_left_s=time_left)
         if self.state is State.LIVE:
             self._to(State.DRAINING, cause="goaway", time_left=time_left)
         self._wake_writer()
         self._poke_timers()
 
-    def _check_usage(self, usage: dict, conn: _Conn) -> None:
+    def _check_usage(self, usage: dict, conn: Conn) -> None:
         """A resumed session whose prompt token count collapses has lost its context even
         though the server accepted the handle (reported with audio+video and ephemeral tokens)."""
-        prompt = usage.get("promptTokenCount")
-        if not isinstance(prompt, int):
-            return
-        if conn.resumed and not conn.first_usage_checked and self.last_prompt_tokens:
-            conn.first_usage_checked = True
-            if prompt < self.last_prompt_tokens // 2:
-                reason = f"prompt tokens fell from {self.last_prompt_tokens} to {prompt} after resuming"
-                self.log.warning("session.context_lost", reason=reason, suspected=True)
-                self.hub.notify(SessionContextLost(reason, suspected=True))
-        conn.first_usage_checked = True
-        self.last_prompt_tokens = prompt
+        reason = self.core.usage(usage)
+        if reason is not None:
+            self.log.warning("session.context_lost", reason=reason, suspected=True)
+            self.hub.notify(SessionContextLost(reason, suspected=True))
 
     # ------------------------------------------------------------------ decisions --
 
-    def _end_connection(self, conn: _Conn, reason: str) -> None:
+    def _end_connection(self, conn: Conn, reason: str) -> None:
         if conn.local_reason is None:
             conn.local_reason = reason
             self.log.info("session.rotating", reason=reason)
@@ -691,7 +628,7 @@ class SessionActor:
         if self._wait_scope is not None:
             self._wait_scope.cancel()
 
-    def _reconcile_tool_calls(self, conn: _Conn) -> list[str]:
+    def _reconcile_tool_calls(self, conn: Conn) -> list[str]:
         """On a new connection every open tool call is gone (see ``ToolCalls.connection_lost``).
         The turn that caused it is still in the replay buffer (its reply never ended) and will be
         answered again, with a new call id; queued responses for lost calls are dropped."""
@@ -704,31 +641,25 @@ class SessionActor:
         self.durability.persist()
         return lost
 
-    def _seed_message(self, conn: _Conn) -> str | None:
-        """Optionally re-seed a fresh session with the saved transcript (never on a resume)."""
-        if conn.resumed or not self.cfg.session.reseed or self.context_lost_pending is None:
-            return None
-        turns = [
-            {"role": t["role"], "parts": [{"text": t["text"]}]} for t in self.transcript if t.get("text")
-        ]
-        if not turns:
-            return None
-        return live.encode({"clientContent": {"turns": turns, "turnComplete": False}})
-
-    def _handle_expired(self) -> bool:
-        ttl = self.cfg.session.handle_ttl
-        seen = max(self.handle_issued_at or 0.0, self.last_alive_at)
-        return time.time() - seen > ttl
-
-    def _drop_handle(self, reason: str) -> None:
-        if self.handle:
-            logsetup.forget_secret(self.handle)
-        self.handle = None
-        self.handle_issued_at = None
-        self.last_prompt_tokens = None  # the next conversation's counts start from scratch
-        self.context_lost_pending = reason
-        self.metrics.fresh_fallbacks += 1
-        self.durability.persist()
+    def _apply(self, effects: list[Effect]) -> None:
+        """Carry out what the core decided."""
+        for effect in effects:
+            if isinstance(effect, Persist):
+                if effect.urgent:
+                    self.durability.persist()
+                else:
+                    self._lazy_checkpoint.set()
+            elif isinstance(effect, SecretAdded):
+                logsetup.register_secret(effect.value)
+            elif isinstance(effect, SecretRemoved):
+                logsetup.forget_secret(effect.value)
+            elif isinstance(effect, HandleDropped):
+                self.metrics.fresh_fallbacks += 1
+            elif isinstance(effect, Notify):
+                self.hub.notify(effect.note)
+            elif isinstance(effect, EndConnection):
+                if self._conn is not None:
+                    self._end_connection(self._conn, effect.reason.value)
 
     # ------------------------------------------------------------------ transitions & events --
 
@@ -746,7 +677,7 @@ class SessionActor:
         self.log.info("session.transition", **{"from": old.value, "to": new.value}, **params)
         self.hub.notify(note)
 
-    def _announce_live(self, conn: _Conn, lost_tools: list[str]) -> None:
+    def _announce_live(self, conn: Conn, lost_tools: list[str]) -> None:
         downtime_ms = None
         if self.down_since is not None:
             downtime_ms = round((trio.current_time() - self.down_since) * 1000, 1)
@@ -757,9 +688,9 @@ class SessionActor:
             self.metrics.resumes += 1
             self.log.info(
                 "session.resumed", attempt=conn.attempt, downtime_ms=downtime_ms,
-                handle_age_s=round(time.time() - self.handle_issued_at, 1) if self.handle_issued_at else None,
+                handle_age_s=round(self.wall() - self.handle_issued_at, 1) if self.handle_issued_at else None,
             )
-        elif self.context_lost_pending is not None:
+        elif self.core.context_lost_pending is not None:
             context = SessionContext.LOST
         else:
             context = SessionContext.FRESH
@@ -767,11 +698,11 @@ class SessionActor:
             self.reconnects += 1
         self._connected_once = True
         self._to(State.LIVE, cause="setup_complete", attempt=conn.attempt, context=context, downtime_ms=downtime_ms)
-        if context is SessionContext.LOST and self.context_lost_pending is not None:
-            reason = self.context_lost_pending
+        if context is SessionContext.LOST and self.core.context_lost_pending is not None:
+            reason = self.core.context_lost_pending
             self.log.warning("session.context_lost", reason=reason)
             self.hub.notify(SessionContextLost(reason))
-            self.context_lost_pending = None
+            self.core.context_lost_pending = None
         if lost_tools:
             self.hub.notify(SessionToolCallLost(lost_tools))
             self.metrics.tool_calls_lost += len(lost_tools)
@@ -853,7 +784,7 @@ class SessionActor:
     def snapshot(self) -> dict[str, Any]:
         """The checkpoint record (see :mod:`geminid.daemon.session.record`), as the store writes it."""
         if self.state.connected:
-            self.last_alive_at = time.time()
+            self.core.last_alive_at = self.wall()
         self.last_snapshot = record = self.record().to_dict()
         return record
 
@@ -872,7 +803,7 @@ class SessionActor:
             lost_tools=tuple(self.tools.lost),
             transcript=tuple(self.transcript),
             reconnects=self.reconnects,
-            context_lost=self.context_lost_pending,
+            context_lost=self.core.context_lost_pending,
             failed=self.status_reason if self.state is State.FAILED else None,
         )
 
@@ -883,10 +814,10 @@ class SessionActor:
         pre-check (:func:`geminid.daemon.registry.unusable_record`) does before starting us.
         """
         r = SessionRecord.from_dict(record, name=self.name)
-        self.created_at = r.created_at or time.time()
+        self.created_at = r.created_at or self.wall()
         self.handle = r.handle
-        self.handle_issued_at = r.handle_issued_at
-        self.last_alive_at = r.last_alive_at
+        self.core.handle_issued_at = r.handle_issued_at
+        self.core.last_alive_at = r.last_alive_at
         if self.handle:
             logsetup.register_secret(self.handle)
         # Continue strictly after everything that may have been handed out before the crash.
@@ -903,9 +834,9 @@ class SessionActor:
         self.tools.restore(r.pending_tools, r.lost_tools)
         self.transcript.extend(r.transcript)
         self.reconnects = r.reconnects
-        self.context_lost_pending = r.context_lost
+        self.core.context_lost_pending = r.context_lost
         if not self.handle and self.transcript:
-            self.context_lost_pending = self.context_lost_pending or "no resumption handle was saved"
+            self.core.context_lost_pending = self.core.context_lost_pending or "no resumption handle was saved"
 
 
 def _response_ids(canonical: dict) -> list[str | None]:
