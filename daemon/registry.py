@@ -49,10 +49,10 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 @attrs.define
 class _Slot:
     name: str
-    setup: dict
+    setup: dict[str, Any]
     fingerprint: str
     hub: EventHub
-    record: dict | None
+    record: dict[str, Any] | None
     restored: bool
     actor: SessionActor | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
@@ -89,7 +89,7 @@ class SessionRegistry:
     # ------------------------------------------------------------------ lifecycle --
 
     async def run(
-        self, records: dict[str, dict], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, records: dict[str, dict[str, Any]], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Restore checkpointed sessions, report ready, then serve until cancelled.
 
@@ -105,7 +105,7 @@ class SessionRegistry:
             nursery.start_soon(self._sweeper)
             await trio.sleep_forever()
 
-    async def _restore(self, name: str, record: dict) -> None:
+    async def _restore(self, name: str, record: dict[str, Any]) -> None:
         problem = unusable_record(record, self.cfg, name=name)
         if problem is not None:
             # Checksum-valid but not restorable (a bug, a version skew, a hand edit): drop this
@@ -129,7 +129,7 @@ class SessionRegistry:
         gen = self.store.mark_deleted(name)
         await self.store.wait_durable(name, gen)
 
-    def _new_slot(self, name: str, setup: dict, record: dict | None, *, restored: bool) -> _Slot:
+    def _new_slot(self, name: str, setup: dict[str, Any], record: dict[str, Any] | None, *, restored: bool) -> _Slot:
         hub = EventHub(name, ring_size=self.cfg.session.event_ring)
         slot = _Slot(name, setup, fingerprint(setup), hub, record, restored)
         self._slots[name] = slot
@@ -203,6 +203,24 @@ class SessionRegistry:
             raise UnknownSession(f"no session named {name!r}", data={"session": name})
         return slot
 
+    def actor(self, name: str) -> SessionActor:
+        """The running actor of session ``name`` (raises UnknownSession). For ops and tests:
+        clients go through the SessionService methods."""
+        actor = self._slot(name).actor
+        assert actor is not None
+        return actor
+
+    def hub(self, name: str) -> EventHub:
+        """The event hub of session ``name`` (raises UnknownSession)."""
+        return self._slot(name).hub
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._slots
+
+    def names(self) -> list[str]:
+        """The sessions the registry holds (running, failed, or being restarted)."""
+        return sorted(self._slots)
+
     async def open(self, name: str, setup: dict[str, Any]) -> OpenResult:
         if self._stopping:
             raise ShuttingDown("the daemon is shutting down")
@@ -233,11 +251,11 @@ class SessionRegistry:
                 await self._start(slot)
             if actor is not None and actor.state is not State.CLOSED:
                 actor.touch()
-                return OpenResult(name, self._slot(name).actor.state.value, False, slot.restored, slot.hub.last_seq)
+                return OpenResult(name, self.actor(name).state.value, False, slot.restored, slot.hub.last_seq)
         slot = self._new_slot(name, body, None, restored=False)
         await self._start(slot)
         log.info("session.opened", session=name, model=body.get("model"), fingerprint=fp)
-        return OpenResult(name, slot.actor.state.value, True, False, slot.hub.last_seq)
+        return OpenResult(name, self.actor(name).state.value, True, False, slot.hub.last_seq)
 
     async def send(self, name: str, message: dict[str, Any]) -> int:
         outcome = self.send_now(name, message)
@@ -246,12 +264,12 @@ class SessionRegistry:
     def send_now(self, name: str, message: dict[str, Any]) -> int | Awaitable[int]:
         if self._stopping:
             raise ShuttingDown("the daemon is shutting down")
-        return self._slot(name).actor.submit_now(message)
+        return self.actor(name).submit_now(message)
 
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         slot = self._slot(name)
         gap, backlog = slot.hub.subscribe(sink, since)
-        slot.actor.touch()
+        self.actor(name).touch()
         return Subscription(name, gap, backlog, slot.hub.last_seq)
 
     def detach(self, name: str, sink: EventSink) -> None:

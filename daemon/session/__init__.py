@@ -23,10 +23,15 @@ from geminid.daemon.session.actor import (
     SessionActor as SessionActor,
 )
 from geminid.daemon.session.actor import (
-    fingerprint as fingerprint,
-)
-from geminid.daemon.session.actor import (
     handle_tag as handle_tag,
 )
+from geminid.daemon.session.record import (
+    SessionRecord as SessionRecord,
+)
+from geminid.daemon.session.record import (
+    fingerprint as fingerprint,
+)
 
-__all__ = ["HANDLE_CHECKPOINT_DELAY", "UNSENT_HIGH", "SessionActor", "fingerprint", "handle_tag"]
+__all__ = [
+    "HANDLE_CHECKPOINT_DELAY", "UNSENT_HIGH", "SessionActor", "SessionRecord", "fingerprint", "handle_tag",
+]

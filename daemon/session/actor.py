@@ -89,14 +89,14 @@ class SessionActor:
     def __init__(
         self,
         name: str,
-        setup: dict,
+        setup: dict[str, Any],
         *,
         config: Config,
         store: CheckpointStore,
         hub: EventHub,
         dial: Dial,
         metrics: Metrics,
-        record: dict | None = None,
+        record: dict[str, Any] | None = None,
         rng: random.Random | None = None,
         wall: Callable[[], float],
     ) -> None:
@@ -122,7 +122,7 @@ class SessionActor:
             max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness
         )
         self.tools = ToolCalls()
-        self.transcript: deque[dict] = deque(maxlen=config.session.transcript_tail)
+        self.transcript: deque[dict[str, Any]] = deque(maxlen=config.session.transcript_tail)
         self._model_text: list[str] = []
         self.next_seq = 1
         self.durability = Durability(name, store, self.snapshot, self.log)
@@ -205,7 +205,7 @@ class SessionActor:
             "restored": self.restored,
         }
 
-    async def submit(self, message: dict) -> int:
+    async def submit(self, message: dict[str, Any]) -> int:
         """Accept one client message. Returns its seq once acknowledged.
 
         Turns, tool responses and context updates are acknowledged once durable (group-committed
@@ -215,7 +215,7 @@ class SessionActor:
         outcome = self.submit_now(message)
         return outcome if isinstance(outcome, int) else await outcome
 
-    def submit_now(self, message: dict) -> int | Awaitable[int]:
+    def submit_now(self, message: dict[str, Any]) -> int | Awaitable[int]:
         """Accept ``message`` synchronously: its seq when it is already acknowledged (audio and
         other realtime input, the relay's hot path: no task, no await), else an awaitable that
         yields the seq once it is durable. Errors are raised here, before anything is queued."""
@@ -599,7 +599,7 @@ class SessionActor:
         self._wake_writer()
         self._poke_timers()
 
-    def _check_usage(self, usage: dict, conn: Conn) -> None:
+    def _check_usage(self, usage: dict[str, Any], conn: Conn) -> None:
         """A resumed session whose prompt token count collapses has lost its context even
         though the server accepted the handle (reported with audio+video and ephemeral tokens)."""
         reason = self.core.usage(usage)
@@ -839,11 +839,11 @@ class SessionActor:
             self.core.context_lost_pending = self.core.context_lost_pending or "no resumption handle was saved"
 
 
-def _response_ids(canonical: dict) -> list[str | None]:
+def _response_ids(canonical: dict[str, Any]) -> list[str | None]:
     return [r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])]
 
 
-def _interrupts(canonical: dict) -> bool:
+def _interrupts(canonical: dict[str, Any]) -> bool:
     """Input that makes the server interrupt the model (and cancel its pending tool calls)."""
     if "clientContent" in canonical:
         return True
@@ -851,7 +851,7 @@ def _interrupts(canonical: dict) -> bool:
     return "text" in body or "activityStart" in body
 
 
-def _content_text(turns: list[dict]) -> str:
+def _content_text(turns: list[dict[str, Any]]) -> str:
     out = []
     for turn in turns:
         for part in turn.get("parts", []) or []:

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import attrs
 
@@ -53,7 +54,7 @@ class Kind(enum.Enum):
         return self in (Kind.TURN, Kind.TOOL_RESPONSE, Kind.CONTEXT)
 
 
-def classify_message(kind: str, canonical: dict) -> tuple[Kind, bool]:
+def classify_message(kind: str, canonical: dict[str, Any]) -> tuple[Kind, bool]:
     """Map a validated client message to its replay :class:`Kind` and whether it elicits a reply."""
     if kind == "clientContent":
         body = canonical["clientContent"]
@@ -73,7 +74,7 @@ def classify_message(kind: str, canonical: dict) -> tuple[Kind, bool]:
 class Entry:
     seq: int
     kind: Kind
-    message: dict
+    message: dict[str, Any]
     #: The encoded frame, computed once at accept time (the relay path only copies bytes).
     wire: str
     at: float
@@ -121,7 +122,7 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries)
 
     @property
@@ -256,8 +257,7 @@ class ReplayBuffer:
         last_answered = self.replies.covered_through()
         n = 0 if last_answered is None else self._trim(lambda seq: seq <= last_answered)
         while self.cursor and self._entries and self._entries[0].kind is Kind.TOOL_RESPONSE:
-            head = self._entries[0].seq
-            n += self._trim(lambda seq, head=head: seq == head)
+            n += self._trim(self._entries[0].seq.__eq__)
         return n
 
     def remove_tool_responses(self, ids: Iterable[str]) -> list[Entry]:
@@ -291,7 +291,7 @@ class ReplayBuffer:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _trim(self, covered) -> int:
+    def _trim(self, covered: Callable[[int], bool]) -> int:
         n = 0
         while self.cursor and self._entries and covered(self._entries[0].seq):
             e = self._entries.popleft()

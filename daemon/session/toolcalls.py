@@ -40,10 +40,10 @@ class ToolCalls:
     def open_ids(self) -> list[str]:
         return sorted(self.pending | self.answered)
 
-    def called(self, ids: Iterable[str]) -> None:
-        ids = {i for i in ids if i}
-        self.answered -= ids  # an id the server issues again is pending again
-        self.pending |= ids
+    def called(self, ids: Iterable[str | None]) -> None:
+        issued = {i for i in ids if i}
+        self.answered -= issued  # an id the server issues again is pending again
+        self.pending |= issued
 
     def cancelled_by_server(self, ids: Iterable[str]) -> None:
         for call_id in ids:
@@ -78,9 +78,9 @@ class ToolCalls:
             raise LiveMessageError(f"no pending tool call has id {call_id!r}", path=_PATH)
 
     def responded(self, ids: Iterable[str | None]) -> None:
-        ids = {i for i in ids if i}
-        self.pending -= ids
-        self.answered |= ids
+        answered = {i for i in ids if i}
+        self.pending -= answered
+        self.answered |= answered
 
     def reply_ended(self) -> None:
         """The reply that consumed the responses ended: the round trip is over."""

@@ -86,7 +86,7 @@ class Core:
         return await self.registry.send(name, live.client_content(text))
 
     def actor(self, name: str = "s"):
-        return self.registry._slots[name].actor
+        return self.registry.actor(name)
 
 
 def make_config(state_dir: Path, **sections: Any) -> Config:

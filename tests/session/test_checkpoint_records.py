@@ -151,7 +151,7 @@ async def test_an_unusable_record_costs_its_session_alone(tmp_path, field, value
             # The healthy neighbour restores and talks; the poisoned one is gone, with its file.
             rec = Recorder()
             core.registry.attach("kitchen", rec, None)
-            assert "poisoned" not in core.registry._slots
+            assert "poisoned" not in core.registry
             await core.say("kitchen", "still there?")
             await rec.wait(lambda r: r.turn_ends() >= 1)
             await trio.sleep(0.5)  # (long enough for a crash loop to show)

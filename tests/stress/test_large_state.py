@@ -65,7 +65,7 @@ async def _run(tmp_path: Path) -> None:
                 rec = Recorder()
                 await registry.open("big", TEXT_SETUP)
                 registry.attach("big", rec, 0)
-                actor = registry._slots["big"].actor
+                actor = registry.actor("big")
                 for i in range(answered):
                     first.append(f"turn {i:05d} " + "lorem ipsum dolor sit amet " * 8)
                     await registry.send("big", live.client_content(first[-1]))
@@ -101,7 +101,7 @@ async def _run(tmp_path: Path) -> None:
             registry = await _start_registry(nursery, cfg, fake, report.records)
             rec = Recorder()
             registry.attach("big", rec, 0)
-            actor = registry._slots["big"].actor
+            actor = registry.actor("big")
             await settle(lambda: actor.state is State.LIVE and len(actor.buffer) == 0, timeout=60,
                          what="restored session replayed and covered everything")
             lives = [p for p in rec.of("session.status") if p["status"] == "live"]
