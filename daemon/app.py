@@ -35,7 +35,7 @@ from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config
 from geminid.daemon.config_load import load_config, reload_api_key
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import SessionRegistry, start_core
 from geminid.daemon.server import serve_unix
 from geminid.daemon.upstream import Dial, Endpoint
 from geminid.protocol.errors import ConfigError, EscalationError
@@ -92,14 +92,13 @@ async def run_daemon(
             store = CheckpointStore(cfg.state_dir)
             # Corrupt files are quarantined (moved aside, logged) by the store; the start goes on.
             report = await trio.to_thread.run_sync(store.load_all)
-            await root.start(store.run)
-            registry = SessionRegistry(
-                cfg, store, dial, metrics,
-                upstream_kind="embedded-fake" if cfg.embedded_fake else "gemini",
-            )
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as core:
-                    await core.start(registry.run, report.records)
+                    # The store runs in root: it outlives the sessions, to flush at the end.
+                    registry = await start_core(
+                        core, cfg, dial, metrics, store=store, store_nursery=root, records=report.records,
+                        upstream_kind="embedded-fake" if cfg.embedded_fake else "gemini",
+                    )
                     server_scope = trio.CancelScope()
                     socket_path = await core.start(_serve, registry, cfg, listen_sock, server_scope)
                     notifier.ready(registry.status_line())
@@ -110,7 +109,7 @@ async def run_daemon(
                     async for signum in signals:
                         if signum == signal.SIGHUP:
                             key.cfg = _reload(key.cfg, args, environ, notifier)
-                            registry.cfg = key.cfg
+                            registry.reconfigure(key.cfg)
                             continue
                         name = signal.Signals(signum).name
                         log.info("daemon.stopping", signal=name)

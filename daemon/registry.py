@@ -88,6 +88,11 @@ class SessionRegistry:
 
     # ------------------------------------------------------------------ lifecycle --
 
+    def reconfigure(self, cfg: Config) -> None:
+        """A reloaded configuration (SIGHUP): sessions started from now on use it; running
+        actors keep the one they were built with."""
+        self.cfg = cfg
+
     async def run(
         self, records: dict[str, dict[str, Any]], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -328,6 +333,38 @@ class SessionRegistry:
         if worst:
             line += f" ({worst})"
         return line[:200]
+
+
+async def start_core(
+    nursery: trio.Nursery,
+    cfg: Config,
+    dial: Dial,
+    metrics: Metrics,
+    *,
+    upstream_kind: str,
+    store: CheckpointStore | None = None,
+    store_nursery: trio.Nursery | None = None,
+    records: dict[str, dict[str, Any]] | None = None,
+    wall: Callable[[], float] = time.time,
+    restart_policy: RestartPolicy | None = None,
+) -> SessionRegistry:
+    """The ONE place that wires the session core, for the daemon and every test harness.
+
+    Starts the checkpoint store in ``store_nursery`` (default ``nursery``; the daemon keeps it
+    running past the sessions, to flush), restores ``records`` (default: what the store loads
+    from ``cfg.state_dir``), and starts the registry in ``nursery``. Returns once every restored
+    session's actor runs. The seams are parameters: a test passes its own store (e.g. one whose
+    writes run inline), dialer, wall clock or restart policy.
+    """
+    store = store or CheckpointStore(cfg.state_dir)
+    if records is None:
+        records = (await trio.to_thread.run_sync(store.load_all)).records
+    await (store_nursery or nursery).start(store.run)
+    registry = SessionRegistry(
+        cfg, store, dial, metrics, upstream_kind=upstream_kind, restart_policy=restart_policy, wall=wall
+    )
+    await nursery.start(registry.run, records)
+    return registry
 
 
 def unusable_record(record: dict[str, Any], cfg: Config | None = None, *, name: str = "check") -> str | None:

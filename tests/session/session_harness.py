@@ -20,7 +20,7 @@ from geminid.daemon.config import Config, SessionConfig, UpstreamConfig
 from geminid.daemon.events import Event
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import SessionRegistry, start_core
 from geminid.daemon.upstream import Dial, Endpoint
 from geminid.protocol import live
 
@@ -127,14 +127,12 @@ async def open_core(
             store._run_sync = inline
         if records is None:
             records = store.load_all().records
-        await nursery.start(store.run)
         dial = Dial(
             Endpoint.parse(fake.url()), lambda: key, cfg.upstream.connect_timeout,
             cfg.upstream.setup_timeout, cfg.upstream.max_message_size, connector=connector,
         )
         metrics = Metrics()
-        registry = SessionRegistry(cfg, store, dial, metrics, upstream_kind="fake")
-        await nursery.start(registry.run, records)
+        registry = await start_core(nursery, cfg, dial, metrics, upstream_kind="fake", store=store, records=records)
         yield Core(fake, registry, store, cfg, nursery, metrics, dials)
         nursery.cancel_scope.cancel()
 

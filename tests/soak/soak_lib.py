@@ -65,11 +65,10 @@ from soak_client import (
 
 from geminid.daemon import logsetup
 from geminid.daemon.backoff import BackoffPolicy
-from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
 from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream, Fault
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import start_core
 from geminid.daemon.server import serve_unix
 from geminid.daemon.upstream import Dial, Endpoint
 from geminid.protocol import live
@@ -339,13 +338,10 @@ async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResul
                     goaway_before=1.5,
                 )).serve)
                 cfg = soak_config(state_dir, sockdir / "geminid.sock", params.audio_staleness)
-                store = CheckpointStore(cfg.state_dir)
-                await nursery.start(store.run)
                 metrics = Metrics()
                 dial = Dial(Endpoint.parse(fake.url()), lambda: KEY, cfg.upstream.connect_timeout,
                             cfg.upstream.setup_timeout, cfg.upstream.max_message_size)
-                registry = SessionRegistry(cfg, store, dial, metrics, upstream_kind="fake")
-                await nursery.start(registry.run, {})
+                registry = await start_core(nursery, cfg, dial, metrics, upstream_kind="fake", records={})
                 sock = await nursery.start(serve_unix, registry, cfg.server)
                 global LAST_FAKE  # post-mortem debugging of the last run (see LAST_LOGS)
                 LAST_FAKE = fake

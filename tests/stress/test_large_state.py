@@ -15,7 +15,7 @@ from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import SessionConfig, UpstreamConfig
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import SessionRegistry, start_core
 from geminid.daemon.states import State
 from geminid.daemon.upstream import Dial, Endpoint
 from geminid.protocol import live
@@ -27,12 +27,8 @@ TURN_BYTES = 8 * 1024
 
 
 async def _start_registry(nursery: trio.Nursery, cfg, fake: FakeUpstream, records: dict) -> SessionRegistry:
-    store = CheckpointStore(cfg.state_dir)
-    await nursery.start(store.run)
     dial = Dial(Endpoint.parse(fake.url()), lambda: "k", 10, 10, cfg.upstream.max_message_size)
-    registry = SessionRegistry(cfg, store, dial, Metrics(), upstream_kind="fake")
-    await nursery.start(registry.run, records)
-    return registry
+    return await start_core(nursery, cfg, dial, Metrics(), upstream_kind="fake", records=records)
 
 
 async def test_large_state_checkpointed_and_restored_replays_every_turn_once(tmp_path: Path):
