@@ -447,7 +447,11 @@ class SessionActor:
         self.connected_since = self.wall()
         self.core.opened(now, self.connected_since)
         self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
-        dropped = self.buffer.new_connection(now)
+        # "replayed" has one owner, the buffer's stats; the daemon-wide metric mirrors it.
+        replaying = self._connected_once or self.restored
+        before = self.buffer.stats.replayed
+        dropped = self.buffer.new_connection(now, replaying=replaying)
+        self.metrics.replayed += self.buffer.stats.replayed - before
         if dropped:
             self.metrics.dropped_stale += len(dropped)
         lost = self._reconcile_tool_calls(conn)
@@ -456,9 +460,8 @@ class SessionActor:
         if seed is not None:
             await link.send(live.encode(seed))
             self.buffer.note_extra_sent()
-        if len(self.buffer):
+        if replaying and len(self.buffer):
             self.log.info("replay.sent", messages=len(self.buffer), dropped_stale=len(dropped))
-            self.metrics.replayed += len(self.buffer)
         ending: Ending | None = None
 
         async def reader() -> None:

@@ -170,7 +170,7 @@ class ReplayBuffer:
             self.replies.sent(entry.seq)
         return entry
 
-    def new_connection(self, now: float) -> list[Entry]:
+    def new_connection(self, now: float, *, replaying: bool = True) -> list[Entry]:
         """Rewind for a fresh connection: drop stale audio, reset per-connection counters.
 
         Returns the entries dropped as stale (already counted in ``stats``). Everything left is
@@ -199,7 +199,8 @@ class ReplayBuffer:
             self._entries = keep
             self.bytes = sum(e.size for e in keep)
             self.stats.dropped_stale += len(dropped)
-        self.stats.replayed += len(self._entries)
+        if replaying:  # (the first connection of a session replays nothing: it sends)
+            self.stats.replayed += len(self._entries)
         self.cursor = 0
         self._conn_seqs = []
         self._conn_base = 0
