@@ -1,17 +1,21 @@
-"""The session actor: one named Gemini Live conversation held across any number of connections.
+"""The session actor: the trio shell around one session's sans-IO core.
 
-The actor owns everything about its session (state machine, resumption handle, replay buffer,
-pending tool calls, transcript tail, seq counters) and is the only code that mutates it. Clients
-reach it through :meth:`SessionActor.submit` and the event hub; the connection is a child scope
-that comes and goes.
+:class:`SessionActor` runs the I/O of one named Gemini Live conversation held across any number of
+connections: the dial loop, one connection at a time (reader, writer, timers), the cancel scopes,
+the ack waits. What to *do* is decided by :class:`~geminid.daemon.session.core.SessionCore` (the
+handle, the backoff, goAway, stalls, what an ending means, client-message acceptance) and
+:class:`~geminid.daemon.session.activity.Activity`; the actor carries out their effects: it
+persists through :class:`~geminid.daemon.session.durability.Durability`, publishes catalogued
+notifications on the hub, and keeps the explicit state machine (each transition logged once, with
+its cause). Clients reach it through :meth:`SessionActor.submit` and the event hub.
 
 One connection's life::
 
     dial (+ setup with sessionResumption) ─▶ setupComplete ─▶ live
-        reader task:  server frames ─▶ state updates + events to subscribers
+        reader task:  server frames ─▶ core/activity ─▶ events to subscribers
         writer task:  replay buffer (cursor) ─▶ socket, in seq order, held while draining
-        timer task:   goAway deadline, stall detection, keepalive pings
-    ─▶ an Ending ─▶ classify ─▶ backoff ─▶ resume (handle) | fresh (context lost) | failed
+        timer task:   goAway deadline, stall detection (core.timer), keepalive pings
+    ─▶ an Ending ─▶ core.ended (classify, backoff) ─▶ resume (handle) | fresh (context lost) | failed
 
 Why the buffer is the send queue: a message is written once per connection, in order, and
 stays until a resumable handle covers it. A reconnect simply rewinds the cursor, so "replay" and
@@ -50,13 +54,12 @@ from geminid.daemon.session.effects import (
     SecretRemoved,
 )
 from geminid.daemon.session.record import PendingMessage, SessionRecord, fingerprint
-from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer, classify_message
+from geminid.daemon.session.replay import Entry, ReplayBuffer, classify_message
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State, transition
 from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
 from geminid.protocol import live
 from geminid.protocol.errors import (
-    LiveMessageError,
     SessionFailed,
 )
 from geminid.protocol.notifications import (
@@ -122,8 +125,6 @@ class SessionActor:
             max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness
         )
         self.tools = ToolCalls()
-        self.transcript: deque[dict[str, Any]] = deque(maxlen=config.session.transcript_tail)
-        self._model_text: list[str] = []
         self.next_seq = 1
         self.durability = Durability(name, store, self.snapshot, self.log)
         self.reconnects = 0
@@ -143,7 +144,6 @@ class SessionActor:
         self._timer_wake = trio.Event()
         self._drained = trio.Event()
         self._lazy_checkpoint = trio.Event()
-        self._audio_since_turn = False
         #: Set once the session is to end for good: why (the enum decides), and the words.
         self._closing: str | None = None
         self._closing_kind: LocalReason | None = None
@@ -176,6 +176,10 @@ class SessionActor:
     @property
     def backoff(self) -> Backoff:
         return self.core.backoff
+
+    @property
+    def transcript(self) -> deque[dict[str, Any]]:
+        return self.core.transcript
 
     # ------------------------------------------------------------------ public (registry) --
 
@@ -237,42 +241,11 @@ class SessionActor:
                 + (f": {self.status_reason}" if self.status_reason else ""),
                 data={"status": self.state.value},
             )
-        kind, canonical = live.validate_client_message(message, transparent_allowed=False)
-        if kind == "setup":
-            raise LiveMessageError(
-                "setup is sent by the daemon; use session.open to configure a session", path="setup"
-            )
-        rkind, elicits = classify_message(kind, canonical)
-        if rkind is Kind.TOOL_RESPONSE:
-            self.tools.check_response(_response_ids(canonical))
         seq = self.next_seq
-        now = trio.current_time()
-        # A durable entry is held back (gen -1) until its checkpoint generation is on disk.
-        entry = Entry(seq, rkind, canonical, live.encode(canonical), now, elicits,
-                      gen=-1 if rkind.durable else 0)
-        if rkind is Kind.AUDIO:
-            self.buffer.drop_sent_stale_audio(now)
-        self.buffer.append(entry)  # may raise BufferFull (nothing consumed, seq not used)
+        entry = self.core.accept(message, seq, trio.current_time())
         self.next_seq += 1
-        self.activity.touch(now)
         waiter = None
-        interrupting_end = False  # an audioStreamEnd/activityEnd closing an utterance
-        if rkind is Kind.TOOL_RESPONSE:
-            self.tools.responded(_response_ids(canonical))
-        if rkind is Kind.TURN:
-            text = _content_text(canonical["clientContent"].get("turns", []))
-            if text:
-                self.transcript.append({"role": "user", "text": text})
-        if rkind is Kind.AUDIO:
-            self._audio_since_turn = True
-        elif elicits:
-            interrupting_end = self._audio_since_turn
-            self._audio_since_turn = False
-        if self.tools.pending and (_interrupts(canonical) or (elicits and interrupting_end)):
-            # The server cancels a pending call when new input interrupts the model; a response
-            # sent after this would reach it with no pending call (1007). Refuse it here.
-            self.tools.interrupted()
-        if rkind.durable:
+        if entry.kind.durable:
             waiter = self.durability.commit(seq, partial(self._durable, entry), partial(self._not_durable, entry))
         else:
             self._wake_writer()
@@ -455,7 +428,7 @@ class SessionActor:
         if dropped:
             self.metrics.dropped_stale += len(dropped)
         lost = self._reconcile_tool_calls(conn)
-        seed = self.core.seed_message(list(self.transcript))
+        seed = self.core.seed_message()
         self._announce_live(conn, lost)
         if seed is not None:
             await link.send(live.encode(seed))
@@ -552,8 +525,7 @@ class SessionActor:
         if kind == "serverContent":
             self._on_server_content(msg, conn)
         elif kind == "toolCall":
-            self.activity.server_message(msg)
-            self.tools.called(call.get("id") for call in msg.function_calls)
+            self.core.tool_call(msg)
             self._lazy_checkpoint.set()  # so that a restart can report the call as lost
         elif kind == "toolCallCancellation":
             self.tools.cancelled_by_server(msg.cancelled_ids)
@@ -575,18 +547,8 @@ class SessionActor:
             self._end_connection(conn, rotate.reason.value)
 
     def _on_server_content(self, msg: live.ServerMessage, conn: Conn) -> None:
-        text = msg.text or msg.output_transcription
-        if text:
-            self._model_text.append(text)
-        facts = self.activity.server_message(msg)
-        if facts.started:
+        if self.core.server_content(msg).started:
             self._poke_timers()
-        if facts.boundary:
-            # The tool round trip is over once the response that consumed it ends.
-            self.tools.reply_ended()
-            if self._model_text:
-                self.transcript.append({"role": "model", "text": "".join(self._model_text)})
-                self._model_text = []
 
     def _on_resumption_update(self, msg: live.ServerMessage) -> None:
         trimmed, effects = self.core.resumption_update(msg, self.wall())
@@ -632,16 +594,10 @@ class SessionActor:
             self._wait_scope.cancel()
 
     def _reconcile_tool_calls(self, conn: Conn) -> list[str]:
-        """On a new connection every open tool call is gone (see ``ToolCalls.connection_lost``).
-        The turn that caused it is still in the replay buffer (its reply never ended) and will be
-        answered again, with a new call id; queued responses for lost calls are dropped."""
-        queued = [i for e in self.buffer if e.kind is Kind.TOOL_RESPONSE for i in _response_ids(e.message)]
-        lost = self.tools.connection_lost(queued)
-        if not lost:
-            return []
-        removed = self.buffer.remove_tool_responses(lost)
-        self.log.warning("session.tool_call_lost", ids=lost, responses_dropped=len(removed))
-        self.durability.persist()
+        lost, dropped = self.core.reconcile_tool_calls()
+        if lost:
+            self.log.warning("session.tool_call_lost", ids=lost, responses_dropped=dropped)
+            self.durability.persist()
         return lost
 
     def _apply(self, effects: list[Effect]) -> None:
@@ -840,27 +796,6 @@ class SessionActor:
         self.core.context_lost_pending = r.context_lost
         if not self.handle and self.transcript:
             self.core.context_lost_pending = self.core.context_lost_pending or "no resumption handle was saved"
-
-
-def _response_ids(canonical: dict[str, Any]) -> list[str | None]:
-    return [r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])]
-
-
-def _interrupts(canonical: dict[str, Any]) -> bool:
-    """Input that makes the server interrupt the model (and cancel its pending tool calls)."""
-    if "clientContent" in canonical:
-        return True
-    body = canonical.get("realtimeInput") or {}
-    return "text" in body or "activityStart" in body
-
-
-def _content_text(turns: list[dict[str, Any]]) -> str:
-    out = []
-    for turn in turns:
-        for part in turn.get("parts", []) or []:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                out.append(part["text"])
-    return "".join(out)
 
 
 def _short(ending: Ending) -> str:

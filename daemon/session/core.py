@@ -17,14 +17,16 @@ go fresh, or fail), and when a resumed session's token counts say its context wa
 
 from __future__ import annotations
 
+import collections
 import math
+from typing import Any
 
 import attrs
 
 from geminid.daemon.backoff import Backoff, BackoffPolicy
 from geminid.daemon.classify import Action, Context, Ending, EndingKind, Verdict, classify
 from geminid.daemon.config import SessionConfig
-from geminid.daemon.session.activity import Activity
+from geminid.daemon.session.activity import Activity, ReplyFacts
 from geminid.daemon.session.effects import (
     Effect,
     EndConnection,
@@ -33,8 +35,10 @@ from geminid.daemon.session.effects import (
     SecretAdded,
     SecretRemoved,
 )
+from geminid.daemon.session.replay import Entry, Kind, classify_message
 from geminid.daemon.states import LocalReason
 from geminid.protocol import live
+from geminid.protocol.errors import LiveMessageError
 
 #: A connection live this long before its goAway rotation counts as healthy (no backoff).
 GOAWAY_MIN_LIVE = 0.25
@@ -118,6 +122,78 @@ class SessionCore:
         self.conn: Conn | None = None
         self._attempt = 0
         self._fresh_reason: str | None = None
+        #: The conversation's tail, for re-seeding a fresh session and for the checkpoint.
+        self.transcript: collections.deque[dict[str, Any]] = collections.deque(maxlen=session.transcript_tail)
+        self._model_text: list[str] = []
+        self._audio_since_turn = False
+
+    # -- client messages -------------------------------------------------------------------
+
+    def accept(self, message: dict[str, Any], seq: int, now: float) -> Entry:
+        """Validate and queue one client message as ``seq``; raises (nothing queued) if the
+        server would refuse it: a bad message, a setup, a response to no pending call, a full
+        buffer. A durable entry is held back (gen -1) until its checkpoint is on disk."""
+        kind, canonical = live.validate_client_message(message, transparent_allowed=False)
+        if kind == "setup":
+            raise LiveMessageError(
+                "setup is sent by the daemon; use session.open to configure a session", path="setup"
+            )
+        rkind, elicits = classify_message(kind, canonical)
+        if rkind is Kind.TOOL_RESPONSE:
+            self.tools.check_response(response_ids(canonical))
+        entry = Entry(seq, rkind, canonical, live.encode(canonical), now, elicits, gen=-1 if rkind.durable else 0)
+        if rkind is Kind.AUDIO:
+            self.buffer.drop_sent_stale_audio(now)
+        self.buffer.append(entry)  # may raise BufferFull (nothing consumed, seq not used)
+        self.activity.touch(now)
+        interrupting_end = False  # an audioStreamEnd/activityEnd closing an utterance
+        if rkind is Kind.TOOL_RESPONSE:
+            self.tools.responded(response_ids(canonical))
+        if rkind is Kind.TURN:
+            text = content_text(canonical["clientContent"].get("turns", []))
+            if text:
+                self.transcript.append({"role": "user", "text": text})
+        if rkind is Kind.AUDIO:
+            self._audio_since_turn = True
+        elif elicits:
+            interrupting_end = self._audio_since_turn
+            self._audio_since_turn = False
+        if self.tools.pending and (interrupts(canonical) or (elicits and interrupting_end)):
+            # The server cancels a pending call when new input interrupts the model; a response
+            # sent after this would reach it with no pending call (1007). Refuse it here.
+            self.tools.interrupted()
+        return entry
+
+    # -- server messages -------------------------------------------------------------------
+
+    def server_content(self, msg: live.ServerMessage) -> ReplyFacts:
+        """serverContent: the reply model, the transcript, the end of a tool round trip."""
+        text = msg.text or msg.output_transcription
+        if text:
+            self._model_text.append(text)
+        facts = self.activity.server_message(msg)
+        if facts.boundary:
+            # The tool round trip is over once the response that consumed it ends.
+            self.tools.reply_ended()
+            if self._model_text:
+                self.transcript.append({"role": "model", "text": "".join(self._model_text)})
+                self._model_text = []
+        return facts
+
+    def tool_call(self, msg: live.ServerMessage) -> None:
+        self.activity.server_message(msg)
+        self.tools.called(call.get("id") for call in msg.function_calls)
+
+    def reconcile_tool_calls(self) -> tuple[list[str], int]:
+        """On a new connection every open tool call is gone (see ``ToolCalls.connection_lost``).
+        The turn that caused it is still in the replay buffer (its reply never ended) and will be
+        answered again, with a new call id; queued responses for lost calls are dropped.
+        Returns the lost ids and how many queued responses were dropped."""
+        queued = [i for e in self.buffer if e.kind is Kind.TOOL_RESPONSE for i in response_ids(e.message)]
+        lost = self.tools.connection_lost(queued)
+        if not lost:
+            return [], 0
+        return lost, len(self.buffer.remove_tool_responses(lost))
 
     # -- the handle ------------------------------------------------------------------------
 
@@ -179,12 +255,12 @@ class SessionCore:
         body["sessionResumption"] = resumption
         return {"setup": body}
 
-    def seed_message(self, transcript: list[dict[str, str]]) -> dict[str, object] | None:
+    def seed_message(self) -> dict[str, object] | None:
         """Optionally re-seed a fresh session with the saved transcript (never on a resume)."""
         conn = self.conn
         if conn is None or conn.resumed or not self.policy.reseed or self.context_lost_pending is None:
             return None
-        turns = [{"role": t["role"], "parts": [{"text": t["text"]}]} for t in transcript if t.get("text")]
+        turns = [{"role": t["role"], "parts": [{"text": t["text"]}]} for t in self.transcript if t.get("text")]
         if not turns:
             return None
         return {"clientContent": {"turns": turns, "turnComplete": False}}
@@ -308,3 +384,24 @@ class SessionCore:
             effects = self.drop_handle(self._fresh_reason)
             self.backoff = attrs.evolve(self.backoff, failed_resumes=0)
         return Retry(verdict, delay, live_for, effects)
+
+
+def response_ids(canonical: dict[str, Any]) -> list[str | None]:
+    return [r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])]
+
+
+def interrupts(canonical: dict[str, Any]) -> bool:
+    """Input that makes the server interrupt the model (and cancel its pending tool calls)."""
+    if "clientContent" in canonical:
+        return True
+    body = canonical.get("realtimeInput") or {}
+    return "text" in body or "activityStart" in body
+
+
+def content_text(turns: list[dict[str, Any]]) -> str:
+    out = []
+    for turn in turns:
+        for part in turn.get("parts", []) or []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+    return "".join(out)

@@ -273,3 +273,32 @@ def test_a_collapsed_token_count_after_a_resume_is_suspected_context_loss(before
     core.dial(0.0)
     assert (core.usage({"promptTokenCount": after}) is not None) == suspected
     assert core.usage({"promptTokenCount": 1}) is None  # only the first count after a resume
+
+
+def test_accept_queues_refuses_and_interrupts_without_io():
+    from geminid.protocol.errors import LiveMessageError, ToolCallLost
+
+    core = make_core()
+    entry = core.accept(live.client_content("hello"), 1, now=0.0)
+    assert entry.kind is Kind.TURN and entry.gen == -1 and [e.seq for e in core.buffer] == [1]
+    assert list(core.transcript) == [{"role": "user", "text": "hello"}]
+    with pytest.raises(LiveMessageError, match="no pending tool call"):
+        core.accept(live.tool_response([{"id": "x", "name": "f", "response": {}}]), 2, now=0.0)
+    core.tool_call(server(live.tool_call([{"id": "c1", "name": "f"}])))
+    core.accept(live.client_content("never mind"), 2, now=0.0)  # interrupts: the server cancels c1
+    with pytest.raises(ToolCallLost, match="cancelled"):
+        core.accept(live.tool_response([{"id": "c1", "name": "f", "response": {}}]), 3, now=0.0)
+    assert [e.seq for e in core.buffer] == [1, 2]
+    with pytest.raises(LiveMessageError, match="setup is sent by the daemon"):
+        core.accept({"setup": {"model": "models/x"}}, 3, now=0.0)
+
+
+def test_the_model_reply_lands_in_the_transcript_at_its_boundary():
+    core = make_core()
+    core.dial(0.0)
+    core.opened(0.0, 0.0)
+    assert core.server_content(server(live.server_text("hel"))).started
+    core.server_content(server(live.server_text("lo")))
+    assert not core.transcript
+    assert core.server_content(server(live.turn_complete())).boundary
+    assert list(core.transcript) == [{"role": "model", "text": "hello"}]
