@@ -24,7 +24,6 @@ stays until a resumable handle covers it. A reconnect simply rewinds the cursor,
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -37,12 +36,12 @@ import trio
 from geminid.daemon import logsetup
 from geminid.daemon.backoff import Backoff
 from geminid.daemon.checkpoint import CheckpointStore
-from geminid.daemon.classify import Ending, EndingKind, Verdict
+from geminid.daemon.classify import Ending, Verdict
 from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
-from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall
+from geminid.daemon.session.core import Conn, SessionCore
 from geminid.daemon.session.durability import Deferred, Durability, Waiter
 from geminid.daemon.session.effects import (
     Effect,
@@ -53,42 +52,25 @@ from geminid.daemon.session.effects import (
     SecretAdded,
     SecretRemoved,
 )
-from geminid.daemon.session.record import PendingMessage, SessionRecord, fingerprint
-from geminid.daemon.session.replay import Entry, ReplayBuffer, classify_message
+from geminid.daemon.session.record import SessionRecord, fingerprint
+from geminid.daemon.session.relay import HANDLE_CHECKPOINT_DELAY as HANDLE_CHECKPOINT_DELAY
+from geminid.daemon.session.relay import UNSENT_HIGH as UNSENT_HIGH
+from geminid.daemon.session.relay import Relay, handle_tag, short_ending
+from geminid.daemon.session.replay import Entry, ReplayBuffer
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State, transition
-from geminid.daemon.upstream import Dial, Ended, UpstreamLink, ending_from_group, open_link
-from geminid.protocol import live
+from geminid.daemon.upstream import Dial, UpstreamLink
 from geminid.protocol.errors import (
     SessionFailed,
 )
 from geminid.protocol.notifications import (
     EndReason,
-    SessionContext,
-    SessionContextLost,
     SessionEnded,
-    SessionMessage,
     SessionStatus,
-    SessionToolCallLost,
 )
 
-#: Server message kinds the daemon owns and does not forward to clients (connection churn and
-#: resumption handles are the daemon's business; clients see session.status instead).
-_PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
-#: Handle-only checkpoint changes are written at most this often (see _lazy_checkpoints).
-HANDLE_CHECKPOINT_DELAY = 1.0
-#: Messages queued but not yet written to a live link, past which acks wait (backpressure).
-UNSENT_HIGH = 256
 
-
-def handle_tag(handle: str | None) -> str | None:
-    """What logs may say about a handle: a short hash, never the handle."""
-    if not handle:
-        return None
-    return hashlib.sha256(handle.encode()).hexdigest()[:8]
-
-
-class SessionActor:
+class SessionActor(Relay):
     def __init__(
         self,
         name: str,
@@ -107,7 +89,6 @@ class SessionActor:
         self.setup = setup
         self.fingerprint = fingerprint(setup)
         self.cfg = config
-        self.store = store
         self.hub = hub
         self.dial = dial
         self.metrics = metrics
@@ -151,7 +132,6 @@ class SessionActor:
         self.last_snapshot: dict[str, Any] | None = None
         self._connected_once = False
         self._relay_scope: trio.CancelScope | None = None
-        self._nursery: trio.Nursery
         self._ended = trio.Event()
         if record is not None:
             self._restore(record)
@@ -315,7 +295,6 @@ class SessionActor:
         structlog.contextvars.bind_contextvars(session=self.name)
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
                 self.durability.start(nursery)
                 await self._persist()
                 task_status.started()
@@ -328,41 +307,6 @@ class SessionActor:
             self.durability.fail_waiters()
             self._ended.set()
 
-    async def _life(self) -> None:
-        while True:
-            if await self._finished_if_asked():
-                return
-            plan = self.core.dial(self.wall())
-            self._apply(plan.effects)
-            self._to(State.RESUMING if plan.resume else State.CONNECTING, cause=plan.cause, attempt=plan.attempt)
-            ending = await self._connect_and_relay(plan.resume, plan.attempt)
-            if await self._finished_if_asked():
-                return
-            decision = self.core.ended(ending, trio.current_time(), self.rng.random())
-            verdict, live_for = decision.classified, decision.live_for
-            self.metrics.reconnect(verdict.cause)
-            self.log.info(
-                "upstream.closed",
-                code=ending.code,
-                reason=logsetup.redact_text(ending.reason)[:200],
-                kind=ending.kind.value,
-                http_status=ending.http_status,
-                action=verdict.action.value,
-                cause=verdict.cause,
-                live_s=round(live_for, 3) if live_for is not None else None,
-            )
-            if isinstance(decision, Failed):
-                await self._finish_failed(decision.verdict, ending, note=decision.note)
-                return
-            self._apply(decision.effects)
-            if decision.delay > 0:
-                self._to(State.BACKOFF, cause=verdict.cause, attempt=self.backoff.attempt,
-                         retry_in=round(decision.delay, 3), reason=_short(ending))
-                with trio.CancelScope() as scope:
-                    self._wait_scope = scope
-                    await trio.sleep(decision.delay)
-                self._wait_scope = None
-
     async def _finished_if_asked(self) -> bool:
         """Stop (daemon shutdown) or close (client, inactivity) if that was asked for."""
         if self._stopping:
@@ -372,214 +316,6 @@ class SessionActor:
             await self._finish_closed(self._closing)
             return True
         return False
-
-    async def _connect_and_relay(self, resume: bool, attempt: int) -> Ending:
-        assert self.core.conn is not None
-        conn = self._conn = self.core.conn
-        setup_wire = live.encode(self.core.setup_message(self.setup, resume=resume))
-        self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle))
-        ending: Ending
-        try:
-            with trio.CancelScope() as scope:
-                self._conn_scope = scope
-                if self._closing:
-                    scope.cancel()
-                async with trio.open_nursery() as conn_nursery:
-                    link, setup_s = await open_link(conn_nursery, self.dial, setup_wire)
-                    self._link = link
-                    try:
-                        ending = await self._relay(link, conn, setup_s)
-                    finally:
-                        self._link = None
-                        self.metrics.bytes_up += link.bytes_up
-                        self.metrics.bytes_down += link.bytes_down
-                        if conn.local_reason is not None:
-                            await link.close(1000, "")
-                        else:
-                            await link.abort()
-                    conn_nursery.cancel_scope.cancel()
-            if scope.cancelled_caught:
-                ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "cancelled")
-        except Ended as exc:
-            ending = exc.ending
-        except BaseExceptionGroup as group:
-            found = ending_from_group(group, stage="relay" if conn.live_at else "connect")
-            if found is None:
-                raise
-            ending = found
-        finally:
-            self._conn_scope = None
-            self._conn = None
-        if conn.live_at is not None:
-            self.down_since = trio.current_time()
-            self.connected_since = None
-        return ending
-
-    async def _relay(self, link: UpstreamLink, conn: Conn, setup_s: float) -> Ending:
-        now = trio.current_time()
-        self.connected_since = self.wall()
-        self.core.opened(now, self.connected_since)
-        self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
-        # "replayed" has one owner, the buffer's stats; the daemon-wide metric mirrors it.
-        replaying = self._connected_once or self.restored
-        before = self.buffer.stats.replayed
-        dropped = self.buffer.new_connection(now, replaying=replaying)
-        self.metrics.replayed += self.buffer.stats.replayed - before
-        if dropped:
-            self.metrics.dropped_stale += len(dropped)
-        lost = self._reconcile_tool_calls(conn)
-        seed = self.core.seed_message()
-        self._announce_live(conn, lost)
-        if seed is not None:
-            await link.send(live.encode(seed))
-            self.buffer.note_extra_sent()
-        if replaying and len(self.buffer):
-            self.log.info("replay.sent", messages=len(self.buffer), dropped_stale=len(dropped))
-        ending: Ending | None = None
-
-        async def reader() -> None:
-            nonlocal ending
-            while True:
-                msg = await link.receive()
-                self.activity.frame_received(trio.current_time())
-                await self._on_server_message(msg, conn)
-                if conn.local_reason is not None:
-                    ending = Ending(EndingKind.LOCAL, reason=conn.local_reason)
-                    nursery.cancel_scope.cancel()
-                    return
-
-        async def writer() -> None:
-            while True:
-                entry = self.buffer.peek()
-                if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=self.core.draining()):
-                    self._wake = trio.Event()
-                    await self._wake.wait()
-                    continue
-                self.buffer.mark_sent()
-                if self.buffer.unsent <= UNSENT_HIGH // 2:
-                    self._drained.set()
-                await link.send(entry.wire)
-                if self.activity.written(entry, trio.current_time()):
-                    self._poke_timers()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                self._relay_scope = nursery.cancel_scope
-                nursery.start_soon(reader)
-                nursery.start_soon(writer)
-                nursery.start_soon(self._timers, link, conn, nursery.cancel_scope)
-        except Ended as exc:
-            return exc.ending
-        except BaseExceptionGroup as group:
-            found = ending_from_group(group, stage="relay")
-            if found is None:
-                raise
-            return found
-        finally:
-            self._relay_scope = None
-            self.core.connection_closed(self.wall())
-        if ending is None:
-            ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "relay ended")
-        return ending
-
-    async def _timers(self, link: UpstreamLink, conn: Conn, scope: trio.CancelScope) -> None:
-        """goAway deadline, stall detection and keepalive.
-
-        Driven by the clock, not by arriving messages (after a goAway the server may go silent,
-        and a check that runs only on arrival never fires). It sleeps until the earliest armed
-        deadline and is poked (``_poke_timers``) when a new one may have been armed, so an idle
-        session costs no wakeups besides its keepalive ping.
-        """
-        up = self.cfg.upstream
-        next_ping = trio.current_time() + up.keepalive_interval if up.keepalive_interval > 0 else None
-        while True:
-            wake_at = self.core.wake_at(up.stall_timeout)
-            if next_ping is not None:
-                wake_at = min(wake_at, next_ping)
-            self._timer_wake = trio.Event()
-            with trio.move_on_at(wake_at):
-                await self._timer_wake.wait()
-            now = trio.current_time()
-            fired = self.core.timer(now, up.stall_timeout)
-            if isinstance(fired, EndConnection):
-                self._end_connection(conn, fired.reason.value)
-                self._wake_writer()
-                raise Ended(Ending(EndingKind.LOCAL, reason=conn.local_reason or ""))
-            if isinstance(fired, Stall):
-                raise Ended(fired.ending)
-            if next_ping is not None and now >= next_ping:
-                with trio.move_on_after(up.keepalive_timeout) as ping_scope:
-                    await link.ping()
-                if ping_scope.cancelled_caught:
-                    raise Ended(Ending(EndingKind.STALL, reason=f"no pong within {up.keepalive_timeout:g} s"))
-                next_ping = trio.current_time() + up.keepalive_interval
-
-    def _poke_timers(self) -> None:
-        """A deadline may have been armed (goAway, a reply now expected): re-plan the timers."""
-        self._timer_wake.set()
-
-    # ------------------------------------------------------------------ server messages --
-
-    async def _on_server_message(self, msg: live.ServerMessage, conn: Conn) -> None:
-        kind = msg.kind
-        if kind == "serverContent":
-            self._on_server_content(msg, conn)
-        elif kind == "toolCall":
-            self.core.tool_call(msg)
-            self._lazy_checkpoint.set()  # so that a restart can report the call as lost
-        elif kind == "toolCallCancellation":
-            self.tools.cancelled_by_server(msg.cancelled_ids)
-        elif kind == "sessionResumptionUpdate":
-            self._on_resumption_update(msg)
-        elif kind == "goAway":
-            self._on_goaway(msg, conn)
-        if msg.usage:
-            self._check_usage(msg.usage, conn)
-        if kind not in _PRIVATE_KINDS:
-            self.activity.touch(trio.current_time())
-            if self.hub.next_seq > self.durability.event_durable:
-                self._maybe_reserve(force=True)
-                await self._await_reservation()
-            self.hub.notify(SessionMessage(msg.raw))
-            self._maybe_reserve()
-        rotate = self.core.rotation()
-        if rotate is not None:
-            self._end_connection(conn, rotate.reason.value)
-
-    def _on_server_content(self, msg: live.ServerMessage, conn: Conn) -> None:
-        if self.core.server_content(msg).started:
-            self._poke_timers()
-
-    def _on_resumption_update(self, msg: live.ServerMessage) -> None:
-        trimmed, effects = self.core.resumption_update(msg, self.wall())
-        if effects:
-            self.log.debug("session.handle", handle=handle_tag(self.handle), trimmed=trimmed)
-        self._apply(effects)
-
-    def _on_goaway(self, msg: live.ServerMessage, conn: Conn) -> None:
-        time_left = self.core.goaway(msg.time_left, trio.current_time())
-        self.log.info("upstream.goaway", time_left_s=time_left)
-        if self.state is State.LIVE:
-            self._to(State.DRAINING, cause="goaway", time_left=time_left)
-        self._wake_writer()
-        self._poke_timers()
-
-    def _check_usage(self, usage: dict[str, Any], conn: Conn) -> None:
-        """A resumed session whose prompt token count collapses has lost its context even
-        though the server accepted the handle (reported with audio+video and ephemeral tokens)."""
-        reason = self.core.usage(usage)
-        if reason is not None:
-            self.log.warning("session.context_lost", reason=reason, suspected=True)
-            self.hub.notify(SessionContextLost(reason, suspected=True))
-
-    # ------------------------------------------------------------------ decisions --
-
-    def _end_connection(self, conn: Conn, reason: str) -> None:
-        if conn.local_reason is None:
-            conn.local_reason = reason
-            self.log.info("session.rotating", reason=reason)
-        if self._relay_scope is not None:
-            self._relay_scope.cancel()
 
     def _cancel_current(self, reason: str) -> None:
         if self._conn is not None and self._conn.local_reason is None:
@@ -592,13 +328,6 @@ class SessionActor:
             self._conn_scope.cancel()
         if self._wait_scope is not None:
             self._wait_scope.cancel()
-
-    def _reconcile_tool_calls(self, conn: Conn) -> list[str]:
-        lost, dropped = self.core.reconcile_tool_calls()
-        if lost:
-            self.log.warning("session.tool_call_lost", ids=lost, responses_dropped=dropped)
-            self.durability.persist()
-        return lost
 
     def _apply(self, effects: list[Effect]) -> None:
         """Carry out what the core decided."""
@@ -636,38 +365,8 @@ class SessionActor:
         self.log.info("session.transition", **{"from": old.value, "to": new.value}, **params)
         self.hub.notify(note)
 
-    def _announce_live(self, conn: Conn, lost_tools: list[str]) -> None:
-        downtime_ms = None
-        if self.down_since is not None:
-            downtime_ms = round((trio.current_time() - self.down_since) * 1000, 1)
-            self.metrics.downtime += trio.current_time() - self.down_since
-        self.down_since = None
-        if conn.resumed:
-            context = SessionContext.RESTORED
-            self.metrics.resumes += 1
-            self.log.info(
-                "session.resumed", attempt=conn.attempt, downtime_ms=downtime_ms,
-                handle_age_s=round(self.wall() - self.handle_issued_at, 1) if self.handle_issued_at else None,
-            )
-        elif self.core.context_lost_pending is not None:
-            context = SessionContext.LOST
-        else:
-            context = SessionContext.FRESH
-        if self._connected_once or self.restored:
-            self.reconnects += 1
-        self._connected_once = True
-        self._to(State.LIVE, cause="setup_complete", attempt=conn.attempt, context=context, downtime_ms=downtime_ms)
-        if context is SessionContext.LOST and self.core.context_lost_pending is not None:
-            reason = self.core.context_lost_pending
-            self.log.warning("session.context_lost", reason=reason)
-            self.hub.notify(SessionContextLost(reason))
-            self.core.context_lost_pending = None
-        if lost_tools:
-            self.hub.notify(SessionToolCallLost(lost_tools))
-            self.metrics.tool_calls_lost += len(lost_tools)
-
     async def _finish_failed(self, verdict: Verdict, ending: Ending, note: str | None = None) -> None:
-        reason = note or f"{verdict.cause}: {_short(ending)}"
+        reason = note or f"{verdict.cause}: {short_ending(ending)}"
         self._to(State.FAILED, cause=verdict.cause, reason=reason)
         # Its own event at error level: the operator's alert (README: level == "error") fires
         # on a session that gave up, not on the info-level transition line.
@@ -748,21 +447,9 @@ class SessionActor:
         return record
 
     def record(self) -> SessionRecord:
-        return SessionRecord(
-            session=self.name,
-            setup=self.setup,
-            handle=self.handle,
-            handle_issued_at=self.handle_issued_at,
-            last_alive_at=self.last_alive_at,
-            created_at=self.created_at,
-            seq_reserved=self.durability.seq_reserved,
-            event_reserved=self.durability.event_reserved,
-            pending=tuple(PendingMessage(e.seq, e.message) for e in self.buffer.durable_entries()),
-            pending_tools=tuple(self.tools.open_ids()),
-            lost_tools=tuple(self.tools.lost),
-            transcript=tuple(self.transcript),
-            reconnects=self.reconnects,
-            context_lost=self.core.context_lost_pending,
+        return self.core.record(
+            self.name, self.setup, created_at=self.created_at, seq_reserved=self.durability.seq_reserved,
+            event_reserved=self.durability.event_reserved, reconnects=self.reconnects,
             failed=self.status_reason if self.state is State.FAILED else None,
         )
 
@@ -774,34 +461,9 @@ class SessionActor:
         """
         r = SessionRecord.from_dict(record, name=self.name)
         self.created_at = r.created_at or self.wall()
-        self.handle = r.handle
-        self.core.handle_issued_at = r.handle_issued_at
-        self.core.last_alive_at = r.last_alive_at
-        if self.handle:
-            logsetup.register_secret(self.handle)
+        self.reconnects = r.reconnects
         # Continue strictly after everything that may have been handed out before the crash.
         self.next_seq = r.seq_reserved + 1
-        first_event = r.event_reserved + 1
-        if self.hub.next_seq < first_event:
-            self.hub.next_seq = first_event
+        self.hub.next_seq = max(self.hub.next_seq, r.event_reserved + 1)
         self.durability.restored(self.next_seq - 1, self.hub.next_seq - 1)
-        now = trio.current_time()
-        for item in r.pending:
-            rkind, elicits = classify_message(next(iter(item.message)), item.message)
-            self.buffer.append(Entry(item.seq, rkind, item.message, live.encode(item.message), now, elicits))
-        # Tool calls open at the crash are lost on the resume (announced when live).
-        self.tools.restore(r.pending_tools, r.lost_tools)
-        self.transcript.extend(r.transcript)
-        self.reconnects = r.reconnects
-        self.core.context_lost_pending = r.context_lost
-        if not self.handle and self.transcript:
-            self.core.context_lost_pending = self.core.context_lost_pending or "no resumption handle was saved"
-
-
-def _short(ending: Ending) -> str:
-    if ending.http_status:
-        return f"HTTP {ending.http_status}"
-    if ending.code is not None:
-        reason = logsetup.redact_text(ending.reason)[:120]
-        return f"{ending.code} {reason}".strip()
-    return f"{ending.kind.value}: {ending.reason}"[:160]
+        self._apply(self.core.restore(r, trio.current_time()))

@@ -35,6 +35,7 @@ from geminid.daemon.session.effects import (
     SecretAdded,
     SecretRemoved,
 )
+from geminid.daemon.session.record import PendingMessage, SessionRecord
 from geminid.daemon.session.replay import Entry, Kind, classify_message
 from geminid.daemon.states import LocalReason
 from geminid.protocol import live
@@ -126,6 +127,37 @@ class SessionCore:
         self.transcript: collections.deque[dict[str, Any]] = collections.deque(maxlen=session.transcript_tail)
         self._model_text: list[str] = []
         self._audio_since_turn = False
+
+    # -- the checkpoint record -------------------------------------------------------------
+
+    def record(
+        self, session: str, setup: dict[str, Any], *, created_at: float, seq_reserved: int,
+        event_reserved: int, reconnects: int, failed: str | None,
+    ) -> SessionRecord:
+        """What a checkpoint holds: the core's part, plus the shell's counters."""
+        return SessionRecord(
+            session=session, setup=setup, handle=self.handle, handle_issued_at=self.handle_issued_at,
+            last_alive_at=self.last_alive_at, created_at=created_at, seq_reserved=seq_reserved,
+            event_reserved=event_reserved,
+            pending=tuple(PendingMessage(e.seq, e.message) for e in self.buffer.durable_entries()),
+            pending_tools=tuple(self.tools.open_ids()), lost_tools=tuple(self.tools.lost),
+            transcript=tuple(self.transcript), reconnects=reconnects, context_lost=self.context_lost_pending,
+            failed=failed,
+        )
+
+    def restore(self, r: SessionRecord, now: float) -> list[Effect]:
+        """Rebuild the core's part from a validated record."""
+        self.handle, self.handle_issued_at, self.last_alive_at = r.handle, r.handle_issued_at, r.last_alive_at
+        for item in r.pending:
+            rkind, elicits = classify_message(next(iter(item.message)), item.message)
+            self.buffer.append(Entry(item.seq, rkind, item.message, live.encode(item.message), now, elicits))
+        # Tool calls open at the crash are lost on the resume (announced when live).
+        self.tools.restore(r.pending_tools, r.lost_tools)
+        self.transcript.extend(r.transcript)
+        self.context_lost_pending = r.context_lost
+        if not self.handle and self.transcript:
+            self.context_lost_pending = self.context_lost_pending or "no resumption handle was saved"
+        return [SecretAdded(self.handle)] if self.handle else []
 
     # -- client messages -------------------------------------------------------------------
 

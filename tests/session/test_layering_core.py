@@ -35,3 +35,14 @@ def test_pure_session_modules_import_no_io(name):
 def test_no_wall_clock_read_in_the_session_package():
     for path in SESSION.glob("*.py"):
         assert "time.time(" not in path.read_text(), path.name
+
+
+def test_no_session_class_is_longer_than_400_lines():
+    """The god class is gone: every class of the session package and its neighbours stays small."""
+    daemon = SESSION.parent
+    files = [*SESSION.glob("*.py"), *(daemon / n for n in ("registry.py", "events.py", "service.py",
+                                                            "states.py", "supervisor.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                assert node.end_lineno - node.lineno + 1 <= 400, f"{path.name}: {node.name}"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from geminid.daemon import logsetup
-from geminid.daemon.session.actor import SessionActor
+from geminid.daemon.session.relay import Relay
 from geminid.daemon.session.replay import ReplayBuffer
 
 MODES = ("no-replay", "reuse-stale-handle")
@@ -30,22 +30,22 @@ def _patches(mode: str) -> list[tuple[type, str, Callable[..., Any]]]:
     if mode == "no-replay":
         original_new = ReplayBuffer.new_connection
 
-        def new_connection(self: ReplayBuffer, now: float) -> Any:
+        def new_connection(self: ReplayBuffer, now: float, **kwargs: Any) -> Any:
             self._trim(lambda _seq: True)  # drop what the last connection was sent
-            return original_new(self, now)
+            return original_new(self, now, **kwargs)
 
         return [(ReplayBuffer, "new_connection", new_connection)]
     if mode == "reuse-stale-handle":
-        original_update = SessionActor._on_resumption_update
+        original_update = Relay._on_resumption_update
 
-        def on_resumption_update(self: SessionActor, msg: Any) -> None:
+        def on_resumption_update(self: Relay, msg: Any) -> None:
             first = self.handle
             original_update(self, msg)
             if first and self.handle != first:
                 self.handle = first  # keep resuming with the first handle ever received
                 logsetup.register_secret(first)
 
-        return [(SessionActor, "_on_resumption_update", on_resumption_update)]
+        return [(Relay, "_on_resumption_update", on_resumption_update)]
     raise ValueError(f"unknown broken-build mode {mode!r} (one of {', '.join(MODES)})")
 
 
