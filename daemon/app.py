@@ -37,7 +37,7 @@ from geminid.daemon.config import Config
 from geminid.daemon.config_load import load_config, reload_api_key
 from geminid.daemon.errors import ConfigError, EscalationError
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import SessionRegistry, start_core
 from geminid.daemon.server import lock_socket, serve_unix
 from geminid.daemon.upstream import ApiKey, Credentials, Dial, Endpoint, FixedKey
 
@@ -132,14 +132,13 @@ async def _run_claimed(
             store = CheckpointStore(cfg.state_dir)
             # Corrupt files are quarantined (moved aside, logged) by the store; the start goes on.
             report = await trio.to_thread.run_sync(store.load_all)
-            await root.start(store.run)
-            registry = SessionRegistry(
-                cfg, store, dial, metrics,
-                upstream_kind="embedded-fake" if cfg.embedded_fake else "gemini",
-            )
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as core:
-                    await core.start(registry.run, report.records)
+                    # The store runs in root: it outlives the sessions, to flush at the end.
+                    registry = await start_core(
+                        core, cfg, dial, metrics, store=store, store_nursery=root, records=report.records,
+                        upstream_kind="embedded-fake" if cfg.embedded_fake else "gemini",
+                    )
                     server_scope = trio.CancelScope()
                     socket_path = await core.start(
                         _serve, registry, cfg, listen_sock, socket_lock, store, server_scope
@@ -152,7 +151,7 @@ async def _run_claimed(
                     async for signum in signals:
                         if signum == signal.SIGHUP:
                             live_cfg = _reload(live_cfg, args, environ, notifier)
-                            registry.cfg = live_cfg
+                            registry.reconfigure(live_cfg)
                             if isinstance(credentials, ApiKey):
                                 credentials.rotate(live_cfg.upstream.api_key)
                             continue

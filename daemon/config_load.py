@@ -60,11 +60,11 @@ from geminid.daemon.config import (
     ServerConfig,
     SessionConfig,
     UpstreamConfig,
-    _default_runtime_dir,
     _default_state_dir,
 )
 from geminid.daemon.errors import ConfigError
 from geminid.daemon.upstream import BackoffPolicy
+from geminid.protocol.constants import SOCKET_NAME, runtime_dir
 
 #: systemd credential name for the API key (``LoadCredential=gemini_api_key:/etc/geminid/api_key``).
 CREDENTIAL_NAME = "gemini_api_key"
@@ -660,7 +660,7 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
 
     # Defaults that depend on the environment given (not os.environ).
     merged.setdefault("state_dir", _default_state_dir(environ))
-    merged.setdefault("server.socket_path", _default_runtime_dir(environ) / "geminid.sock")
+    merged.setdefault("server.socket_path", runtime_dir(environ) / SOCKET_NAME)
     sock = merged["server.socket_path"]
     if len(os.fsencode(sock)) > MAX_SOCKET_PATH:
         raise _fail(

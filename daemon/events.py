@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 import attrs
+
+from geminid.protocol.notifications import Notification
 
 
 @attrs.frozen(slots=True)
@@ -62,8 +63,6 @@ class EventHub:
         self._sinks: dict[int, EventSink] = {}
         #: seq of the next event; restored from the checkpoint's reservation after a restart.
         self.next_seq = first_seq
-        #: The first seq this process ever emitted (anything before it was lost in a restart).
-        self.first_seq = first_seq
 
     @property
     def last_seq(self) -> int:
@@ -72,6 +71,10 @@ class EventHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._sinks)
+
+    def notify(self, note: Notification) -> Event:
+        """Publish one catalogued notification (:mod:`geminid.protocol.notifications`)."""
+        return self.publish(note.METHOD, note.to_params())
 
     def publish(self, method: str, params: dict[str, Any]) -> Event:
         seq = self.next_seq
@@ -97,6 +100,3 @@ class EventHub:
 
     def unsubscribe(self, sink: EventSink) -> None:
         self._sinks.pop(id(sink), None)
-
-    def sinks(self) -> Iterable[EventSink]:
-        return tuple(self._sinks.values())

@@ -12,8 +12,8 @@ their place in the seq stream) and the last snapshot.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import structlog
@@ -25,28 +25,31 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub, EventSink
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.service import OpenResult, Subscription
-from geminid.daemon.session import SessionActor, fingerprint
-from geminid.daemon.states import State
+from geminid.daemon.session import SessionActor
+from geminid.daemon.session.record import SessionRecord, fingerprint
+from geminid.daemon.states import LocalReason, State
 from geminid.daemon.supervisor import RestartPolicy, supervise
 from geminid.daemon.upstream import Dial
 from geminid.protocol import live
 from geminid.protocol.constants import valid_session_name
 from geminid.protocol.errors import (
+    BufferFull,
     LiveMessageError,
     SetupMismatch,
     ShuttingDown,
     UnknownSession,
 )
+from geminid.protocol.notifications import EndReason, SessionEnded
 
 log = structlog.get_logger("geminid.registry")
 
 @attrs.define
 class _Slot:
     name: str
-    setup: dict
+    setup: dict[str, Any]
     fingerprint: str
     hub: EventHub
-    record: dict | None
+    record: dict[str, Any] | None
     restored: bool
     actor: SessionActor | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
@@ -64,6 +67,7 @@ class SessionRegistry:
         *,
         upstream_kind: str,
         restart_policy: RestartPolicy | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = config
         self.store = store
@@ -71,7 +75,9 @@ class SessionRegistry:
         self.metrics = metrics
         self.upstream_kind = upstream_kind
         self.restart_policy = restart_policy or RestartPolicy()
-        self.started_at = time.time()
+        #: Wall clock for the sessions (handle ages, expiry); a test may pass its own.
+        self.wall = wall
+        self.started_at = wall()
         self._started_mono = trio.current_time()
         self._slots: dict[str, _Slot] = {}
         self._nursery: trio.Nursery | None = None
@@ -79,8 +85,13 @@ class SessionRegistry:
 
     # ------------------------------------------------------------------ lifecycle --
 
+    def reconfigure(self, cfg: Config) -> None:
+        """A reloaded configuration (SIGHUP): sessions started from now on use it; running
+        actors keep the one they were built with."""
+        self.cfg = cfg
+
     async def run(
-        self, records: dict[str, dict], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, records: dict[str, dict[str, Any]], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Restore checkpointed sessions, report ready, then serve until cancelled.
 
@@ -96,7 +107,7 @@ class SessionRegistry:
             nursery.start_soon(self._sweeper)
             await trio.sleep_forever()
 
-    async def _restore(self, name: str, record: dict) -> None:
+    async def _restore(self, name: str, record: dict[str, Any]) -> None:
         problem = unusable_record(record, self.cfg, name=name)
         if problem is not None:
             # Checksum-valid but not restorable (a bug, a version skew, a hand edit): drop this
@@ -108,8 +119,8 @@ class SessionRegistry:
         setup = record["setup"]
         ttl = self.cfg.session.handle_ttl
         last_alive = float(record.get("last_alive_at") or 0.0)
-        if time.time() - last_alive > ttl:
-            log.info("session.expired", session=name, idle_s=round(time.time() - last_alive))
+        if self.wall() - last_alive > ttl:
+            log.info("session.expired", session=name, idle_s=round(self.wall() - last_alive))
             await self._delete_record(name)
             return
         slot = self._new_slot(name, setup, record, restored=True)
@@ -120,7 +131,7 @@ class SessionRegistry:
         gen = self.store.mark_deleted(name)
         await self.store.wait_durable(name, gen)
 
-    def _new_slot(self, name: str, setup: dict, record: dict | None, *, restored: bool) -> _Slot:
+    def _new_slot(self, name: str, setup: dict[str, Any], record: dict[str, Any] | None, *, restored: bool) -> _Slot:
         hub = EventHub(name, ring_size=self.cfg.session.event_ring)
         slot = _Slot(name, setup, fingerprint(setup), hub, record, restored)
         self._slots[name] = slot
@@ -142,6 +153,7 @@ class SessionRegistry:
                 dial=self.dial,
                 metrics=self.metrics,
                 record=slot.record,
+                wall=self.wall,
             )
             slot.actor = actor
             try:
@@ -175,7 +187,7 @@ class SessionRegistry:
         interval = max(1.0, min(60.0, self.cfg.session.handle_ttl / 4))
         while True:
             await trio.sleep(interval)
-            now = time.time()
+            now = self.wall()
             for slot in list(self._slots.values()):
                 actor = slot.actor
                 if actor is None or actor.state is not State.FAILED:
@@ -192,6 +204,24 @@ class SessionRegistry:
         if slot is None or slot.actor is None:
             raise UnknownSession(f"no session named {name!r}", data={"session": name})
         return slot
+
+    def actor(self, name: str) -> SessionActor:
+        """The running actor of session ``name`` (raises UnknownSession). For ops and tests:
+        clients go through the SessionService methods."""
+        actor = self._slot(name).actor
+        assert actor is not None
+        return actor
+
+    def hub(self, name: str) -> EventHub:
+        """The event hub of session ``name`` (raises UnknownSession)."""
+        return self._slot(name).hub
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._slots
+
+    def names(self) -> list[str]:
+        """The sessions the registry holds (running, failed, or being restarted)."""
+        return sorted(self._slots)
 
     async def open(self, name: str, setup: dict[str, Any]) -> OpenResult:
         if self._stopping:
@@ -222,12 +252,12 @@ class SessionRegistry:
                 slot.restored = False
                 await self._start(slot)
             if actor is not None and actor.state is not State.CLOSED:
-                actor.last_activity = trio.current_time()
-                return OpenResult(name, self._slot(name).actor.state.value, False, slot.restored, slot.hub.last_seq)
+                actor.touch()
+                return OpenResult(name, self.actor(name).state.value, False, slot.restored, slot.hub.last_seq)
         slot = self._new_slot(name, body, None, restored=False)
         await self._start(slot)
         log.info("session.opened", session=name, model=body.get("model"), fingerprint=fp)
-        return OpenResult(name, slot.actor.state.value, True, False, slot.hub.last_seq)
+        return OpenResult(name, self.actor(name).state.value, True, False, slot.hub.last_seq)
 
     async def send(self, name: str, message: dict[str, Any]) -> int:
         outcome = self.send_now(name, message)
@@ -236,12 +266,12 @@ class SessionRegistry:
     def send_now(self, name: str, message: dict[str, Any]) -> int | Awaitable[int]:
         if self._stopping:
             raise ShuttingDown("the daemon is shutting down")
-        return self._slot(name).actor.submit_now(message)
+        return self.actor(name).submit_now(message)
 
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         slot = self._slot(name)
         gap, backlog = slot.hub.subscribe(sink, since)
-        slot.actor.last_activity = trio.current_time()
+        self.actor(name).touch()
         return Subscription(name, gap, backlog, slot.hub.last_seq)
 
     def detach(self, name: str, sink: EventSink) -> None:
@@ -257,7 +287,7 @@ class SessionRegistry:
             # A failed session: nothing upstream to close; forget it and its checkpoint.
             self._slots.pop(name, None)
             await self._delete_record(name)
-            slot.hub.publish("session.ended", {"reason": "closed", "detail": "closed by client"})
+            slot.hub.notify(SessionEnded(EndReason.CLOSED, LocalReason.CLOSED.value))
         else:
             await actor.close()
         return {"session": name, "status": "closed", "last_seq": slot.hub.last_seq}
@@ -302,24 +332,53 @@ class SessionRegistry:
         return line[:200]
 
 
-def unusable_record(record: dict, cfg: Config | None = None, *, name: str = "check") -> str | None:
+async def start_core(
+    nursery: trio.Nursery,
+    cfg: Config,
+    dial: Dial,
+    metrics: Metrics,
+    *,
+    upstream_kind: str,
+    store: CheckpointStore | None = None,
+    store_nursery: trio.Nursery | None = None,
+    records: dict[str, dict[str, Any]] | None = None,
+    wall: Callable[[], float] = time.time,
+    restart_policy: RestartPolicy | None = None,
+) -> SessionRegistry:
+    """The ONE place that wires the session core, for the daemon and every test harness.
+
+    Starts the checkpoint store in ``store_nursery`` (default ``nursery``; the daemon keeps it
+    running past the sessions, to flush), restores ``records`` (default: what the store loads
+    from ``cfg.state_dir``), and starts the registry in ``nursery``. Returns once every restored
+    session's actor runs. The seams are parameters: a test passes its own store (e.g. one whose
+    writes run inline), dialer, wall clock or restart policy.
+    """
+    store = store or CheckpointStore(cfg.state_dir)
+    if records is None:
+        records = (await trio.to_thread.run_sync(store.load_all)).records
+    await (store_nursery or nursery).start(store.run)
+    registry = SessionRegistry(
+        cfg, store, dial, metrics, upstream_kind=upstream_kind, restart_policy=restart_policy, wall=wall
+    )
+    await nursery.start(registry.run, records)
+    return registry
+
+
+def unusable_record(record: dict[str, Any], cfg: Config | None = None, *, name: str = "check") -> str | None:
     """Why a checkpoint record cannot be restored, or None if it can.
 
-    Besides the setup, this restores the record into a scratch actor and snapshots it again,
-    exactly as the real actor will: anything that would raise there (a wrong type, a pending
-    message that no longer validates) is found here, before the session is started.
+    :meth:`SessionRecord.from_dict` is exactly what the actor restores from, so anything that
+    would raise there (a wrong type, a pending message that no longer validates) is found here,
+    before the session is started; the pending messages must also fit the replay buffer, and the
+    record must encode again as a checkpoint.
     """
     try:
-        setup = record["setup"]
-        if not isinstance(setup, dict):
-            raise TypeError("setup is not an object")
-        live.validate_client_message({"setup": setup})
-        float(record.get("last_alive_at") or 0.0)
-        scratch = SessionActor(
-            name, setup, config=cfg or Config(), store=cast(Any, None), hub=EventHub(name, ring_size=1),
-            dial=cast(Any, None), metrics=Metrics(), record=record,
-        )
-        encode_record(name, scratch.snapshot())
+        parsed = SessionRecord.from_dict(record, name=name)
+        limit = (cfg or Config()).session.replay_buffer_bytes
+        held = parsed.pending_bytes()
+        if held > limit:
+            raise BufferFull(f"the pending messages take {held} bytes, more than the replay buffer's {limit}")
+        encode_record(name, parsed.to_dict())
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"[:300]
     return None

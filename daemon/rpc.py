@@ -37,6 +37,7 @@ from geminid.protocol.errors import (
     NotDurable,
     RpcError,
 )
+from geminid.protocol.notifications import SessionLagged
 
 log = structlog.get_logger("geminid.rpc")
 T = TypeVar("T")
@@ -376,7 +377,8 @@ class Dispatcher:
 
 def lagged_line(session: str, first: int, last: int) -> bytes:
     """The ``session.lagged`` notification: events ``first..last`` were not delivered."""
-    return Event.build(0, "session.lagged", {"session": session, "first": first, "last": last}).line
+    note = SessionLagged(first, last)
+    return Event.build(0, note.METHOD, {"session": session, **note.to_params()}).line
 
 
 def error_reply(exc: BaseException, *, method: str | None = None) -> tuple[int, str, Any]:

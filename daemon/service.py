@@ -7,29 +7,13 @@ The JSON-RPC layer (``geminid.daemon.rpc`` / ``geminid.daemon.server``) only eve
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import attrs
 
 from geminid.daemon.events import Event, EventSink, Gap
-
-
-class Deferred:
-    """An awaitable that creates its coroutine only when awaited.
-
-    ``send_now`` hands one back for durable sends; if the client vanishes before the reply task
-    starts, nothing was created, so nothing is left "never awaited".
-    """
-
-    __slots__ = ("_fn", "_args")
-
-    def __init__(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        self._fn = fn
-        self._args = args
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._fn(*self._args).__await__()
+from geminid.daemon.session.durability import Deferred as Deferred
 
 
 @attrs.frozen

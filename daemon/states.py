@@ -39,6 +39,18 @@ class State(enum.Enum):
 
 TERMINAL = frozenset({State.FAILED, State.CLOSED})
 
+
+class LocalReason(enum.Enum):
+    """Why geminid itself ends a connection or the session. The value is the text carried in
+    the ending's reason and the logs (as it always was); decisions compare the enum, never text."""
+
+    SHUTDOWN = "daemon shutting down"
+    CLOSED = "closed by client"
+    INACTIVITY = "inactivity timeout"
+    FORCED = "forced reconnect"
+    ROTATION = "goAway: rotating at a quiet point"
+    GOAWAY_DEADLINE = "goAway deadline reached; rotating"
+
 _DIALLING = {State.CONNECTING, State.RESUMING}
 
 ALLOWED: dict[State, frozenset[State]] = {

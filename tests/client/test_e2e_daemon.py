@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import start_core
 from geminid.daemon.server import serve_unix
 from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
@@ -39,11 +38,8 @@ async def daemon(nursery, sockdir, tmp_path):
         session=SessionConfig(event_ring=16, inactivity_timeout=0),
         server=ServerConfig(socket_path=sockdir / "g.sock"),
     )
-    store = CheckpointStore(cfg.state_dir)
-    await nursery.start(store.run)
     dial = Dial(Endpoint.parse(fake.url()), FixedKey("k"), 5, 5, 1 << 24)
-    registry = SessionRegistry(cfg, store, dial, Metrics(), upstream_kind="fake")
-    await nursery.start(registry.run, {})
+    registry = await start_core(nursery, cfg, dial, Metrics(), upstream_kind="fake", records={})
     path = await nursery.start(serve_unix, registry, cfg.server)
     return fake, registry, Path(path)
 
@@ -104,7 +100,7 @@ async def test_every_method_and_notification_against_the_real_core(daemon, conne
         await c.detach("e2e")
         for i in range(12):
             await c.send("e2e", live.client_content(f"more {i}"))
-        hub = registry._slots["e2e"].hub
+        hub = registry.hub("e2e")
         with trio.fail_after(10):  # let the replies overflow the 16-event ring
             while hub.last_seq < 40:
                 await trio.sleep(0.01)

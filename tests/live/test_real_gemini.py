@@ -28,12 +28,11 @@ from typing import Any
 import pytest
 import trio
 
-from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, Secret, SessionConfig, UpstreamConfig
 from geminid.daemon.events import Event
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import start_core
 from geminid.daemon.states import State
 from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
@@ -152,16 +151,13 @@ async def secret_word_scenario(endpoint: str, api_key: str, state_dir: Path, mod
 
     with trio.fail_after(180):
         async with trio.open_nursery() as nursery:
-            store = CheckpointStore(cfg.state_dir)
-            await nursery.start(store.run)
             dial = Dial(Endpoint.parse(cfg.upstream.endpoint), FixedKey(api_key), cfg.upstream.connect_timeout,
                         cfg.upstream.setup_timeout, cfg.upstream.max_message_size)
-            registry = SessionRegistry(cfg, store, dial, Metrics(), upstream_kind="gemini")
-            await nursery.start(registry.run, {})
+            registry = await start_core(nursery, cfg, dial, Metrics(), upstream_kind="gemini", records={})
             rec = _Recorder()
             await registry.open("live-test", setup)
             registry.attach("live-test", rec, 0)
-            actor = registry._slots["live-test"].actor
+            actor = registry.actor("live-test")
 
             def live_contexts() -> list[str | None]:
                 return [s.get("context") for s in rec.statuses() if s["status"] == "live"]

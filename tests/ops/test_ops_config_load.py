@@ -404,5 +404,4 @@ def test_no_production_module_reads_a_test_environment_variable():
             text = path.read_text()
             if pattern.search(text) or re.search(r"""["']GEMINID_TEST_""", text):
                 offenders.append(str(path.relative_to(root)))
-    # daemon/session.py is CORE's (its switch moves to a test double in parallel).
-    assert [o for o in offenders if o != "daemon/session.py"] == []
+    assert offenders == []

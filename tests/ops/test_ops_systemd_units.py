@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from geminid.daemon.config import _default_runtime_dir
+from geminid.protocol.constants import runtime_dir as _default_runtime_dir
 
 ROOT = Path(__file__).resolve().parents[2] / "systemd"
 ANALYZE = shutil.which("systemd-analyze")

@@ -20,7 +20,7 @@ from geminid.daemon.config import Config, SessionConfig, UpstreamConfig
 from geminid.daemon.events import Event
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import SessionRegistry, start_core
 from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
 
@@ -86,7 +86,7 @@ class Core:
         return await self.registry.send(name, live.client_content(text))
 
     def actor(self, name: str = "s"):
-        return self.registry._slots[name].actor
+        return self.registry.actor(name)
 
 
 def make_config(state_dir: Path, **sections: Any) -> Config:
@@ -127,14 +127,12 @@ async def open_core(
                                 write_batch=write_batch or checkpoint.write_batch)
         if records is None:
             records = store.load_all().records
-        await nursery.start(store.run)
         dial = Dial(
             Endpoint.parse(fake.url()), FixedKey(key), cfg.upstream.connect_timeout,
             cfg.upstream.setup_timeout, cfg.upstream.max_message_size, connector=connector,
         )
         metrics = Metrics()
-        registry = SessionRegistry(cfg, store, dial, metrics, upstream_kind="fake")
-        await nursery.start(registry.run, records)
+        registry = await start_core(nursery, cfg, dial, metrics, upstream_kind="fake", store=store, records=records)
         yield Core(fake, registry, store, cfg, nursery, metrics, dials)
         nursery.cancel_scope.cancel()
 

@@ -140,9 +140,11 @@ class Daemon:
         env.update(FAST_ENV)
         env.update(GEMINI_API_KEY=key, NOTIFY_SOCKET=str(notify.path),
                    XDG_CONFIG_HOME=str(workdir / "xdg"), PYTHONUNBUFFERED="1")
-        if break_mode:
-            env["GEMINID_TEST_BREAK"] = break_mode
         self.env = env
+        #: The real daemon, or a broken build of it (tests/soak/broken_build.py runs the same cli).
+        self.command = [sys.executable, "-m", "geminid.daemon.cli"]
+        if break_mode:
+            self.command = [sys.executable, str(Path(__file__).with_name("broken_build.py")), break_mode]
         self.proc: trio.Process | None = None
         self.runs = 0
         self.ready_s: list[float] = []
@@ -153,7 +155,7 @@ class Daemon:
         self._log = open(self.logdir / f"run{self.runs:03d}.log", "wb")  # noqa: SIM115
         t0 = time.monotonic()
         self.proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "geminid.daemon.cli", "run", "--endpoint", self.url,
+            [*self.command, "run", "--endpoint", self.url,
              "--socket", str(self.sock), "--state-dir", str(self.state_dir), "--log-format", "json"],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

@@ -48,6 +48,7 @@ from typing import Any
 import attrs
 import structlog
 import trio
+from broken_build import broken
 from soak_client import (
     Sent,
     SentLog,
@@ -63,12 +64,10 @@ from soak_client import (
 )
 
 from geminid.daemon import logsetup
-from geminid.daemon import session as session_mod
-from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
 from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream, Fault
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import start_core
 from geminid.daemon.server import serve_unix
 from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
@@ -111,7 +110,7 @@ class SoakParams:
     #: seconds between faults: uniform in this range
     fault_gap: tuple[float, float] = (0.08, 0.35)
     audio_staleness: float = 1.0
-    #: test-only break of the daemon (geminid.daemon.session._TEST_BREAK), None for the real one
+    #: a deliberately broken build (tests/soak/broken_build.py), None for the real one
     break_mode: str | None = None
     time_limit: float = 900.0
     #: how long a driver waits for the reply to a turn before moving on (counted, not fatal)
@@ -324,29 +323,24 @@ async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResul
         print(f"\nchaos soak: seed={params.seed} (GEMINID_SOAK_SEED={params.seed} to reproduce the "
               f"fault sequence), turns={params.turns}, sessions={params.sessions}, "
               f"break={params.break_mode}", flush=True)
-    old_break = session_mod._TEST_BREAK
     quiet = _QuietLogs()
-    session_mod._TEST_BREAK = params.break_mode or ""
     started = time.monotonic()
     violations: list[str] = []
     logs = {s: SentLog(s) for s in names}
     global LAST_LOGS
     LAST_LOGS = logs
     try:
-        with trio.fail_after(params.time_limit):
+        with broken(params.break_mode), trio.fail_after(params.time_limit):
             async with trio.open_nursery() as nursery:
                 fake = await nursery.start(FakeUpstream(FakeOptions(
                     reply_pace=0.004, reply_chunks=3, seed=params.seed, lifetime=6.0,
                     goaway_before=1.5,
                 )).serve)
                 cfg = soak_config(state_dir, sockdir / "geminid.sock", params.audio_staleness)
-                store = CheckpointStore(cfg.state_dir)
-                await nursery.start(store.run)
                 metrics = Metrics()
                 dial = Dial(Endpoint.parse(fake.url()), FixedKey(KEY), cfg.upstream.connect_timeout,
                             cfg.upstream.setup_timeout, cfg.upstream.max_message_size)
-                registry = SessionRegistry(cfg, store, dial, metrics, upstream_kind="fake")
-                await nursery.start(registry.run, {})
+                registry = await start_core(nursery, cfg, dial, metrics, upstream_kind="fake", records={})
                 sock = await nursery.start(serve_unix, registry, cfg.server)
                 global LAST_FAKE  # post-mortem debugging of the last run (see LAST_LOGS)
                 LAST_FAKE = fake
@@ -358,7 +352,6 @@ async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResul
         violations.append(f"soak did not finish within {params.time_limit} s")
         report = {}
     finally:
-        session_mod._TEST_BREAK = old_break
         quiet.restore()
     report["duration_s"] = round(time.monotonic() - started, 1)
     if report.get("turns"):

@@ -31,7 +31,7 @@ async def test_chaos_soak(tmp_path):
 
 @pytest.mark.parametrize("mode", ["no-replay", "reuse-stale-handle"])
 async def test_soak_catches_a_broken_build(tmp_path, mode):
-    """A deliberately broken daemon (geminid.daemon.session._TEST_BREAK) must FAIL the soak."""
+    """A deliberately broken daemon (tests/soak/broken_build.py) must FAIL the soak."""
     params = SoakParams(turns=env_int("GEMINID_SOAK_BREAK_TURNS", 240), sessions=3,
                         seed=soak_seed(), break_mode=mode, time_limit=300, reply_timeout=1.5,
                         quiet_timeout=5.0, fault_gap=(0.05, 0.2))

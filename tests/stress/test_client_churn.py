@@ -98,7 +98,7 @@ async def _run(state_dir: Path, cfg, total: int) -> None:
             await anchor.open("anchor", TEXT_SETUP)
             await anchor.attach("anchor")
             actor = core.actor("anchor")
-            slot = core.registry._slots["anchor"]
+            hub = core.registry.hub("anchor")
             await settle(lambda: actor.state is State.LIVE, what="anchor live")
 
             counts = dict.fromkeys(KINDS, 0)
@@ -107,7 +107,7 @@ async def _run(state_dir: Path, cfg, total: int) -> None:
             for i in range(40):
                 await _one_cycle(path, KINDS[i % len(KINDS)], rng, counts)
             await settle(lambda: len(server.clients) == 1, what="warm-up clients gone (the anchor stays)")
-            subscribers = slot.hub.subscriber_count
+            subscribers = hub.subscriber_count
             before = Usage.now()
             counts = dict.fromkeys(KINDS, 0)
 
@@ -163,14 +163,14 @@ async def _run(state_dir: Path, cfg, total: int) -> None:
                 after,
                 cycles=", ".join(f"{k} {v}" for k, v in counts.items()),
                 session=f"{actor.state.value}, reconnects {actor.reconnects}, subscribers "
-                f"{subscribers} -> {slot.hub.subscriber_count}, steady turns {len(said)} sent / {len(heard)} answered",
+                f"{subscribers} -> {hub.subscriber_count}, steady turns {len(said)} sent / {len(heard)} answered",
             )
             assert sum(counts.values()) == total and all(counts.values()), counts
             assert after.fds <= before.fds and after.tasks <= before.tasks
             # The session did not notice.
             assert actor.state is State.LIVE and actor.reconnects == 0
             assert len(core.fake.accepted) == 1
-            assert slot.hub.subscriber_count == subscribers
+            assert hub.subscriber_count == subscribers
             assert not lagged
             assert len(heard) == len(said) > 0
             assert core.metrics.crashes == 0

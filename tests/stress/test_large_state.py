@@ -15,7 +15,7 @@ from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import SessionConfig, UpstreamConfig
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.metrics import Metrics
-from geminid.daemon.registry import SessionRegistry
+from geminid.daemon.registry import SessionRegistry, start_core
 from geminid.daemon.states import State
 from geminid.daemon.upstream import Dial, Endpoint, FixedKey
 from geminid.protocol import live
@@ -27,12 +27,8 @@ TURN_BYTES = 8 * 1024
 
 
 async def _start_registry(nursery: trio.Nursery, cfg, fake: FakeUpstream, records: dict) -> SessionRegistry:
-    store = CheckpointStore(cfg.state_dir)
-    await nursery.start(store.run)
     dial = Dial(Endpoint.parse(fake.url()), FixedKey("k"), 10, 10, cfg.upstream.max_message_size)
-    registry = SessionRegistry(cfg, store, dial, Metrics(), upstream_kind="fake")
-    await nursery.start(registry.run, records)
-    return registry
+    return await start_core(nursery, cfg, dial, Metrics(), upstream_kind="fake", records=records)
 
 
 async def test_large_state_checkpointed_and_restored_replays_every_turn_once(tmp_path: Path):
@@ -65,7 +61,7 @@ async def _run(tmp_path: Path) -> None:
                 rec = Recorder()
                 await registry.open("big", TEXT_SETUP)
                 registry.attach("big", rec, 0)
-                actor = registry._slots["big"].actor
+                actor = registry.actor("big")
                 for i in range(answered):
                     first.append(f"turn {i:05d} " + "lorem ipsum dolor sit amet " * 8)
                     await registry.send("big", live.client_content(first[-1]))
@@ -101,7 +97,7 @@ async def _run(tmp_path: Path) -> None:
             registry = await _start_registry(nursery, cfg, fake, report.records)
             rec = Recorder()
             registry.attach("big", rec, 0)
-            actor = registry._slots["big"].actor
+            actor = registry.actor("big")
             await settle(lambda: actor.state is State.LIVE and len(actor.buffer) == 0, timeout=60,
                          what="restored session replayed and covered everything")
             lives = [p for p in rec.of("session.status") if p["status"] == "live"]

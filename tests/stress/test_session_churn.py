@@ -62,7 +62,7 @@ async def test_1000_sessions_open_and_close_in_rapid_cycles(tmp_path):
 async def _run(state_dir, cfg, opts, total: int) -> None:
     async with open_core(state_dir, cfg=cfg, fake_options=opts) as core:
         await _cycle(core, "warm", 10)  # thread pool, caches, first-use imports
-        await settle(lambda: not core.registry._slots, what="warm-up slots gone")
+        await settle(lambda: not core.registry.names(), what="warm-up slots gone")
         if TRACEMALLOC:
             tracemalloc.start()
         try:
@@ -75,7 +75,7 @@ async def _run(state_dir, cfg, opts, total: int) -> None:
                 done += n
             elapsed = str(clock)
             registry, fake = core.registry, core.fake
-            await settle(lambda: not registry._slots, what="every slot removed")
+            await settle(lambda: not registry.names(), what="every slot removed")
             await settle(lambda: fake.live_connections == 0 and not fake._conns, what="fake connections closed")
             await settle(lambda: Usage.now().tasks <= before.tasks, what="tasks back to baseline")
             await settle(lambda: Usage.now().fds <= before.fds, what="fds back to baseline")

@@ -1,0 +1,200 @@
+"""The ONE activity model of a session: is a reply due, is this a quiet point, how idle is it.
+
+Pure (no I/O, no clock: callers pass ``now``). Before this module the same facts had four
+owners (the actor's ``_quiet`` and ``_expecting_reply``, the replay buffer's "one response per
+eliciting message" count, and the registry writing ``last_activity``); one of them decides how far
+the replay buffer is trimmed, so a rule change that missed one lost messages. Now:
+
+- :meth:`Activity.server_message` is the only place that reads a server message for what it says
+  about the reply in progress (:class:`ReplyFacts`). Which messages start a reply, which end it,
+  and whether an ended reply answers an eliciting message are decided in :func:`reply_facts`.
+  Issue #10 (``serverContent.interactionStatus``: a turn boundary with ``IN_PROGRESS`` does not
+  end the interaction) is a change to that one function.
+- :class:`Replies` counts, per connection, the eliciting messages written and the replies that
+  ended. The replay buffer asks it which client messages a Developer-API handle covers
+  (:meth:`Replies.covered_through`); responses end in order, one per eliciting message.
+- :meth:`Activity.expecting_reply` (the stall timer), :meth:`Activity.quiet` (the goAway
+  rotation), :meth:`Activity.holds` (what the writer keeps back while draining) and
+  :meth:`Activity.idle_for` (the inactivity timeout; the registry calls :meth:`Activity.touch`).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING
+
+import attrs
+
+from geminid.protocol import live
+
+if TYPE_CHECKING:
+    from geminid.daemon.session.replay import Entry, ReplayBuffer
+    from geminid.daemon.session.toolcalls import ToolCalls
+
+
+@attrs.frozen
+class ReplyFacts:
+    """What one server message says about the reply in progress."""
+
+    #: The model started producing (content, or a tool call): the server is now mid-reply.
+    started: bool = False
+    #: The reply ended here (the transcript flushes, the tool round trip closes).
+    boundary: bool = False
+    #: ...and that end answers the oldest unanswered eliciting message (counted for coverage).
+    answers: bool = False
+
+
+def reply_facts(msg: live.ServerMessage, *, in_response: bool) -> ReplyFacts:
+    """Read ``msg`` for the reply model. The only function that decides what ends a reply.
+
+    A turn boundary is any of turnComplete, generationComplete or interrupted (some models never
+    send turnComplete). It answers an eliciting message if a reply was in progress, or if it is
+    an interruption (the server's way to end a reply it had not started streaming yet).
+    """
+    if msg.kind == "toolCall":
+        return ReplyFacts(started=True)
+    if msg.kind != "serverContent":
+        return ReplyFacts()
+    producing = bool(msg.content.get("modelTurn") or msg.text or msg.output_transcription or msg.audio_chunks)
+    if msg.turn_boundary:
+        return ReplyFacts(started=producing and not in_response, boundary=True,
+                          answers=in_response or producing or msg.interrupted)
+    return ReplyFacts(started=producing and not in_response)
+
+
+class Replies:
+    """Per connection: the eliciting messages written, in order, and how many replies ended.
+
+    Coverage on the Developer API rests on this count: the server issues ``resumable: true``
+    handles only at quiet points, so a handle covers every message up to the last eliciting
+    message whose reply has ended on this connection.
+    """
+
+    def __init__(self) -> None:
+        self._eliciting: collections.deque[int] = collections.deque()  # unanswered, in order
+        self._answered = 0  # replies ended on this connection not yet matched to a handle
+
+    def reset(self) -> None:
+        """A new connection: nothing written on it yet, nothing answered."""
+        self._eliciting.clear()
+        self._answered = 0
+
+    def sent(self, seq: int) -> None:
+        """An eliciting message was written on this connection."""
+        self._eliciting.append(seq)
+
+    def reply_ended(self) -> None:
+        self._answered += 1
+
+    def awaiting(self) -> bool:
+        """An eliciting message was written on this connection and its reply has not ended."""
+        return len(self._eliciting) > self._answered
+
+    def covered_through(self) -> int | None:
+        """A resumable handle arrived (Developer API): the seq of the last eliciting message it
+        covers (its reply ended), or None. Consumes the matched replies."""
+        answered = min(self._answered, len(self._eliciting))
+        last: int | None = None
+        for _ in range(answered):
+            last = self._eliciting.popleft()
+        self._answered = 0
+        return last
+
+    def consumed_through(self, limit: int) -> None:
+        """Transparent mode: the server consumed every message up to seq ``limit``."""
+        while self._eliciting and self._eliciting[0] <= limit:
+            self._eliciting.popleft()
+            self._answered = max(0, self._answered - 1)
+
+
+@attrs.define
+class Activity:
+    """The session's activity facts; asked by the writer, the timers, the rotation, the registry."""
+
+    buffer: ReplayBuffer
+    tools: ToolCalls
+    #: Trio time of the last client or server activity (the inactivity timeout).
+    last_activity: float
+    connected: bool = False
+    #: The server is mid-reply on this connection.
+    in_response: bool = False
+    #: Trio time of the last frame received, and of the last message written that asks for a
+    #: reply: silence is measured from the later of the two (a tool that took minutes is not a stall).
+    last_frame_at: float = 0.0
+    asked_at: float = 0.0
+
+    @property
+    def replies(self) -> Replies:
+        return self.buffer.replies
+
+    # -- events --------------------------------------------------------------------------
+
+    def touch(self, now: float) -> None:
+        """A client did something (sent, opened, attached): the session is not idle."""
+        self.last_activity = now
+
+    def connection_opened(self, now: float) -> None:
+        self.connected = True
+        self.in_response = False
+        self.last_frame_at = now
+        self.asked_at = 0.0
+
+    def connection_closed(self) -> None:
+        self.connected = False
+        self.in_response = False
+
+    def frame_received(self, now: float) -> None:
+        self.last_frame_at = now
+
+    def written(self, entry: Entry, now: float) -> bool:
+        """``entry`` was written; True if it asks for a reply (the stall clock starts)."""
+        if entry.asks_reply:
+            self.asked_at = now
+            return True
+        return False
+
+    def server_message(self, msg: live.ServerMessage) -> ReplyFacts:
+        """Account for one server message's effect on the reply in progress."""
+        facts = reply_facts(msg, in_response=self.in_response)
+        if facts.started:
+            self.in_response = True
+        if facts.boundary:
+            if facts.answers:
+                self.replies.reply_ended()
+            self.in_response = False
+        return facts
+
+    # -- questions -----------------------------------------------------------------------
+
+    def expecting_reply(self) -> bool:
+        """The server owes us frames (a silence now is a stall). Not while a tool call waits for
+        the client: then the server is rightly silent for as long as the tool takes."""
+        if not self.connected or self.tools.pending:
+            return False
+        return self.in_response or self.replies.awaiting() or bool(self.tools.answered)
+
+    def stall_at(self, timeout: float) -> float | None:
+        """When silence becomes a stall (None: no reply due, or stall detection off)."""
+        if timeout <= 0 or not self.expecting_reply():
+            return None
+        return max(self.last_frame_at, self.asked_at) + timeout
+
+    def quiet(self) -> bool:
+        """A quiet point, where a goAway rotation loses nothing: no generation in flight, no
+        unanswered message, no tool round trip open, nothing written that no handle covers."""
+        return (
+            self.connected
+            and not self.in_response
+            and not self.replies.awaiting()
+            and not self.tools.open
+            and not self.buffer.sent_uncovered()
+        )
+
+    @staticmethod
+    def holds(entry: Entry, *, draining: bool) -> bool:
+        """While draining, hold new eliciting messages for the next connection so that a quiet
+        point can come; tool responses and audio still flow (they complete the round trip)."""
+        return draining and entry.elicits
+
+    def idle_for(self, now: float) -> float:
+        return now - self.last_activity

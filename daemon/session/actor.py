@@ -1,0 +1,467 @@
+"""The session actor: the trio shell around one session's sans-IO core.
+
+:class:`SessionActor` runs the I/O of one named Gemini Live conversation held across any number of
+connections: the dial loop, one connection at a time (reader, writer, timers), the cancel scopes,
+the ack waits. What to *do* is decided by :class:`~geminid.daemon.session.core.SessionCore` (the
+handle, the backoff, goAway, stalls, what an ending means, client-message acceptance) and
+:class:`~geminid.daemon.session.activity.Activity`; the actor carries out their effects: it
+persists through :class:`~geminid.daemon.session.durability.Durability`, publishes catalogued
+notifications on the hub, and keeps the explicit state machine (each transition logged once, with
+its cause). Clients reach it through :meth:`SessionActor.submit` and the event hub.
+
+One connection's life::
+
+    dial (+ setup with sessionResumption) ─▶ setupComplete ─▶ live
+        reader task:  server frames ─▶ core/activity ─▶ events to subscribers
+        writer task:  replay buffer (cursor) ─▶ socket, in seq order, held while draining
+        timer task:   goAway deadline, stall detection (core.timer), keepalive pings
+    ─▶ an Ending ─▶ core.ended (classify, backoff) ─▶ resume (handle) | fresh (context lost) | failed
+
+Why the buffer is the send queue: a message is written once per connection, in order, and
+stays until a resumable handle covers it. A reconnect simply rewinds the cursor, so "replay" and
+"send" are the same code path and cannot disagree about order.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import structlog
+import trio
+
+from geminid.daemon import logsetup
+from geminid.daemon.checkpoint import CheckpointStore
+from geminid.daemon.config import Config
+from geminid.daemon.events import EventHub
+from geminid.daemon.metrics import Metrics
+from geminid.daemon.session.activity import Activity
+from geminid.daemon.session.core import Conn, SessionCore
+from geminid.daemon.session.durability import Deferred, Durability, Waiter
+from geminid.daemon.session.effects import (
+    Effect,
+    EndConnection,
+    HandleDropped,
+    Notify,
+    Persist,
+    SecretAdded,
+    SecretRemoved,
+)
+from geminid.daemon.session.record import SessionRecord, fingerprint
+from geminid.daemon.session.relay import HANDLE_CHECKPOINT_DELAY as HANDLE_CHECKPOINT_DELAY
+from geminid.daemon.session.relay import UNSENT_HIGH as UNSENT_HIGH
+from geminid.daemon.session.relay import Relay, handle_tag, short_ending
+from geminid.daemon.session.replay import Entry, ReplayBuffer
+from geminid.daemon.session.toolcalls import ToolCalls
+from geminid.daemon.states import LocalReason, State, transition
+from geminid.daemon.upstream import Backoff, Dial, Ending, UpstreamLink, Verdict
+from geminid.protocol.errors import (
+    SessionFailed,
+)
+from geminid.protocol.notifications import (
+    EndReason,
+    SessionEnded,
+    SessionStatus,
+)
+
+
+class SessionActor(Relay):
+    def __init__(
+        self,
+        name: str,
+        setup: dict[str, Any],
+        *,
+        config: Config,
+        store: CheckpointStore,
+        hub: EventHub,
+        dial: Dial,
+        metrics: Metrics,
+        record: dict[str, Any] | None = None,
+        rng: random.Random | None = None,
+        wall: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.setup = setup
+        self.fingerprint = fingerprint(setup)
+        self.cfg = config
+        self.hub = hub
+        self.dial = dial
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        #: Wall clock (seconds since the epoch), passed in: handle ages must survive restarts,
+        #: and tests drive it like trio's MockClock.
+        self.wall = wall
+        self.log = structlog.get_logger("geminid.session").bind(session=name)
+
+        self.state = State.CONNECTING
+        self.status_reason: str | None = None
+        self.created_at: float = wall()
+        self.restored = record is not None
+        self.buffer = ReplayBuffer(
+            max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness
+        )
+        self.tools = ToolCalls()
+        self.next_seq = 1
+        self.durability = Durability(name, store, self.snapshot, self.log)
+        self.reconnects = 0
+        self.connected_since: float | None = None  # wall clock
+        self.down_since: float | None = trio.current_time()
+        self.activity = Activity(self.buffer, self.tools, last_activity=trio.current_time())
+        self.core = SessionCore(
+            session=config.session, backoff=config.backoff, activity=self.activity,
+            transparent=config.upstream.transparent,
+        )
+        self.core.last_alive_at = wall()
+        self._conn: Conn | None = None
+        self._link: UpstreamLink | None = None
+        self._conn_scope: trio.CancelScope | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        self._wake = trio.Event()
+        self._timer_wake = trio.Event()
+        self._drained = trio.Event()
+        self._lazy_checkpoint = trio.Event()
+        #: Set once the session is to end for good: why (the enum decides), and the words.
+        self._closing: str | None = None
+        self._closing_kind: LocalReason | None = None
+        self._stopping = False
+        self.last_snapshot: dict[str, Any] | None = None
+        self._connected_once = False
+        self._relay_scope: trio.CancelScope | None = None
+        self._ended = trio.Event()
+        if record is not None:
+            self._restore(record)
+
+    # The core owns the handle and its times; these read (and, for tests' broken builds, write) it.
+    @property
+    def handle(self) -> str | None:
+        return self.core.handle
+
+    @handle.setter
+    def handle(self, value: str | None) -> None:
+        self.core.handle = value
+
+    @property
+    def handle_issued_at(self) -> float | None:
+        return self.core.handle_issued_at
+
+    @property
+    def last_alive_at(self) -> float:
+        return self.core.last_alive_at
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.core.backoff
+
+    @property
+    def transcript(self) -> deque[dict[str, Any]]:
+        return self.core.transcript
+
+    # ------------------------------------------------------------------ public (registry) --
+
+    @property
+    def last_seq(self) -> int:
+        return self.hub.last_seq
+
+    def summary(self) -> dict[str, Any]:
+        now_wall = self.wall()
+        return {
+            "session": self.name,
+            "status": self.state.value,
+            "reason": self.status_reason,
+            "model": self.setup.get("model"),
+            "handle_age_s": round(now_wall - self.handle_issued_at, 1) if self.handle_issued_at else None,
+            "connected_since": self.connected_since,
+            "reconnects": self.reconnects,
+            "buffered": len(self.buffer),
+            "buffered_bytes": self.buffer.bytes,
+            "dropped_stale": self.buffer.stats.dropped_stale,
+            "dropped_full": self.buffer.stats.dropped_full,
+            "refused": self.buffer.stats.refused,
+            "replayed": self.buffer.stats.replayed,
+            "pending_tool_calls": self.tools.open_ids(),
+            "subscribers": self.hub.subscriber_count,
+            "last_seq": self.hub.last_seq,
+            "restored": self.restored,
+        }
+
+    async def submit(self, message: dict[str, Any]) -> int:
+        """Accept one client message. Returns its seq once acknowledged.
+
+        Turns, tool responses and context updates are acknowledged once durable (group-committed
+        with whatever else is being written); audio and other realtime input on enqueue. The
+        seq is assigned before the first await, so concurrent submits keep their call order.
+        """
+        outcome = self.submit_now(message)
+        return outcome if isinstance(outcome, int) else await outcome
+
+    def submit_now(self, message: dict[str, Any]) -> int | Awaitable[int]:
+        """Accept ``message`` synchronously: its seq when it is already acknowledged (audio and
+        other realtime input, the relay's hot path: no task, no await), else an awaitable that
+        yields the seq once it is durable. Errors are raised here, before anything is queued."""
+        seq, waiter = self._accept(message)
+        if waiter is None and seq <= self.durability.seq_durable and not self._backlogged():
+            return seq
+        return Deferred(self._acknowledge, seq, waiter)
+
+    def _backlogged(self) -> bool:
+        """A client sends faster than the live link drains: slow its acks down (backpressure)
+        instead of letting the buffer grow until it evicts audio that was never sent. While
+        disconnected there is nothing to wait for; the byte bound and staleness apply."""
+        return self.state.connected and self.buffer.unsent > UNSENT_HIGH
+
+    def _accept(self, message: dict[str, Any]) -> tuple[int, Waiter | None]:
+        if self.state.terminal or self._closing:
+            raise SessionFailed(
+                f"session {self.name!r} is {self.state.value}"
+                + (f": {self.status_reason}" if self.status_reason else ""),
+                data={"status": self.state.value},
+            )
+        seq = self.next_seq
+        entry = self.core.accept(message, seq, trio.current_time())
+        self.next_seq += 1
+        waiter = None
+        if entry.kind.durable:
+            waiter = self.durability.commit(seq, partial(self._durable, entry), partial(self._not_durable, entry))
+        else:
+            self._wake_writer()
+        self._maybe_reserve()
+        return seq, waiter
+
+    async def _acknowledge(self, seq: int, waiter: Waiter | None) -> int:
+        while self._backlogged():
+            if self._drained.is_set():
+                self._drained = trio.Event()  # one event shared by every waiting ack
+            await self._drained.wait()
+        await self.durability.acknowledged(seq, waiter)
+        if seq > self.durability.seq_durable:
+            await self._await_reservation()
+        return seq
+
+    def _durable(self, entry: Entry, gen: int) -> None:
+        entry.gen = gen  # released to the writer
+        self._wake_writer()
+
+    def _not_durable(self, entry: Entry) -> None:
+        if entry.gen < 0:
+            self.buffer.discard_unsent(entry)
+        self.metrics.not_durable += 1
+
+    def touch(self) -> None:
+        """A client opened or attached to the session: it is not idle (the inactivity timeout)."""
+        self.activity.touch(trio.current_time())
+
+    async def stop(self) -> None:
+        """Daemon shutdown: close upstream with 1000 and flush, but keep the session's
+        checkpoint and handle so that the restarted daemon resumes the same conversation."""
+        if self.state.terminal:
+            return
+        self._stopping = True
+        self._cancel_current(LocalReason.SHUTDOWN.value)
+        await self._ended.wait()
+
+    def force_reconnect(self, reason: str = LocalReason.FORCED.value) -> bool:
+        """Close the current upstream connection from our side and reconnect at once (ops/tests).
+
+        A live connection is closed with 1000 after the relay stops, exactly like a goAway
+        rotation, and the next one resumes with the newest handle (the replay buffer is resent
+        as on any reconnect). A dial or setup in progress is abandoned and retried; a backoff
+        wait is cut short. Nothing is lost: unacknowledged and uncovered messages stay in the
+        replay buffer. Returns False (and does nothing) if the session is closed, failed,
+        closing or stopping.
+        """
+        if self.state.terminal or self._closing or self._stopping:
+            return False
+        self.log.info("session.force_reconnect", reason=reason)
+        self._cancel_current(reason)
+        return True
+
+    async def close(self, reason: str = LocalReason.CLOSED.value) -> None:
+        """End the session for good: close upstream with 1000, delete the checkpoint."""
+        if self.state.terminal:
+            return
+        self._closing, self._closing_kind = reason, LocalReason.CLOSED
+        self._cancel_current(reason)
+        await self._ended.wait()
+
+    # ------------------------------------------------------------------ the actor's life --
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until the session is closed or failed; raises only on bugs (the supervisor's job)."""
+        structlog.contextvars.bind_contextvars(session=self.name)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.durability.start(nursery)
+                await self._persist()
+                task_status.started()
+                nursery.start_soon(self._inactivity_watch)
+                nursery.start_soon(self._lazy_checkpoints)
+                await self._life()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._drained.set()
+            self.durability.fail_waiters()
+            self._ended.set()
+
+    async def _finished_if_asked(self) -> bool:
+        """Stop (daemon shutdown) or close (client, inactivity) if that was asked for."""
+        if self._stopping:
+            await self._finish_stopped()
+            return True
+        if self._closing:
+            await self._finish_closed(self._closing)
+            return True
+        return False
+
+    def _cancel_current(self, reason: str) -> None:
+        if self._conn is not None and self._conn.local_reason is None:
+            self._conn.local_reason = reason
+        if self._relay_scope is not None:
+            # Live: end the relay only, so that the link's reader is still there to complete
+            # the close handshake (1000) in _connect_and_relay.
+            self._relay_scope.cancel()
+        elif self._conn_scope is not None:
+            self._conn_scope.cancel()
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    def _apply(self, effects: list[Effect]) -> None:
+        """Carry out what the core decided."""
+        for effect in effects:
+            if isinstance(effect, Persist):
+                if effect.urgent:
+                    self.durability.persist()
+                else:
+                    self._lazy_checkpoint.set()
+            elif isinstance(effect, SecretAdded):
+                logsetup.register_secret(effect.value)
+            elif isinstance(effect, SecretRemoved):
+                logsetup.forget_secret(effect.value)
+            elif isinstance(effect, HandleDropped):
+                self.metrics.fresh_fallbacks += 1
+            elif isinstance(effect, Notify):
+                self.hub.notify(effect.note)
+            elif isinstance(effect, EndConnection):
+                if self._conn is not None:
+                    self._end_connection(self._conn, effect.reason.value)
+
+    # ------------------------------------------------------------------ transitions & events --
+
+    def _to(self, new: State, *, cause: str, **fields: Any) -> None:
+        if new is self.state and new not in (State.CONNECTING, State.RESUMING):
+            return
+        old = self.state
+        self.state = transition(old, new)
+        if not new.connected:
+            self._drained.set()  # nothing to drain into now: release acks held for backpressure
+        note = SessionStatus(status=new.value, cause=cause, **fields)
+        self.status_reason = note.reason or cause
+        params = note.to_params()
+        del params["status"]
+        self.log.info("session.transition", **{"from": old.value, "to": new.value}, **params)
+        self.hub.notify(note)
+
+    async def _finish_failed(self, verdict: Verdict, ending: Ending, note: str | None = None) -> None:
+        reason = note or f"{verdict.cause}: {short_ending(ending)}"
+        self._to(State.FAILED, cause=verdict.cause, reason=reason)
+        # Its own event at error level: the operator's alert (README: level == "error") fires
+        # on a session that gave up, not on the info-level transition line.
+        self.log.error("session.failed", cause=verdict.cause, reason=reason)
+        self.hub.notify(SessionEnded(EndReason.FATAL, reason))
+        # Keep the checkpoint: acknowledged turns are on disk until an operator (or a
+        # session.close) decides; the sweeper removes it once the handle would have expired.
+        gen = self.durability.persist()
+        await self.durability.wait_quietly(gen)
+
+    async def _finish_closed(self, reason: str) -> None:
+        # Delete first, so that a client that sees "ended" can rely on the checkpoint being gone.
+        if self.handle:
+            logsetup.forget_secret(self.handle)
+        self.handle = None
+        gen = self.durability.delete()
+        await self.durability.wait_quietly(gen)
+        self._to(State.CLOSED, cause="closed", reason=reason)
+        ended = EndReason.TIMEOUT if self._closing_kind is LocalReason.INACTIVITY else EndReason.CLOSED
+        self.hub.notify(SessionEnded(ended, reason))
+
+    async def _finish_stopped(self) -> None:
+        self.log.info("session.stopped", handle=handle_tag(self.handle))
+        gen = self.durability.persist()
+        await self.durability.wait_quietly(gen)
+
+    async def _lazy_checkpoints(self) -> None:
+        """Write handle-only changes at most every HANDLE_CHECKPOINT_DELAY seconds.
+
+        A newer handle only ever makes a checkpoint *shorter* (it trims the replay buffer), and
+        an older checkpoint is always consistent on its own: its handle plus the messages that
+        handle does not cover. Restoring it after a crash resumes a little earlier and replays a
+        little more, losing nothing. So a handle, which the server sends after every turn, need
+        not cost an fsync on the relay path; turns and tool responses still do, before their ack.
+        """
+        while True:
+            await self._lazy_checkpoint.wait()
+            await trio.sleep(HANDLE_CHECKPOINT_DELAY)
+            self._lazy_checkpoint = trio.Event()
+            self.durability.persist()
+
+    async def _inactivity_watch(self) -> None:
+        timeout = self.cfg.session.inactivity_timeout
+        if timeout <= 0:
+            return
+        while not self.state.terminal:
+            idle = self.activity.idle_for(trio.current_time())
+            if idle >= timeout:
+                self._closing = f"{LocalReason.INACTIVITY.value} ({timeout:g} s without activity)"
+                self._closing_kind = LocalReason.INACTIVITY
+                self.log.info("session.inactive", idle_s=round(idle, 1))
+                self._cancel_current(self._closing)
+                return
+            await trio.sleep(timeout - idle)
+
+    # ------------------------------------------------------------------ durability --
+
+    def _maybe_reserve(self, force: bool = False) -> None:
+        self.durability.maybe_reserve(self.next_seq, self.hub.next_seq, force=force)
+
+    async def _await_reservation(self) -> None:
+        await self.durability.await_reservation(lambda: self.next_seq, lambda: self.hub.next_seq)
+
+    async def _persist(self) -> None:
+        self._maybe_reserve(force=True)
+        await self._await_reservation()
+
+    def _wake_writer(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------------ checkpoint record --
+
+    def snapshot(self) -> dict[str, Any]:
+        """The checkpoint record (see :mod:`geminid.daemon.session.record`), as the store writes it."""
+        if self.state.connected:
+            self.core.last_alive_at = self.wall()
+        self.last_snapshot = record = self.record().to_dict()
+        return record
+
+    def record(self) -> SessionRecord:
+        return self.core.record(
+            self.name, self.setup, created_at=self.created_at, seq_reserved=self.durability.seq_reserved,
+            event_reserved=self.durability.event_reserved, reconnects=self.reconnects,
+            failed=self.status_reason if self.state is State.FAILED else None,
+        )
+
+    def _restore(self, record: dict[str, Any]) -> None:
+        """Rebuild from a checkpoint record (already checksum-verified by the store).
+
+        :meth:`SessionRecord.from_dict` type-checks every field, exactly as the registry's
+        pre-check (:func:`geminid.daemon.registry.unusable_record`) does before starting us.
+        """
+        r = SessionRecord.from_dict(record, name=self.name)
+        self.created_at = r.created_at or self.wall()
+        self.reconnects = r.reconnects
+        # Continue strictly after everything that may have been handed out before the crash.
+        self.next_seq = r.seq_reserved + 1
+        self.hub.next_seq = max(self.hub.next_seq, r.event_reserved + 1)
+        self.durability.restored(self.next_seq - 1, self.hub.next_seq - 1)
+        self._apply(self.core.restore(r, trio.current_time()))

@@ -1,0 +1,447 @@
+"""The sans-IO session core: the decisions of a session's connection life, events in, effects out.
+
+In the manner of h11 and wsproto: :class:`SessionCore` holds the resumption handle, the backoff
+state and the facts of the current connection, and shares the replay buffer, the tool calls and
+the activity model with the shell. Its methods take one event (a dial is due, the connection went
+live, a server message, a timer fired, the connection ended) and return a decision or a list of
+:mod:`effects <geminid.daemon.session.effects>`. It imports neither trio nor trio_websocket nor
+structlog and reads no clock: trio time (``now``) and wall time (``wall``, for the handle's age,
+which must survive a restart) are passed in, so MockClock and a test's numbers drive it alike.
+
+What is decided here and nowhere else: whether the next dial resumes (and when an expired or
+refused handle makes it fresh), what a resumption update covers and whether it must be written at
+once, when a goAway rotation happens (at a quiet point, or at the deadline), what the silence of
+the server means (a stall), what an ending means (classify, then backoff: retry after a delay,
+go fresh, or fail), and when a resumed session's token counts say its context was lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any
+
+import attrs
+
+from geminid.daemon.config import SessionConfig
+from geminid.daemon.session.activity import Activity, ReplyFacts
+from geminid.daemon.session.effects import (
+    Effect,
+    EndConnection,
+    HandleDropped,
+    Persist,
+    SecretAdded,
+    SecretRemoved,
+)
+from geminid.daemon.session.record import PendingMessage, SessionRecord
+from geminid.daemon.session.replay import Entry, Kind, classify_message
+from geminid.daemon.states import LocalReason
+from geminid.daemon.upstream import (
+    Action,
+    Backoff,
+    BackoffPolicy,
+    Context,
+    Ending,
+    EndingKind,
+    Verdict,
+    classify,
+)
+from geminid.protocol import live
+from geminid.protocol.errors import LiveMessageError
+
+#: A connection live this long before its goAway rotation counts as healthy (no backoff).
+GOAWAY_MIN_LIVE = 0.25
+#: Endings that happen before the server has read the setup (and so the handle).
+_BEFORE_SETUP = frozenset({EndingKind.REJECTED, EndingKind.NETWORK, EndingKind.CONNECT_TIMEOUT})
+
+
+@attrs.define
+class Conn:
+    """Facts about the current connection attempt, for classification and the timers."""
+
+    resumed: bool
+    attempt: int
+    live_at: float | None = None
+    goaway_seen: bool = False
+    #: When the goAway rotation must happen at the latest (trio time).
+    deadline: float | None = None
+    #: Set when we decided to end it ourselves (rotation, close, shutdown): the reason's text.
+    local_reason: str | None = None
+    first_usage_checked: bool = False
+
+
+@attrs.frozen
+class DialPlan:
+    """The next dial: resume with the handle or start fresh; ``cause`` for the status."""
+
+    resume: bool
+    attempt: int
+    cause: str
+    effects: list[Effect]
+
+
+@attrs.frozen
+class Retry:
+    """Dial again after ``delay`` seconds (0: at once)."""
+
+    classified: Verdict
+    delay: float
+    live_for: float | None
+    effects: list[Effect]
+
+
+@attrs.frozen
+class Failed:
+    """Give up: the session fails with ``verdict`` (``note`` replaces the ending's summary as
+    the reason). ``classified`` is what the ending itself was classified as."""
+
+    classified: Verdict
+    verdict: Verdict
+    live_for: float | None
+    note: str | None = None
+
+
+@attrs.frozen
+class Stall:
+    """The server fell silent while it owed us frames."""
+
+    ending: Ending
+
+
+class SessionCore:
+    """Connection-life decisions of one session (see the module docstring)."""
+
+    def __init__(
+        self, *, session: SessionConfig, backoff: BackoffPolicy, activity: Activity, transparent: bool = False
+    ) -> None:
+        self.policy = session
+        self.backoff_policy = backoff
+        self.backoff = Backoff(backoff)
+        self.activity = activity
+        self.buffer = activity.buffer
+        self.tools = activity.tools
+        self.transparent = transparent
+        self.handle: str | None = None
+        #: Wall-clock seconds: when the handle was issued, and when we were last connected.
+        self.handle_issued_at: float | None = None
+        self.last_alive_at = 0.0
+        self.last_prompt_tokens: int | None = None
+        #: Why the context was lost, until the next live connection announces it.
+        self.context_lost_pending: str | None = None
+        self.conn: Conn | None = None
+        self._attempt = 0
+        self._fresh_reason: str | None = None
+        #: The conversation's tail, for re-seeding a fresh session and for the checkpoint.
+        self.transcript: collections.deque[dict[str, Any]] = collections.deque(maxlen=session.transcript_tail)
+        self._model_text: list[str] = []
+        self._audio_since_turn = False
+
+    # -- the checkpoint record -------------------------------------------------------------
+
+    def record(
+        self, session: str, setup: dict[str, Any], *, created_at: float, seq_reserved: int,
+        event_reserved: int, reconnects: int, failed: str | None,
+    ) -> SessionRecord:
+        """What a checkpoint holds: the core's part, plus the shell's counters."""
+        return SessionRecord(
+            session=session, setup=setup, handle=self.handle, handle_issued_at=self.handle_issued_at,
+            last_alive_at=self.last_alive_at, created_at=created_at, seq_reserved=seq_reserved,
+            event_reserved=event_reserved,
+            pending=tuple(PendingMessage(e.seq, e.message) for e in self.buffer.durable_entries()),
+            pending_tools=tuple(self.tools.open_ids()), lost_tools=tuple(self.tools.lost),
+            transcript=tuple(self.transcript), reconnects=reconnects, context_lost=self.context_lost_pending,
+            failed=failed,
+        )
+
+    def restore(self, r: SessionRecord, now: float) -> list[Effect]:
+        """Rebuild the core's part from a validated record."""
+        self.handle, self.handle_issued_at, self.last_alive_at = r.handle, r.handle_issued_at, r.last_alive_at
+        for item in r.pending:
+            rkind, elicits = classify_message(next(iter(item.message)), item.message)
+            self.buffer.append(Entry(item.seq, rkind, item.message, live.encode(item.message), now, elicits))
+        # Tool calls open at the crash are lost on the resume (announced when live).
+        self.tools.restore(r.pending_tools, r.lost_tools)
+        self.transcript.extend(r.transcript)
+        self.context_lost_pending = r.context_lost
+        if not self.handle and self.transcript:
+            self.context_lost_pending = self.context_lost_pending or "no resumption handle was saved"
+        return [SecretAdded(self.handle)] if self.handle else []
+
+    # -- client messages -------------------------------------------------------------------
+
+    def accept(self, message: dict[str, Any], seq: int, now: float) -> Entry:
+        """Validate and queue one client message as ``seq``; raises (nothing queued) if the
+        server would refuse it: a bad message, a setup, a response to no pending call, a full
+        buffer. A durable entry is held back (gen -1) until its checkpoint is on disk."""
+        kind, canonical = live.validate_client_message(message, transparent_allowed=False)
+        if kind == "setup":
+            raise LiveMessageError(
+                "setup is sent by the daemon; use session.open to configure a session", path="setup"
+            )
+        rkind, elicits = classify_message(kind, canonical)
+        if rkind is Kind.TOOL_RESPONSE:
+            self.tools.check_response(response_ids(canonical))
+        entry = Entry(seq, rkind, canonical, live.encode(canonical), now, elicits, gen=-1 if rkind.durable else 0)
+        if rkind is Kind.AUDIO:
+            self.buffer.drop_sent_stale_audio(now)
+        self.buffer.append(entry)  # may raise BufferFull (nothing consumed, seq not used)
+        self.activity.touch(now)
+        interrupting_end = False  # an audioStreamEnd/activityEnd closing an utterance
+        if rkind is Kind.TOOL_RESPONSE:
+            self.tools.responded(response_ids(canonical))
+        if rkind is Kind.TURN:
+            text = content_text(canonical["clientContent"].get("turns", []))
+            if text:
+                self.transcript.append({"role": "user", "text": text})
+        if rkind is Kind.AUDIO:
+            self._audio_since_turn = True
+        elif elicits:
+            interrupting_end = self._audio_since_turn
+            self._audio_since_turn = False
+        if self.tools.pending and (interrupts(canonical) or (elicits and interrupting_end)):
+            # The server cancels a pending call when new input interrupts the model; a response
+            # sent after this would reach it with no pending call (1007). Refuse it here.
+            self.tools.interrupted()
+        return entry
+
+    # -- server messages -------------------------------------------------------------------
+
+    def server_content(self, msg: live.ServerMessage) -> ReplyFacts:
+        """serverContent: the reply model, the transcript, the end of a tool round trip."""
+        text = msg.text or msg.output_transcription
+        if text:
+            self._model_text.append(text)
+        facts = self.activity.server_message(msg)
+        if facts.boundary:
+            # The tool round trip is over once the response that consumed it ends.
+            self.tools.reply_ended()
+            if self._model_text:
+                self.transcript.append({"role": "model", "text": "".join(self._model_text)})
+                self._model_text = []
+        return facts
+
+    def tool_call(self, msg: live.ServerMessage) -> None:
+        self.activity.server_message(msg)
+        self.tools.called(call.get("id") for call in msg.function_calls)
+
+    def reconcile_tool_calls(self) -> tuple[list[str], int]:
+        """On a new connection every open tool call is gone (see ``ToolCalls.connection_lost``).
+        The turn that caused it is still in the replay buffer (its reply never ended) and will be
+        answered again, with a new call id; queued responses for lost calls are dropped.
+        Returns the lost ids and how many queued responses were dropped."""
+        queued = [i for e in self.buffer if e.kind is Kind.TOOL_RESPONSE for i in response_ids(e.message)]
+        lost = self.tools.connection_lost(queued)
+        if not lost:
+            return [], 0
+        return lost, len(self.buffer.remove_tool_responses(lost))
+
+    # -- the handle ------------------------------------------------------------------------
+
+    def handle_expired(self, wall: float) -> bool:
+        seen = max(self.handle_issued_at or 0.0, self.last_alive_at)
+        return wall - seen > self.policy.handle_ttl
+
+    def drop_handle(self, reason: str) -> list[Effect]:
+        """Give up the handle: the next dial is fresh and announces the context as lost."""
+        effects: list[Effect] = [SecretRemoved(self.handle)] if self.handle else []
+        self.handle = None
+        self.handle_issued_at = None
+        self.last_prompt_tokens = None  # the next conversation's counts start from scratch
+        self.context_lost_pending = reason
+        return [*effects, HandleDropped(reason), Persist()]
+
+    def resumption_update(self, msg: live.ServerMessage, wall: float) -> tuple[int, list[Effect]]:
+        """A sessionResumptionUpdate: keep the new handle and trim what it covers.
+
+        Returns the number of buffered messages trimmed and the effects. ``resumable: false``
+        (sent while generating) keeps the last good handle.
+        """
+        if not (msg.resumable and msg.new_handle):
+            return 0, []
+        old = self.handle
+        self.handle = msg.new_handle
+        self.handle_issued_at = wall
+        self.last_alive_at = wall
+        effects: list[Effect] = [SecretAdded(self.handle)]
+        if old and old != self.handle:
+            effects.append(SecretRemoved(old))
+        trimmed = self.buffer.covered_by_handle(msg.last_consumed_index if self.transparent else None)
+        # The first handle of a conversation is written at once; later ones lazily.
+        effects.append(Persist(urgent=old is None))
+        return trimmed, effects
+
+    # -- dialling --------------------------------------------------------------------------
+
+    def dial(self, wall: float) -> DialPlan:
+        """A dial is due: resume if there is a live handle, else fresh."""
+        effects: list[Effect] = []
+        resume = self.handle is not None
+        if resume and self.handle_expired(wall):
+            self._fresh_reason = "resumption handle expired"
+            effects = self.drop_handle(self._fresh_reason)
+            resume = False
+        self._attempt += 1
+        self.conn = Conn(resumed=resume, attempt=self._attempt)
+        cause = self._fresh_reason or "dial"
+        self._fresh_reason = None
+        return DialPlan(resume, self._attempt, cause, effects)
+
+    def setup_message(self, setup: dict[str, object], *, resume: bool) -> dict[str, object]:
+        """The setup of the next dial: the session's own plus the daemon-owned resumption."""
+        body = dict(setup)
+        resumption: dict[str, object] = {"handle": self.handle} if resume else {}
+        if self.transparent:
+            resumption["transparent"] = True
+        body["sessionResumption"] = resumption
+        return {"setup": body}
+
+    def seed_message(self) -> dict[str, object] | None:
+        """Optionally re-seed a fresh session with the saved transcript (never on a resume)."""
+        conn = self.conn
+        if conn is None or conn.resumed or not self.policy.reseed or self.context_lost_pending is None:
+            return None
+        turns = [{"role": t["role"], "parts": [{"text": t["text"]}]} for t in self.transcript if t.get("text")]
+        if not turns:
+            return None
+        return {"clientContent": {"turns": turns, "turnComplete": False}}
+
+    def opened(self, now: float, wall: float) -> None:
+        """setupComplete: the connection is live."""
+        assert self.conn is not None
+        self.conn.live_at = now
+        self.last_alive_at = wall
+        self.activity.connection_opened(now)
+
+    def connection_closed(self, wall: float) -> None:
+        if self.conn is not None and self.conn.live_at is not None:
+            self.last_alive_at = wall
+        self.activity.connection_closed()
+
+    # -- while live ------------------------------------------------------------------------
+
+    def end_connection(self, reason: str) -> bool:
+        """We end the current connection ourselves; False if it already has a reason."""
+        if self.conn is None or self.conn.local_reason is not None:
+            return False
+        self.conn.local_reason = reason
+        return True
+
+    def goaway(self, time_left: float | None, now: float) -> float:
+        """The server will close: rotate at the next quiet point, at the latest by the deadline
+        (the time left minus a margin, at most half of it). Returns the seconds left."""
+        assert self.conn is not None
+        left = time_left if time_left is not None else 0.0
+        self.conn.goaway_seen = True
+        margin = min(self.policy.goaway_margin, left / 2)
+        self.conn.deadline = now + max(0.0, left - margin)
+        return left
+
+    def rotation(self) -> EndConnection | None:
+        """After a server message: a drained connection rotates at the first quiet point."""
+        conn = self.conn
+        if conn is not None and conn.goaway_seen and conn.local_reason is None and self.activity.quiet():
+            return EndConnection(LocalReason.ROTATION)
+        return None
+
+    def draining(self) -> bool:
+        return self.conn is not None and self.conn.goaway_seen
+
+    def wake_at(self, stall_timeout: float) -> float:
+        """The earliest deadline the timers must wake for (goAway, stall), or inf."""
+        wake = math.inf
+        if self.conn is not None and self.conn.deadline is not None:
+            wake = self.conn.deadline
+        stall_at = self.activity.stall_at(stall_timeout)
+        if stall_at is not None:
+            wake = min(wake, stall_at)
+        return wake
+
+    def timer(self, now: float, stall_timeout: float) -> EndConnection | Stall | None:
+        """The timers woke at ``now``: the goAway deadline passed, or the server stalled."""
+        conn = self.conn
+        if conn is not None and conn.deadline is not None and now >= conn.deadline:
+            return EndConnection(LocalReason.GOAWAY_DEADLINE)
+        stall_at = self.activity.stall_at(stall_timeout)
+        if stall_at is not None and now >= stall_at:
+            return Stall(Ending(EndingKind.STALL, reason=f"no frame for {stall_timeout:g} s while a reply was expected"))
+        return None
+
+    def usage(self, usage: dict[str, object]) -> str | None:
+        """A resumed session whose prompt token count collapses has lost its context even
+        though the server accepted the handle. Returns the suspected reason, or None."""
+        prompt = usage.get("promptTokenCount")
+        conn = self.conn
+        if not isinstance(prompt, int) or conn is None:
+            return None
+        suspected = None
+        if conn.resumed and not conn.first_usage_checked and self.last_prompt_tokens:
+            if prompt < self.last_prompt_tokens // 2:
+                suspected = f"prompt tokens fell from {self.last_prompt_tokens} to {prompt} after resuming"
+        conn.first_usage_checked = True
+        self.last_prompt_tokens = prompt
+        return suspected
+
+    # -- the end of a connection -----------------------------------------------------------
+
+    def ended(self, ending: Ending, now: float, rand: float) -> Retry | Failed:
+        """What an ending means: classify it, then ask the backoff (retry, fresh, or fail)."""
+        conn = self.conn
+        assert conn is not None
+        self.conn = None
+        if conn.live_at is not None:
+            self._attempt = 0
+        live_for = (now - conn.live_at) if conn.live_at is not None else None
+        verdict = classify(
+            ending,
+            Context(handle_sent=conn.resumed, goaway_seen=conn.goaway_seen, reached_live=conn.live_at is not None),
+        )
+        # A dial refused before the setup was read (HTTP 429/503, TCP, handshake) says nothing
+        # about the handle: only a failure after the setup counts as a failed resume.
+        handle_judged = conn.resumed and ending.kind not in _BEFORE_SETUP
+        # Our own rotation after a goAway is planned by the server: no quick-failure wait,
+        # unless the server announced the end almost at once (then the guard stays, so a server
+        # that sends goAway right after every setup cannot make us hot-loop).
+        judged_live = live_for
+        if ending.kind is EndingKind.LOCAL and conn.goaway_seen and live_for is not None and live_for >= GOAWAY_MIN_LIVE:
+            judged_live = max(live_for, self.backoff_policy.quick_failure)
+        self.backoff, delay = self.backoff.after_ending(
+            verdict.action, live_for=judged_live, resumed=handle_judged, rand=rand
+        )
+        if verdict.action is Action.FATAL:
+            return Failed(verdict, verdict, live_for)
+        if delay is None:
+            return Failed(
+                verdict, Verdict(verdict.action, "retry_budget_exhausted"), live_for,
+                note=f"gave up after {self.backoff.attempt - 1} attempts; last: {verdict.cause}",
+            )
+        effects: list[Effect] = []
+        if self.handle is not None and (verdict.action is Action.FRESH_SESSION or self.backoff.must_go_fresh()):
+            self._fresh_reason = (
+                "server no longer knows the resumption handle"
+                if verdict.action is Action.FRESH_SESSION
+                else f"{self.backoff.failed_resumes} resumes in a row failed"
+            )
+            effects = self.drop_handle(self._fresh_reason)
+            self.backoff = attrs.evolve(self.backoff, failed_resumes=0)
+        return Retry(verdict, delay, live_for, effects)
+
+
+def response_ids(canonical: dict[str, Any]) -> list[str | None]:
+    return [r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])]
+
+
+def interrupts(canonical: dict[str, Any]) -> bool:
+    """Input that makes the server interrupt the model (and cancel its pending tool calls)."""
+    if "clientContent" in canonical:
+        return True
+    body = canonical.get("realtimeInput") or {}
+    return "text" in body or "activityStart" in body
+
+
+def content_text(turns: list[dict[str, Any]]) -> str:
+    out = []
+    for turn in turns:
+        for part in turn.get("parts", []) or []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+    return "".join(out)

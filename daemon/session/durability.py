@@ -1,0 +1,185 @@
+"""Durability of one session: ack waiters, the commit, and the seq/event reservations.
+
+The only session code that calls :class:`~geminid.daemon.checkpoint.CheckpointStore`. Two
+promises rest on it:
+
+- a turn, tool response or context update is acknowledged only once its checkpoint generation is
+  on disk (group-committed with whatever else is being written), and a message whose write failed
+  is neither acknowledged nor sent (a retry by the client must not produce a duplicate);
+- seqs and event seqs are reserved in blocks, durably, *before* they are handed out, so that a
+  restart after kill -9 never reuses a seq a client has seen (it continues after the block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from geminid.daemon.checkpoint import CheckpointStore
+from geminid.daemon.errors import CheckpointWriteError
+from geminid.protocol.errors import NotDurable, SessionFailed
+
+#: Seqs are reserved in blocks of this many (see the module docstring).
+SEQ_BLOCK = 4096
+
+
+class Deferred:
+    """An awaitable that creates its coroutine only when awaited.
+
+    ``send_now`` hands one back for durable sends; if the client vanishes before the reply task
+    starts, nothing was created, so nothing is left "never awaited".
+    """
+
+    __slots__ = ("_fn", "_args")
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        self._fn = fn
+        self._args = args
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._fn(*self._args).__await__()
+
+
+@attrs.define
+class Waiter:
+    """The ack of one durable submit: set once the entry is on disk (or failed)."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    error: Exception | None = None
+
+
+class _Log(Protocol):
+    def error(self, event: str, **kw: Any) -> Any: ...
+
+
+class Durability:
+    """Checkpoint writes of one session, and what waits on them."""
+
+    def __init__(self, name: str, store: CheckpointStore, snapshot: Callable[[], dict[str, Any]], log: _Log) -> None:
+        self.name = name
+        self.store = store
+        self.snapshot = snapshot
+        self.log = log
+        self.waiters: dict[int, Waiter] = {}
+        #: Reserved (asked for) and durable (on disk) upper bounds of seqs and event seqs.
+        self.seq_reserved = 0
+        self.seq_durable = 0
+        self.event_reserved = 0
+        self.event_durable = 0
+        self._reserving = False
+        self._reserved_event = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Commits and reservations run as tasks of ``nursery`` (the actor's, while it runs)."""
+        self._nursery = nursery
+
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self._nursery is None:
+            raise RuntimeError("Durability.start() was not called: the session is not running")
+        self._nursery.start_soon(fn, *args)
+
+    def restored(self, seq_reserved: int, event_reserved: int) -> None:
+        """After a restore, everything up to the saved reservations counts as handed out."""
+        self.seq_reserved = self.seq_durable = seq_reserved
+        self.event_reserved = self.event_durable = event_reserved
+
+    # -- checkpoint writes -----------------------------------------------------------------
+
+    def persist(self) -> int:
+        """Schedule a checkpoint of the current snapshot; returns its generation."""
+        return self.store.mark_dirty(self.name, self.snapshot)
+
+    def delete(self) -> int:
+        return self.store.mark_deleted(self.name)
+
+    async def wait_quietly(self, gen: int) -> None:
+        """Wait for ``gen``; a write failure is logged, not raised (used on the way out)."""
+        try:
+            await self.store.wait_durable(self.name, gen)
+        except CheckpointWriteError as exc:
+            self.log.error("checkpoint.failed", error=str(exc))
+
+    # -- acks ------------------------------------------------------------------------------
+
+    def commit(self, seq: int, on_durable: Callable[[int], None], on_failed: Callable[[], None]) -> Waiter:
+        """Checkpoint the message ``seq`` just accepted; its waiter is set once that is on disk.
+
+        ``on_durable(gen)`` releases the entry to the writer; ``on_failed()`` removes it if it was
+        not sent yet (and counts it).
+        """
+        waiter = self.waiters[seq] = Waiter()
+        gen = self.persist()
+        self._spawn(self._commit, seq, gen, waiter, on_durable, on_failed)
+        return waiter
+
+    async def _commit(
+        self, seq: int, gen: int, waiter: Waiter, on_durable: Callable[[int], None], on_failed: Callable[[], None]
+    ) -> None:
+        try:
+            await self.store.wait_durable(self.name, gen)
+        except CheckpointWriteError as exc:
+            # Not durable: not acknowledged, and not sent either.
+            on_failed()
+            waiter.error = NotDurable(
+                f"message not acknowledged: the checkpoint could not be written ({exc.message})",
+                data={"seq": seq},
+            )
+        else:
+            on_durable(gen)
+        waiter.done.set()
+
+    async def acknowledged(self, seq: int, waiter: Waiter | None) -> None:
+        """Wait for ``seq``'s commit (if durable) and for its seq reservation; raise its error."""
+        if waiter is not None:
+            await waiter.done.wait()
+            self.waiters.pop(seq, None)
+            if waiter.error is not None:
+                raise waiter.error
+
+    def fail_waiters(self) -> None:
+        """The actor stopped: release every ack still waiting, with an error."""
+        for waiter in self.waiters.values():
+            if not waiter.done.is_set():
+                waiter.error = SessionFailed(f"session {self.name!r} stopped before the message was acknowledged")
+                waiter.done.set()
+
+    # -- reservations ----------------------------------------------------------------------
+
+    def maybe_reserve(self, next_seq: int, next_event: int, *, force: bool = False) -> None:
+        """Keep durable reservations at least half a block ahead of what is handed out."""
+        low_seq = self.seq_reserved - next_seq < SEQ_BLOCK // 2
+        low_event = self.event_reserved - next_event < SEQ_BLOCK // 2
+        if not (low_seq or low_event or force) or self._reserving:
+            return
+        self.seq_reserved = next_seq + SEQ_BLOCK
+        self.event_reserved = next_event + SEQ_BLOCK
+        self._reserving = True
+        gen = self.persist()
+        self._spawn(self._reservation_done, gen, self.seq_reserved, self.event_reserved)
+
+    async def _reservation_done(self, gen: int, seq: int, event: int) -> None:
+        try:
+            await self.store.wait_durable(self.name, gen)
+        except CheckpointWriteError as exc:
+            self.log.error("checkpoint.failed", error=str(exc), what="seq reservation")
+        else:
+            self.seq_durable = max(self.seq_durable, seq)
+            self.event_durable = max(self.event_durable, event)
+        finally:
+            self._reserving = False
+            self._reserved_event.set()
+            self._reserved_event = trio.Event()
+
+    def covers(self, last_seq: int, next_event: int) -> bool:
+        """Every seq up to ``last_seq`` and every event before ``next_event`` is reserved on disk."""
+        return last_seq <= self.seq_durable and next_event <= self.event_durable
+
+    async def await_reservation(self, next_seq: Callable[[], int], next_event: Callable[[], int]) -> None:
+        """Wait until what was handed out so far is covered by a durable reservation."""
+        while not self.covers(next_seq() - 1, next_event()):
+            self.maybe_reserve(next_seq(), next_event(), force=not self._reserving)
+            await self._reserved_event.wait()

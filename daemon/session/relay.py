@@ -1,0 +1,405 @@
+"""One connection at a time: the dial loop, the relay (reader, writer, timers) and the server
+messages, over the session's sans-IO core.
+
+:class:`Relay` is the I/O half of :class:`~geminid.daemon.session.actor.SessionActor` (the actor
+is a ``Relay``): the actor owns the session's life (commands, acceptance and acks, transitions,
+durability, the record); this class runs each connection and hands every decision to the core
+(:meth:`SessionCore.dial`, :meth:`~SessionCore.ended`, :meth:`~SessionCore.timer`,
+:meth:`~SessionCore.rotation`, ...), carrying out the effects it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from geminid.daemon import logsetup
+from geminid.daemon.config import Config
+from geminid.daemon.events import EventHub
+from geminid.daemon.metrics import Metrics
+from geminid.daemon.session.activity import Activity
+from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall
+from geminid.daemon.session.durability import Durability
+from geminid.daemon.session.effects import Effect, EndConnection
+from geminid.daemon.session.replay import ReplayBuffer
+from geminid.daemon.session.toolcalls import ToolCalls
+from geminid.daemon.states import State
+from geminid.daemon.upstream import (
+    Dial,
+    Ended,
+    Ending,
+    EndingKind,
+    UpstreamLink,
+    Verdict,
+    ending_from_group,
+    open_link,
+)
+from geminid.protocol import live
+from geminid.protocol.notifications import (
+    SessionContext,
+    SessionContextLost,
+    SessionMessage,
+    SessionToolCallLost,
+)
+
+#: Server message kinds the daemon owns and does not forward to clients (connection churn and
+#: resumption handles are the daemon's business; clients see session.status instead).
+_PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
+#: Handle-only checkpoint changes are written at most this often (see _lazy_checkpoints).
+HANDLE_CHECKPOINT_DELAY = 1.0
+#: Messages queued but not yet written to a live link, past which acks wait (backpressure).
+UNSENT_HIGH = 256
+
+
+def handle_tag(handle: str | None) -> str | None:
+    """What logs may say about a handle: a short hash, never the handle."""
+    if not handle:
+        return None
+    return hashlib.sha256(handle.encode()).hexdigest()[:8]
+
+
+
+
+class Relay:
+    """The connection half of the session actor (see the module docstring)."""
+
+    # Owned by SessionActor; declared here for the type checker.
+    name: str
+    setup: dict[str, Any]
+    cfg: Config
+    dial: Dial
+    hub: EventHub
+    metrics: Metrics
+    rng: random.Random
+    wall: Callable[[], float]
+    log: Any
+    state: State
+    restored: bool
+    reconnects: int
+    core: SessionCore
+    activity: Activity
+    buffer: ReplayBuffer
+    tools: ToolCalls
+    durability: Durability
+    connected_since: float | None
+    down_since: float | None
+    _conn: Conn | None
+    _link: UpstreamLink | None
+    _conn_scope: trio.CancelScope | None
+    _wait_scope: trio.CancelScope | None
+    _relay_scope: trio.CancelScope | None
+    _closing: str | None
+    _connected_once: bool
+    _wake: trio.Event
+    _timer_wake: trio.Event
+    _drained: trio.Event
+    _lazy_checkpoint: trio.Event
+
+    if TYPE_CHECKING:
+        @property
+        def handle(self) -> str | None: ...
+        @property
+        def backoff(self) -> Any: ...
+        @property
+        def handle_issued_at(self) -> float | None: ...
+        def _to(self, new: State, *, cause: str, **fields: Any) -> None: ...
+        def _apply(self, effects: list[Effect]) -> None: ...
+        async def _finished_if_asked(self) -> bool: ...
+        async def _finish_failed(self, verdict: Verdict, ending: Ending, note: str | None = None) -> None: ...
+        def _maybe_reserve(self, force: bool = False) -> None: ...
+        async def _await_reservation(self) -> None: ...
+        def _wake_writer(self) -> None: ...
+
+    async def _life(self) -> None:
+        while True:
+            if await self._finished_if_asked():
+                return
+            plan = self.core.dial(self.wall())
+            self._apply(plan.effects)
+            self._to(State.RESUMING if plan.resume else State.CONNECTING, cause=plan.cause, attempt=plan.attempt)
+            ending = await self._connect_and_relay(plan.resume, plan.attempt)
+            if await self._finished_if_asked():
+                return
+            decision = self.core.ended(ending, trio.current_time(), self.rng.random())
+            verdict, live_for = decision.classified, decision.live_for
+            self.metrics.reconnect(verdict.cause)
+            self.log.info(
+                "upstream.closed",
+                code=ending.code,
+                reason=logsetup.redact_text(ending.reason)[:200],
+                kind=ending.kind.value,
+                http_status=ending.http_status,
+                action=verdict.action.value,
+                cause=verdict.cause,
+                live_s=round(live_for, 3) if live_for is not None else None,
+            )
+            if isinstance(decision, Failed):
+                await self._finish_failed(decision.verdict, ending, note=decision.note)
+                return
+            self._apply(decision.effects)
+            if decision.delay > 0:
+                self._to(State.BACKOFF, cause=verdict.cause, attempt=self.backoff.attempt,
+                         retry_in=round(decision.delay, 3), reason=short_ending(ending))
+                with trio.CancelScope() as scope:
+                    self._wait_scope = scope
+                    await trio.sleep(decision.delay)
+                self._wait_scope = None
+
+    async def _connect_and_relay(self, resume: bool, attempt: int) -> Ending:
+        assert self.core.conn is not None
+        conn = self._conn = self.core.conn
+        setup_wire = live.encode(self.core.setup_message(self.setup, resume=resume))
+        self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle))
+        ending: Ending
+        try:
+            with trio.CancelScope() as scope:
+                self._conn_scope = scope
+                if self._closing:
+                    scope.cancel()
+                async with trio.open_nursery() as conn_nursery:
+                    link, setup_s = await open_link(conn_nursery, self.dial, setup_wire)
+                    self._link = link
+                    try:
+                        ending = await self._relay(link, conn, setup_s)
+                    finally:
+                        self._link = None
+                        self.metrics.bytes_up += link.bytes_up
+                        self.metrics.bytes_down += link.bytes_down
+                        if conn.local_reason is not None:
+                            await link.close(1000, "")
+                        else:
+                            await link.abort()
+                    conn_nursery.cancel_scope.cancel()
+            if scope.cancelled_caught:
+                ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "cancelled")
+        except Ended as exc:
+            ending = exc.ending
+        except BaseExceptionGroup as group:
+            found = ending_from_group(group, stage="relay" if conn.live_at else "connect")
+            if found is None:
+                raise
+            ending = found
+        finally:
+            self._conn_scope = None
+            self._conn = None
+        if conn.live_at is not None:
+            self.down_since = trio.current_time()
+            self.connected_since = None
+        return ending
+
+    async def _relay(self, link: UpstreamLink, conn: Conn, setup_s: float) -> Ending:
+        now = trio.current_time()
+        self.connected_since = self.wall()
+        self.core.opened(now, self.connected_since)
+        self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
+        # "replayed" has one owner, the buffer's stats; the daemon-wide metric mirrors it.
+        replaying = self._connected_once or self.restored
+        before = self.buffer.stats.replayed
+        dropped = self.buffer.new_connection(now, replaying=replaying)
+        self.metrics.replayed += self.buffer.stats.replayed - before
+        if dropped:
+            self.metrics.dropped_stale += len(dropped)
+        lost = self._reconcile_tool_calls(conn)
+        seed = self.core.seed_message()
+        self._announce_live(conn, lost)
+        if seed is not None:
+            await link.send(live.encode(seed))
+            self.buffer.note_extra_sent()
+        if replaying and len(self.buffer):
+            self.log.info("replay.sent", messages=len(self.buffer), dropped_stale=len(dropped))
+        ending: Ending | None = None
+
+        async def reader() -> None:
+            nonlocal ending
+            while True:
+                msg = await link.receive()
+                self.activity.frame_received(trio.current_time())
+                await self._on_server_message(msg, conn)
+                if conn.local_reason is not None:
+                    ending = Ending(EndingKind.LOCAL, reason=conn.local_reason)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        async def writer() -> None:
+            while True:
+                entry = self.buffer.peek()
+                if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=self.core.draining()):
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    continue
+                self.buffer.mark_sent()
+                if self.buffer.unsent <= UNSENT_HIGH // 2:
+                    self._drained.set()
+                await link.send(entry.wire)
+                if self.activity.written(entry, trio.current_time()):
+                    self._poke_timers()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                self._relay_scope = nursery.cancel_scope
+                nursery.start_soon(reader)
+                nursery.start_soon(writer)
+                nursery.start_soon(self._timers, link, conn, nursery.cancel_scope)
+        except Ended as exc:
+            return exc.ending
+        except BaseExceptionGroup as group:
+            found = ending_from_group(group, stage="relay")
+            if found is None:
+                raise
+            return found
+        finally:
+            self._relay_scope = None
+            self.core.connection_closed(self.wall())
+        if ending is None:
+            ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "relay ended")
+        return ending
+
+    async def _timers(self, link: UpstreamLink, conn: Conn, scope: trio.CancelScope) -> None:
+        """goAway deadline, stall detection and keepalive.
+
+        Driven by the clock, not by arriving messages (after a goAway the server may go silent,
+        and a check that runs only on arrival never fires). It sleeps until the earliest armed
+        deadline and is poked (``_poke_timers``) when a new one may have been armed, so an idle
+        session costs no wakeups besides its keepalive ping.
+        """
+        up = self.cfg.upstream
+        next_ping = trio.current_time() + up.keepalive_interval if up.keepalive_interval > 0 else None
+        while True:
+            wake_at = self.core.wake_at(up.stall_timeout)
+            if next_ping is not None:
+                wake_at = min(wake_at, next_ping)
+            self._timer_wake = trio.Event()
+            with trio.move_on_at(wake_at):
+                await self._timer_wake.wait()
+            now = trio.current_time()
+            fired = self.core.timer(now, up.stall_timeout)
+            if isinstance(fired, EndConnection):
+                self._end_connection(conn, fired.reason.value)
+                self._wake_writer()
+                raise Ended(Ending(EndingKind.LOCAL, reason=conn.local_reason or ""))
+            if isinstance(fired, Stall):
+                raise Ended(fired.ending)
+            if next_ping is not None and now >= next_ping:
+                with trio.move_on_after(up.keepalive_timeout) as ping_scope:
+                    await link.ping()
+                if ping_scope.cancelled_caught:
+                    raise Ended(Ending(EndingKind.STALL, reason=f"no pong within {up.keepalive_timeout:g} s"))
+                next_ping = trio.current_time() + up.keepalive_interval
+
+    def _poke_timers(self) -> None:
+        """A deadline may have been armed (goAway, a reply now expected): re-plan the timers."""
+        self._timer_wake.set()
+
+    # ------------------------------------------------------------------ server messages --
+
+    async def _on_server_message(self, msg: live.ServerMessage, conn: Conn) -> None:
+        kind = msg.kind
+        if kind == "serverContent":
+            self._on_server_content(msg, conn)
+        elif kind == "toolCall":
+            self.core.tool_call(msg)
+            self._lazy_checkpoint.set()  # so that a restart can report the call as lost
+        elif kind == "toolCallCancellation":
+            self.tools.cancelled_by_server(msg.cancelled_ids)
+        elif kind == "sessionResumptionUpdate":
+            self._on_resumption_update(msg)
+        elif kind == "goAway":
+            self._on_goaway(msg, conn)
+        if msg.usage:
+            self._check_usage(msg.usage, conn)
+        if kind not in _PRIVATE_KINDS:
+            self.activity.touch(trio.current_time())
+            if self.hub.next_seq > self.durability.event_durable:
+                self._maybe_reserve(force=True)
+                await self._await_reservation()
+            self.hub.notify(SessionMessage(msg.raw))
+            self._maybe_reserve()
+        rotate = self.core.rotation()
+        if rotate is not None:
+            self._end_connection(conn, rotate.reason.value)
+
+    def _on_server_content(self, msg: live.ServerMessage, conn: Conn) -> None:
+        if self.core.server_content(msg).started:
+            self._poke_timers()
+
+    def _on_resumption_update(self, msg: live.ServerMessage) -> None:
+        trimmed, effects = self.core.resumption_update(msg, self.wall())
+        if effects:
+            self.log.debug("session.handle", handle=handle_tag(self.handle), trimmed=trimmed)
+        self._apply(effects)
+
+    def _on_goaway(self, msg: live.ServerMessage, conn: Conn) -> None:
+        time_left = self.core.goaway(msg.time_left, trio.current_time())
+        self.log.info("upstream.goaway", time_left_s=time_left)
+        if self.state is State.LIVE:
+            self._to(State.DRAINING, cause="goaway", time_left=time_left)
+        self._wake_writer()
+        self._poke_timers()
+
+    def _check_usage(self, usage: dict[str, Any], conn: Conn) -> None:
+        """A resumed session whose prompt token count collapses has lost its context even
+        though the server accepted the handle (reported with audio+video and ephemeral tokens)."""
+        reason = self.core.usage(usage)
+        if reason is not None:
+            self.log.warning("session.context_lost", reason=reason, suspected=True)
+            self.hub.notify(SessionContextLost(reason, suspected=True))
+
+    # ------------------------------------------------------------------ decisions --
+
+    def _end_connection(self, conn: Conn, reason: str) -> None:
+        if conn.local_reason is None:
+            conn.local_reason = reason
+            self.log.info("session.rotating", reason=reason)
+        if self._relay_scope is not None:
+            self._relay_scope.cancel()
+
+    def _reconcile_tool_calls(self, conn: Conn) -> list[str]:
+        lost, dropped = self.core.reconcile_tool_calls()
+        if lost:
+            self.log.warning("session.tool_call_lost", ids=lost, responses_dropped=dropped)
+            self.durability.persist()
+        return lost
+
+    def _announce_live(self, conn: Conn, lost_tools: list[str]) -> None:
+        downtime_ms = None
+        if self.down_since is not None:
+            downtime_ms = round((trio.current_time() - self.down_since) * 1000, 1)
+            self.metrics.downtime += trio.current_time() - self.down_since
+        self.down_since = None
+        if conn.resumed:
+            context = SessionContext.RESTORED
+            self.metrics.resumes += 1
+            self.log.info(
+                "session.resumed", attempt=conn.attempt, downtime_ms=downtime_ms,
+                handle_age_s=round(self.wall() - self.handle_issued_at, 1) if self.handle_issued_at else None,
+            )
+        elif self.core.context_lost_pending is not None:
+            context = SessionContext.LOST
+        else:
+            context = SessionContext.FRESH
+        if self._connected_once or self.restored:
+            self.reconnects += 1
+        self._connected_once = True
+        self._to(State.LIVE, cause="setup_complete", attempt=conn.attempt, context=context, downtime_ms=downtime_ms)
+        if context is SessionContext.LOST and self.core.context_lost_pending is not None:
+            reason = self.core.context_lost_pending
+            self.log.warning("session.context_lost", reason=reason)
+            self.hub.notify(SessionContextLost(reason))
+            self.core.context_lost_pending = None
+        if lost_tools:
+            self.hub.notify(SessionToolCallLost(lost_tools))
+            self.metrics.tool_calls_lost += len(lost_tools)
+
+
+def short_ending(ending: Ending) -> str:
+    """An ending in a few words, for a status reason (never a secret: the text is redacted)."""
+    if ending.http_status:
+        return f"HTTP {ending.http_status}"
+    if ending.code is not None:
+        reason = logsetup.redact_text(ending.reason)[:120]
+        return f"{ending.code} {reason}".strip()
+    return f"{ending.kind.value}: {ending.reason}"[:160]

@@ -1,0 +1,320 @@
+"""The zero-loss replay buffer: client messages the server may not have consumed yet.
+
+Pure (no I/O, no clock of its own: callers pass ``now``), so that trimming and replay can be
+property-tested.
+
+Every message accepted for a session is appended with its ``seq`` and stays here until a
+resumable handle provably covers it. The buffer *is* the send queue: a cursor marks how many
+entries have been written to the current connection. A new connection rewinds the cursor, so
+whatever the server had not consumed is replayed first, in order, before anything new.
+
+**When is a message covered by a handle?**
+
+- *Transparent mode* (Vertex): the update names ``lastConsumedClientMessageIndex``, the 0-based
+  index of the last consumed non-setup message on this connection. Exact.
+- *Developer API* (no index): the server only issues ``resumable: true`` handles at quiet points,
+  when it is neither generating nor waiting for a tool response. So a handle covers every message
+  up to the last *eliciting* message (a turn with ``turnComplete``, text input,
+  ``audioStreamEnd``/``activityEnd``) whose response has ended on this connection (responses
+  end in order, one per eliciting message, counted by turn boundaries), plus the tool responses
+  at the head. Anything written after that may still have been in flight when the handle was
+  issued: non-eliciting content (audio, ``turnComplete: false`` turns) is kept and replayed.
+  Replaying it risks a duplicate, dropping it risks a loss, and geminid never loses an
+  acknowledged turn.
+
+Staleness: audio older than the staleness window is not worth replaying (stale audio confuses
+voice activity detection), so it is dropped at replay time and counted. Turns, tool responses and
+control messages are never dropped. The buffer is bounded in bytes: when full, the oldest audio
+goes first; when no audio is left to drop, the new message is refused with ``BufferFull``.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import attrs
+
+from geminid.daemon.session.activity import Replies
+from geminid.protocol.errors import BufferFull
+
+
+class Kind(enum.Enum):
+    TURN = "clientContent"
+    TOOL_RESPONSE = "toolResponse"
+    CONTEXT = "contextUpdate"
+    AUDIO = "audio"  # realtimeInput media: audio, video, mediaChunks
+    REALTIME = "realtime"  # realtimeInput control: text, activityStart/End, audioStreamEnd
+
+    @property
+    def durable(self) -> bool:
+        """Acknowledged only once on disk, checkpointed, never dropped."""
+        return self in (Kind.TURN, Kind.TOOL_RESPONSE, Kind.CONTEXT)
+
+
+def classify_message(kind: str, canonical: dict[str, Any]) -> tuple[Kind, bool]:
+    """Map a validated client message to its replay :class:`Kind` and whether it elicits a reply."""
+    if kind == "clientContent":
+        body = canonical["clientContent"]
+        return Kind.TURN, bool(body.get("turnComplete", False))
+    if kind == "toolResponse":
+        return Kind.TOOL_RESPONSE, False
+    if kind == "contextUpdate":
+        return Kind.CONTEXT, False
+    body = canonical.get("realtimeInput", {})
+    if any(k in body for k in ("audio", "video", "mediaChunks")):
+        return Kind.AUDIO, False
+    elicits = "text" in body or "activityEnd" in body or bool(body.get("audioStreamEnd"))
+    return Kind.REALTIME, elicits
+
+
+@attrs.define(slots=True)
+class Entry:
+    seq: int
+    kind: Kind
+    message: dict[str, Any]
+    #: The encoded frame, computed once at accept time (the relay path only copies bytes).
+    wire: str
+    at: float
+    elicits: bool = False
+    #: Checkpoint generation that must be durable before this entry may be sent (0: none).
+    gen: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.wire)
+
+    @property
+    def asks_reply(self) -> bool:
+        """Written, it makes the server owe us frames (a reply, or the rest of a tool round trip)."""
+        return self.elicits or self.kind is Kind.TOOL_RESPONSE
+
+
+@attrs.define
+class ReplayStats:
+    replayed: int = 0
+    dropped_stale: int = 0
+    dropped_full: int = 0
+    refused: int = 0
+    trimmed: int = 0
+
+
+class ReplayBuffer:
+    def __init__(self, *, max_bytes: int, staleness: float) -> None:
+        self.max_bytes = max_bytes
+        self.staleness = staleness
+        self._entries: collections.deque[Entry] = collections.deque()
+        self.bytes = 0
+        #: How many entries from the left have been written to the current connection.
+        self.cursor = 0
+        self.stats = ReplayStats()
+        # Per-connection bookkeeping for coverage.
+        self._conn_seqs: list[int] = []  # seq of every message written on this connection
+        self._conn_base = 0  # index (on this connection) of _conn_seqs[0]
+        #: Eliciting messages written on this connection and replies ended: the activity
+        #: model's count (geminid.daemon.session.activity), which coverage asks.
+        self.replies = Replies()
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    @property
+    def unsent(self) -> int:
+        return len(self._entries) - self.cursor
+
+    def durable_entries(self) -> list[Entry]:
+        """What a checkpoint must hold: the unconsumed turns, tool responses and updates."""
+        return [e for e in self._entries if e.kind.durable]
+
+    def awaiting_reply(self) -> bool:
+        """An eliciting message was sent on this connection and its response has not ended."""
+        return self.replies.awaiting()
+
+    def peek(self) -> Entry | None:
+        """The next entry to write to the connection, or None."""
+        if self.cursor < len(self._entries):
+            return self._entries[self.cursor]
+        return None
+
+    # -- mutation --------------------------------------------------------------------------
+
+    def append(self, entry: Entry) -> None:
+        """Queue a newly accepted message; evict old audio or refuse when over the byte bound."""
+        need = self.bytes + entry.size - self.max_bytes
+        if need > 0:
+            freed = self._evictable_audio_bytes()
+            if freed < need:
+                self.stats.refused += 1
+                raise BufferFull(
+                    f"replay buffer full ({self.bytes} of {self.max_bytes} bytes held by turns and "
+                    "tool responses the server has not consumed yet); retry when the session is live",
+                    data={"bytes": self.bytes, "limit": self.max_bytes},
+                )
+            self._evict_audio(need)
+        self._entries.append(entry)
+        self.bytes += entry.size
+
+    def mark_sent(self) -> Entry:
+        """The entry at the cursor was written to the connection."""
+        entry = self._entries[self.cursor]
+        self.cursor += 1
+        self._conn_seqs.append(entry.seq)
+        if entry.elicits:
+            self.replies.sent(entry.seq)
+        return entry
+
+    def new_connection(self, now: float, *, replaying: bool = True) -> list[Entry]:
+        """Rewind for a fresh connection: drop stale audio, reset per-connection counters.
+
+        Returns the entries dropped as stale (already counted in ``stats``). Everything left is
+        replayed from the cursor, which now sits at 0.
+        """
+        dropped: list[Entry] = []
+        keep: collections.deque[Entry] = collections.deque()
+        lost_audio = kept_audio = False  # since the last eliciting message kept
+        for e in self._entries:
+            if e.kind is Kind.AUDIO:
+                if now - e.at > self.staleness:
+                    dropped.append(e)
+                    lost_audio = True
+                    continue
+                kept_audio = True
+            elif e.elicits:
+                body = e.message.get("realtimeInput") or {}
+                if body.get("audioStreamEnd") and lost_audio and not kept_audio:
+                    # Its audio is gone: replayed alone it would elicit no reply, and every
+                    # later reply would be counted against the wrong message.
+                    dropped.append(e)
+                    continue
+                lost_audio = kept_audio = False
+            keep.append(e)
+        if dropped:
+            self._entries = keep
+            self.bytes = sum(e.size for e in keep)
+            self.stats.dropped_stale += len(dropped)
+        if replaying:  # (the first connection of a session replays nothing: it sends)
+            self.stats.replayed += len(self._entries)
+        self.cursor = 0
+        self._conn_seqs = []
+        self._conn_base = 0
+        self.replies.reset()
+        return dropped
+
+    def note_extra_sent(self) -> None:
+        """A message that is not in the buffer (a re-seed) was written: it still counts for the
+        server's transparent-mode index."""
+        self._conn_seqs.append(0)
+
+    def discard_unsent(self, entry: Entry) -> bool:
+        """Remove an entry that must not be sent (its durability failed). False if already sent."""
+        for i, e in enumerate(self._entries):
+            if e is entry:
+                if i < self.cursor:
+                    return False
+                del self._entries[i]
+                self.bytes -= e.size
+                return True
+        return False
+
+    def sent_uncovered(self) -> bool:
+        """A message that asks for a reply, or a tool response, was written on this connection
+        and no handle covers it yet: rotating now would replay it (and lose a tool round trip)."""
+        return any(self._entries[i].asks_reply for i in range(self.cursor))
+
+    def response_ended(self) -> None:
+        """A model response ended on this connection (the actor learns that from
+        :meth:`geminid.daemon.session.activity.Activity.server_message`)."""
+        self.replies.reply_ended()
+
+    def covered_by_handle(self, last_consumed_index: int | None) -> int:
+        """A resumable handle arrived: trim what it covers. Returns the number of entries trimmed.
+
+        ``last_consumed_index`` is the transparent-mode index (None on the Developer API).
+        """
+        if last_consumed_index is not None:
+            pos = last_consumed_index - self._conn_base
+            if pos < 0:
+                return 0
+            pos = min(pos, len(self._conn_seqs) - 1)
+            if pos < 0:
+                return 0
+            limit = self._conn_seqs[pos]  # covered: every seq <= limit
+            del self._conn_seqs[: pos + 1]
+            self._conn_base = last_consumed_index + 1
+            self.replies.consumed_through(limit)
+            return self._trim(lambda seq: seq <= limit)
+        # Developer API: the handle holds what the server had consumed when it issued it. That
+        # is everything up to the last message whose reply has ended (replies end in order),
+        # and the tool responses at the head (no handle is issued while a call is pending).
+        # Whatever was written after the last answered message may still have been in flight:
+        # it is kept and replayed (a possible duplicate of non-eliciting content, never a loss).
+        last_answered = self.replies.covered_through()
+        n = 0 if last_answered is None else self._trim(lambda seq: seq <= last_answered)
+        while self.cursor and self._entries and self._entries[0].kind is Kind.TOOL_RESPONSE:
+            n += self._trim(self._entries[0].seq.__eq__)
+        return n
+
+    def remove_tool_responses(self, ids: Iterable[str]) -> list[Entry]:
+        """Drop queued tool responses for calls the server no longer knows (lost to a resume)."""
+        lost = set(ids)
+        if not lost:
+            return []
+        removed: list[Entry] = []
+        keep: collections.deque[Entry] = collections.deque()
+        for i, e in enumerate(self._entries):
+            if e.kind is Kind.TOOL_RESPONSE and i >= self.cursor:
+                responses = e.message["toolResponse"].get("functionResponses", [])
+                if responses and all(r.get("id") in lost for r in responses):
+                    removed.append(e)
+                    self.bytes -= e.size
+                    continue
+            keep.append(e)
+        self._entries = keep
+        return removed
+
+    def drop_sent_stale_audio(self, now: float) -> None:
+        """Forget audio already written and older than the staleness window: a replay would drop
+        it anyway, so holding it only costs memory."""
+        while self.cursor and self._entries:
+            head = self._entries[0]
+            if head.kind is not Kind.AUDIO or now - head.at <= self.staleness:
+                break
+            self._entries.popleft()
+            self.bytes -= head.size
+            self.cursor -= 1
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _trim(self, covered: Callable[[int], bool]) -> int:
+        n = 0
+        while self.cursor and self._entries and covered(self._entries[0].seq):
+            e = self._entries.popleft()
+            self.bytes -= e.size
+            self.cursor -= 1
+            n += 1
+        self.stats.trimmed += n
+        return n
+
+    def _evictable_audio_bytes(self) -> int:
+        return sum(e.size for e in self._entries if e.kind is Kind.AUDIO)
+
+    def _evict_audio(self, need: int) -> None:
+        freed = 0
+        keep: collections.deque[Entry] = collections.deque()
+        for i, e in enumerate(self._entries):
+            if freed < need and e.kind is Kind.AUDIO:
+                freed += e.size
+                self.stats.dropped_full += 1
+                if i < self.cursor:
+                    self.cursor -= 1
+                continue
+            keep.append(e)
+        self._entries = keep
+        self.bytes -= freed
