@@ -51,8 +51,11 @@ TOKEN_HTTP_TIMEOUT = 30.0
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 #: What a Vertex config without the extra gets, as one line.
 MISSING_GOOGLE_AUTH = "Vertex AI needs google-auth: pip install 'geminid[vertex]'"
-#: Credential file types google-auth can refresh on its own (``type`` in the JSON).
-FILE_TYPES = ("service_account", "authorized_user", "external_account", "impersonated_service_account")
+#: Credential file types taken from an explicit file (``type`` in the JSON). Other types
+#: (external_account, impersonation) go through :meth:`VertexCredentials.from_adc`: loading them
+#: from a config-named file can run a program or fetch URLs the file names (google-auth's
+#: deprecation of ``load_credentials_from_dict`` says the same).
+FILE_TYPES = ("service_account", "authorized_user")
 
 
 class GoogleCredentials(Protocol):
@@ -87,6 +90,19 @@ def needs_refresh(
     if expiry is None:
         return False
     return expiry - now <= margin
+
+
+def _from_info(info: dict[str, Any]) -> GoogleCredentials:
+    scopes = [CLOUD_PLATFORM_SCOPE]
+    if info["type"] == "service_account":
+        from google.oauth2 import service_account
+
+        sa: GoogleCredentials = service_account.Credentials.from_service_account_info(info, scopes=scopes)
+        return sa
+    from google.oauth2 import credentials as user_credentials
+
+    user: GoogleCredentials = user_credentials.Credentials.from_authorized_user_info(info, scopes=scopes)
+    return user
 
 
 def _google_auth() -> Any:
@@ -171,7 +187,7 @@ class VertexCredentials:
                 f"Vertex credentials file {str(path)!r}: type {kind!r} is not one of {', '.join(FILE_TYPES)}"
             )
         try:
-            creds, _project = ga.load_credentials_from_dict(info, scopes=[CLOUD_PLATFORM_SCOPE])
+            creds = _from_info(info)
         except Exception as exc:  # noqa: BLE001 - any failure is a bad file; its text may quote it
             raise ConfigError(
                 f"Vertex credentials file {str(path)!r}: not usable as {info['type']} ({_safe_reason(exc)})"
