@@ -15,8 +15,8 @@ checks it): the session actor drives it.
 
 from .auth import API_KEY_HEADER as API_KEY_HEADER
 from .auth import AUTHORIZATION_HEADER as AUTHORIZATION_HEADER
-from .auth import CredentialError as CredentialError
 from .auth import ApiKey as ApiKey
+from .auth import CredentialError as CredentialError
 from .auth import Credentials as Credentials
 from .auth import DialAuth as DialAuth
 from .auth import EphemeralToken as EphemeralToken

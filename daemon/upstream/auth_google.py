@@ -38,7 +38,7 @@ import structlog
 import trio
 
 from ..errors import ConfigError
-from ..logsetup import forget_secret, register_secret, redact_text
+from ..logsetup import forget_secret, redact_text, register_secret
 from .auth import AUTHORIZATION_HEADER, CredentialError, DialAuth
 
 log = structlog.get_logger("geminid.upstream")
@@ -93,16 +93,17 @@ def needs_refresh(
 
 
 def _from_info(info: dict[str, Any]) -> GoogleCredentials:
-    scopes = [CLOUD_PLATFORM_SCOPE]
-    if info["type"] == "service_account":
-        from google.oauth2 import service_account
-
-        sa: GoogleCredentials = service_account.Credentials.from_service_account_info(info, scopes=scopes)
-        return sa
+    """The google-auth object for a file's JSON (its constructors are untyped: held as Any)."""
     from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
 
-    user: GoogleCredentials = user_credentials.Credentials.from_authorized_user_info(info, scopes=scopes)
-    return user
+    build: Any = (
+        service_account.Credentials.from_service_account_info
+        if info["type"] == "service_account"
+        else user_credentials.Credentials.from_authorized_user_info
+    )
+    creds: GoogleCredentials = build(info, scopes=[CLOUD_PLATFORM_SCOPE])
+    return creds
 
 
 def _google_auth() -> Any:
@@ -170,7 +171,7 @@ class VertexCredentials:
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> VertexCredentials:
         """A service-account / authorized-user JSON file; ConfigError names the file, never its content."""
-        ga = _google_auth()
+        _google_auth()
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")

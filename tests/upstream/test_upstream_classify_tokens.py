@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geminid.daemon.upstream import CREDENTIAL_CAUSES, FATAL_CAUSES, Action, Context, Ending, EndingKind, classify
+from geminid.daemon.upstream import (
+    CREDENTIAL_CAUSES,
+    FATAL_CAUSES,
+    Action,
+    Context,
+    Ending,
+    EndingKind,
+    classify,
+)
 
 TRACE = "Request trace id: 9f3a0c, "
 EXHAUSTED = ["Token has been used too many times", "token has been USED TOO MANY TIMES."]

@@ -15,6 +15,7 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from vertex_token_server import TokenServer
 
 from geminid.daemon import logsetup
 from geminid.daemon.errors import ConfigError
@@ -26,14 +27,12 @@ from geminid.daemon.upstream import (
     EndingKind,
     Endpoint,
     VertexCredentials,
+    auth_google,
     ending_from_group,
     open_link,
     vertex_model,
 )
-from geminid.daemon.upstream import auth_google
 from geminid.protocol import live
-
-from vertex_token_server import TokenServer
 
 
 class Clock:
@@ -267,3 +266,20 @@ async def test_the_bearer_token_reaches_the_fakes_vertex_route(server, creds, nu
     ending = await _dial(endpoint, creds, model)
     assert ending is not None and ending.kind is EndingKind.REJECTED and ending.http_status == 403
     assert [c.auth_ok for c in fake.connections] == [True, False] and server.calls == 2
+
+
+async def test_application_default_credentials_from_the_environment(server, tmp_path, clock, monkeypatch):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(server.key_file(tmp_path)))
+    creds = VertexCredentials.from_adc(now=clock)
+    assert bearer(await creds.auth_for_dial()) == server.issued[0] and server.bad_assertions == 0
+
+
+def test_an_authorized_user_file_is_accepted_and_its_refresh_token_never_shown(tmp_path):
+    path = tmp_path / "user.json"
+    path.write_text(json.dumps({
+        "type": "authorized_user", "client_id": "cid", "client_secret": "csecret-0123456789",
+        "refresh_token": "1//refresh-token-0123456789",
+    }))
+    creds = VertexCredentials.from_file(path)
+    assert "refresh-token" not in repr(creds) and "csecret" not in repr(creds)
+    assert str(path) in repr(creds)
