@@ -154,7 +154,8 @@ class EphemeralToken:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._current: str | None = None
+        #: Tokens registered with the redactor, newest last (at most two).
+        self._pinned: list[str] = []
 
     async def auth_for_dial(self) -> DialAuth:
         token = await trio.to_thread.run_sync(self._read)
@@ -170,11 +171,12 @@ class EphemeralToken:
             raise CredentialError(
                 f"upstream.auth_token_file {str(self.path)!r}: must hold one token on one line"
             )
-        if token != self._current:
+        if token not in self._pinned:
+            # The token before stays pinned for one rotation (a log line about its dial may follow).
             register_secret(token, pin=True)
-            if self._current is not None:
-                forget_secret(self._current)
-            self._current = token
+            self._pinned.append(token)
+            while len(self._pinned) > 2:
+                forget_secret(self._pinned.pop(0))
         return token
 
     def invalidate(self) -> None:

@@ -18,8 +18,8 @@ setup and clock skew). Why each piece is the way it is:
 * **401 at the upgrade**: :meth:`VertexCredentials.invalidate` marks the token stale, the next
   dial refreshes whatever its expiry says (the classifier allows that one retry because
   ``refreshable`` is True).
-* **Secrets**: each token is registered with the log redactor (pinned while current, forgotten
-  one refresh after it is replaced); nothing here puts a token, a private key or a refresh token
+* **Secrets**: each token is registered with the log redactor (pinned while current and for one
+  refresh after it is replaced, then forgotten); nothing here puts a token, a private key or a refresh token
   in a ``repr``, a log line or an error message. Errors name the file and the failure's type.
 * **Optional dependency**: google-auth is the ``vertex`` extra. This module imports without it;
   constructing the credentials raises one :class:`~geminid.daemon.errors.ConfigError` line.
@@ -166,7 +166,8 @@ class VertexCredentials:
         self._generation = 0
         #: Token endpoint calls made (metrics, tests).
         self.refreshes = 0
-        self._previous: str | None = None
+        #: Tokens registered with the redactor, newest last (at most two).
+        self._pinned: list[str] = []
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> VertexCredentials:
@@ -221,11 +222,25 @@ class VertexCredentials:
                 # Another dial refreshed while this one waited: use its token, even if it is a
                 # short-lived one that is already inside the margin (it is still valid).
                 if creds.expiry is None or creds.expiry > self._now():
-                    return creds.token
+                    return self._pin(creds.token)
             if needs_refresh(creds.token, creds.expiry, self._now(), stale=self._stale, margin=self._margin):
                 await self._refresh()
             assert creds.token is not None
-            return creds.token
+            # Pinned here too: a refresh in a thread abandoned by a cancelled dial may have set it.
+            return self._pin(creds.token)
+
+    def _pin(self, token: str) -> str:
+        """Register ``token`` with the redactor; the one before stays pinned, older ones are forgotten.
+
+        The previous token stays for one generation because a log line about the dial that used
+        it may still come after the refresh.
+        """
+        if token not in self._pinned:
+            register_secret(token, pin=True)
+            self._pinned.append(token)
+            while len(self._pinned) > 2:
+                forget_secret(self._pinned.pop(0))
+        return token
 
     async def _refresh(self) -> None:
         self.refreshes += 1
@@ -239,11 +254,7 @@ class VertexCredentials:
         token = self._creds.token
         if not token:
             raise CredentialError(f"Vertex AI token refresh for {self.source} returned no token")
-        register_secret(token, pin=True)
-        if self._previous is not None and self._previous != token:
-            # Kept pinned for one generation (a log line of the dial that used it may still come).
-            forget_secret(self._previous)
-        self._previous = token
+        self._pin(token)
         self._stale = False
         self._generation += 1
         expiry = self._creds.expiry

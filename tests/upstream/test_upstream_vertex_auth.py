@@ -283,3 +283,22 @@ def test_an_authorized_user_file_is_accepted_and_its_refresh_token_never_shown(t
     creds = VertexCredentials.from_file(path)
     assert "refresh-token" not in repr(creds) and "csecret" not in repr(creds)
     assert str(path) in repr(creds)
+
+
+async def test_a_dial_cancelled_during_the_refresh_leaves_a_usable_registered_token(server, creds):
+    """A connect timeout abandons the worker thread; its token is used (and redacted) afterwards."""
+    logsetup.clear_secrets()
+    server.gate.clear()
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(creds.auth_for_dial)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+    server.gate.set()
+    with trio.fail_after(10):
+        while creds._creds.token is None:  # the abandoned thread finishes on its own
+            await trio.sleep(0.01)
+    token = bearer(await creds.auth_for_dial())
+    assert server.calls == 1 and token == server.issued[0]
+    assert token not in logsetup.redact_text(f"x {token} y")
+    logsetup.clear_secrets()
