@@ -1,7 +1,8 @@
 """VertexCredentials with the real google-auth: a generated service-account key, a loopback token endpoint.
 
-Time: google-auth stamps ``expiry`` with the real UTC clock; the credentials take ``now`` as a
-parameter, so a test moves *our* view of the clock forward instead of sleeping.
+Time: the credentials take ``now`` as a parameter, and google-auth stamps ``expiry`` with
+``google.auth._helpers.utcnow``; the ``clock`` fixture drives both from one offset clock, so a
+test moves time forward instead of sleeping.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ from geminid.protocol import live
 
 
 class Clock:
-    """Our view of UTC: the real clock plus an offset the test moves."""
+    """UTC as the test says: a fixed start plus an offset the test moves."""
 
     def __init__(self) -> None:
+        self.start = auth_google.utcnow()
         self.offset = datetime.timedelta()
 
     def __call__(self) -> datetime.datetime:
-        return auth_google.utcnow() + self.offset
+        return self.start + self.offset
 
     def advance(self, seconds: float) -> None:
         self.offset += datetime.timedelta(seconds=seconds)
@@ -55,8 +57,12 @@ def server():
 
 
 @pytest.fixture
-def clock():
-    return Clock()
+def clock(monkeypatch):
+    import google.auth._helpers
+
+    c = Clock()
+    monkeypatch.setattr(google.auth._helpers, "utcnow", c)
+    return c
 
 
 @pytest.fixture
@@ -302,3 +308,16 @@ async def test_a_dial_cancelled_during_the_refresh_leaves_a_usable_registered_to
     assert server.calls == 1 and token == server.issued[0]
     assert token not in logsetup.redact_text(f"x {token} y")
     logsetup.clear_secrets()
+
+
+async def test_twenty_expiries_sixty_dials_twenty_token_requests(server, creds, clock, nursery):
+    """Link level: three dials per token lifetime through the fake's Vertex route, no failed dial."""
+    fake = await nursery.start(FakeUpstream(FakeOptions(reply_pace=0.001)).serve)
+    endpoint = Endpoint.vertex("p", "global", base=f"ws://{fake.host}:{fake.port}")
+    model = vertex_model(MODEL, "p", "global")
+    for _expiry in range(20):
+        for _dial_i in range(3):
+            assert await _dial(endpoint, creds, model) is None
+            clock.advance(19 * 60)  # 57 min after three dials: the fourth is inside the margin
+    assert server.calls == 20 and len(set(server.issued)) == 20
+    assert len(fake.connections) == 60 and all(c.accepted for c in fake.connections)
