@@ -321,3 +321,29 @@ async def test_twenty_expiries_sixty_dials_twenty_token_requests(server, creds, 
             clock.advance(19 * 60)  # 57 min after three dials: the fourth is inside the margin
     assert server.calls == 20 and len(set(server.issued)) == 20
     assert len(fake.connections) == 60 and all(c.accepted for c in fake.connections)
+
+
+def test_in_a_python_without_google_auth_the_package_imports_and_construction_is_one_line(tmp_path):
+    """A real interpreter where ``google`` cannot be imported (a meta-path blocker)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "google" or name.startswith("google."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+sys.meta_path.insert(0, Block())
+import geminid.daemon.upstream as up
+from geminid.daemon.errors import ConfigError
+try:
+    up.VertexCredentials.from_file(sys.argv[1])
+except ConfigError as exc:
+    print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sa.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "Vertex AI needs google-auth: pip install 'geminid[vertex]'\n"
