@@ -2,7 +2,8 @@
 
 - :mod:`.link`: one WebSocket (:class:`UpstreamLink`, :func:`open_link`, :class:`Dial`);
 - :mod:`.endpoint`: where to dial (:class:`Endpoint`);
-- :mod:`.auth`: what a dial presents (:class:`Credentials`: :class:`ApiKey`, :class:`FixedKey`);
+- :mod:`.auth`: what a dial presents (:class:`Credentials`: :class:`ApiKey`, :class:`FixedKey`,
+  :class:`EphemeralToken`); :mod:`.auth_google`: :class:`VertexCredentials` (google-auth, optional);
 - :mod:`.endings`: how a connection ended, as one typed :class:`Ending`;
 - :mod:`.classify`: an ending -> what to do next (pure);
 - :mod:`.backoff`: how long to wait, and when to give up (pure);
@@ -13,12 +14,17 @@ checks it): the session actor drives it.
 """
 
 from .auth import API_KEY_HEADER as API_KEY_HEADER
+from .auth import AUTHORIZATION_HEADER as AUTHORIZATION_HEADER
 from .auth import ApiKey as ApiKey
+from .auth import CredentialError as CredentialError
 from .auth import Credentials as Credentials
 from .auth import DialAuth as DialAuth
+from .auth import EphemeralToken as EphemeralToken
 from .auth import FixedKey as FixedKey
+from .auth_google import VertexCredentials as VertexCredentials
 from .backoff import Backoff as Backoff
 from .backoff import BackoffPolicy as BackoffPolicy
+from .classify import CREDENTIAL_CAUSES as CREDENTIAL_CAUSES
 from .classify import FATAL_CAUSES as FATAL_CAUSES
 from .classify import Action as Action
 from .classify import Context as Context
@@ -33,6 +39,7 @@ from .endings import EndingKind as EndingKind
 from .endings import ending_from_exception as ending_from_exception
 from .endings import ending_from_group as ending_from_group
 from .endpoint import Endpoint as Endpoint
+from .endpoint import vertex_model as vertex_model
 from .link import MESSAGE_QUEUE_SIZE as MESSAGE_QUEUE_SIZE
 from .link import Dial as Dial
 from .link import UpstreamLink as UpstreamLink
@@ -40,6 +47,8 @@ from .link import open_link as open_link
 
 __all__ = [
     "API_KEY_HEADER",
+    "AUTHORIZATION_HEADER",
+    "CREDENTIAL_CAUSES",
     "FATAL_CAUSES",
     "MESSAGE_QUEUE_SIZE",
     "Action",
@@ -47,6 +56,7 @@ __all__ = [
     "Backoff",
     "BackoffPolicy",
     "Context",
+    "CredentialError",
     "Credentials",
     "Dial",
     "DialAuth",
@@ -56,12 +66,15 @@ __all__ = [
     "Ending",
     "EndingKind",
     "Endpoint",
+    "EphemeralToken",
     "FixedKey",
     "Suspicion",
     "UpstreamLink",
     "Verdict",
+    "VertexCredentials",
     "classify",
     "ending_from_exception",
     "ending_from_group",
     "open_link",
+    "vertex_model",
 ]

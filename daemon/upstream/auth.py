@@ -14,14 +14,18 @@ Implementations today:
   of every session presents the new one.
 * :class:`FixedKey`: a key that never changes (the embedded fake upstream, tests).
 
-How the seam takes the next ones (issue #14), each one new class here plus one classify rule:
+* :class:`EphemeralToken`: an ephemeral token (``Authorization: Token auth_tokens/...``, the
+  ``BidiGenerateContentConstrained`` method) re-read from a file at every dial, so that a backend
+  can rotate it.
+* ``VertexCredentials`` (:mod:`.auth_google`): Vertex AI bearer tokens from google-auth, refreshed
+  off the event loop when they expire within five minutes; ``invalidate()`` after a 401 forces a
+  refresh. Kept in its own module because google-auth is an optional extra.
 
-* Vertex AI bearer tokens: ``auth_for_dial`` returns ``Authorization: Bearer <token>``, refreshing
-  it (off the event loop, through google-auth) when it expires within five minutes;
-  ``refreshable`` is True and :meth:`Credentials.invalidate` forces a refresh after a 401 at the
-  upgrade. The classifier's ``Context.credential_refreshable`` turns that first 401 into one
-  retry instead of the fatal ``bad_key``.
-* Ephemeral tokens: ``Authorization: Token <token>`` re-read from a file at every dial.
+Tokens are ``refreshable``: the classifier's ``Context.credential_refreshable`` turns a first
+401 (or a "token expired" / "used too many times" close) into one retry with a fresh credential
+instead of a fatal ending. A credential that cannot be produced at dial time (token endpoint
+down, token file unreadable) raises :class:`CredentialError`, which the link reports as a
+network-kind ending with that reason (retried with backoff, bounded by the retry budget).
 
 Secrets: the values returned here are registered with the log redactor by whoever reads them
 (the configuration loader for keys); neither :class:`DialAuth` nor the credentials show them in
@@ -30,12 +34,22 @@ their ``repr``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import attrs
+import trio
+
+from ..logsetup import forget_secret, register_secret
 
 #: The Gemini Developer API's key header.
 API_KEY_HEADER = b"x-goog-api-key"
+#: The header of bearer (Vertex) and ephemeral tokens.
+AUTHORIZATION_HEADER = b"authorization"
+
+
+class CredentialError(Exception):
+    """The credential of a dial could not be produced (its message names the source, never a secret)."""
 
 
 class SecretText(Protocol):
@@ -124,3 +138,49 @@ class FixedKey:
 
 def _reveal(key: SecretText | None) -> str | None:
     return key.reveal() if key is not None else None
+
+
+class EphemeralToken:
+    """An ephemeral token read from ``path`` before every dial (``Authorization: Token <token>``).
+
+    The token is minted elsewhere (a backend calling ``auth_tokens.create``) and written to the
+    file; re-reading it at each dial is what lets that backend rotate it without a SIGHUP. It is
+    ``refreshable``: after a refusal the next dial simply reads the file again, which holds a new
+    token if the backend rotated it (if not, the same token is refused again and the session
+    fails with the classifier's verdict). Each token read is registered with the log redactor.
+    """
+
+    refreshable = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        #: Tokens registered with the redactor, newest last (at most two).
+        self._pinned: list[str] = []
+
+    async def auth_for_dial(self) -> DialAuth:
+        token = await trio.to_thread.run_sync(self._read)
+        return DialAuth(headers=((AUTHORIZATION_HEADER, b"Token " + token.encode()),))
+
+    def _read(self) -> str:
+        try:
+            token = self.path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise CredentialError(f"upstream.auth_token_file {str(self.path)!r}: cannot read it ({reason})") from None
+        if not token or any(c.isspace() for c in token):
+            raise CredentialError(
+                f"upstream.auth_token_file {str(self.path)!r}: must hold one token on one line"
+            )
+        if token not in self._pinned:
+            # The token before stays pinned for one rotation (a log line about its dial may follow).
+            register_secret(token, pin=True)
+            self._pinned.append(token)
+            while len(self._pinned) > 2:
+                forget_secret(self._pinned.pop(0))
+        return token
+
+    def invalidate(self) -> None:
+        """Nothing is cached: the next dial reads the file again."""
+
+    def __repr__(self) -> str:
+        return f"EphemeralToken({str(self.path)!r})"

@@ -27,6 +27,16 @@ Decisions beyond the table, and why:
 * A 401 at the upgrade is fatal (``bad_key``) unless the context says the credential can be
   refreshed and was not refreshed yet: then it is one immediate retry with a fresh credential
   (``credential_refresh``); an API key is never refreshable, so its 401 stays fatal.
+* Ephemeral tokens (GEMINI_LIVE_2026.md §6, UNCONFIRMED codes): a 1008 or 1011 whose reason says
+  the token was "used too many times" is ``token_exhausted``; one that says the token expired is
+  ``token_expired`` (checked before the 1011 "deadline expired" row: "token ... expired" is not
+  a deadline; checked after the 1008 "not found" row: a stale handle is never resumed). With a
+  refreshable credential (the token file is re-read, the token refreshed at the next dial) that
+  is one immediate retry, like the 401 row; without one, or the second time (the caller has
+  cleared ``credential_refreshable``), bounded retries with backoff, never fatal: the codes are
+  unconfirmed and the backend may still rotate the file, and the retry budget ends a token that
+  stays refused. :data:`CREDENTIAL_CAUSES` lists the causes after which the caller invalidates
+  the credential.
 * FRESH_SESSION when no handle was sent simply means "connect fresh" (there was nothing to
   drop).
 """
@@ -83,6 +93,15 @@ _GOAWAY_WORDS = ("goaway", "go away", "go_away")
 _PERMISSION_WORDS = ("permission denied", "permission_denied", "permission")
 _NOT_IMPLEMENTED_WORDS = ("not implemented", "not supported", "not enabled")
 _API_KEY_WORDS = ("api key", "api_key", "apikey")
+_TOKEN_EXHAUSTED_WORDS = ("used too many times", "too many uses", "uses exhausted")
+_TOKEN_EXPIRED_WORDS = (
+    "token has expired",
+    "token expired",
+    "token is expired",
+    "expired token",
+    "token_expired",
+    "expired auth token",
+)
 
 
 def _has(reason: str, words: tuple[str, ...]) -> bool:
@@ -150,8 +169,10 @@ def _classify_close(code: int | None, reason: str, ctx: Context) -> Verdict:
             return Verdict(Action.RESUME_AFTER_BACKOFF, "stale_tool_response")
         return Verdict(Action.FATAL, "invalid_config")
     if code == 1008:
-        return _classify_1008(reason)
+        return _classify_1008(reason, ctx)
     if code == 1011:
+        if (token := _token_verdict(reason, ctx)) is not None:
+            return token
         if _has(reason, _QUOTA_WORDS):
             return Verdict(Action.LONG_BACKOFF, "quota")
         if _has(reason, _DEADLINE_WORDS):
@@ -170,11 +191,26 @@ def _classify_close(code: int | None, reason: str, ctx: Context) -> Verdict:
     return Verdict(Action.RESUME_AFTER_BACKOFF, "unknown_close")
 
 
-def _classify_1008(reason: str) -> Verdict:
+def _token_verdict(reason: str, ctx: Context) -> Verdict | None:
+    if _has(reason, _TOKEN_EXHAUSTED_WORDS):
+        cause = "token_exhausted"
+    elif _has(reason, _TOKEN_EXPIRED_WORDS):
+        cause = "token_expired"
+    else:
+        return None
+    # Re-reading the token file (or refreshing the token) may fix it: once, at once. Otherwise
+    # (a key, or the refresh was spent) bounded retries: the codes are UNCONFIRMED, and a
+    # backend may still rotate the file; the retry budget ends a token that stays refused.
+    return Verdict(Action.RESUME_NOW if ctx.credential_refreshable else Action.RESUME_AFTER_BACKOFF, cause)
+
+
+def _classify_1008(reason: str, ctx: Context) -> Verdict:
     if _has(reason, _STALE_HANDLE_WORDS):
         if "model" in reason:
             return Verdict(Action.FATAL, "model_not_found")
         return Verdict(Action.FRESH_SESSION, "stale_handle")
+    if (token := _token_verdict(reason, ctx)) is not None:
+        return token
     if _has(reason, _GOAWAY_WORDS):
         return Verdict(Action.RESUME_NOW, "goaway_overdue")
     if _has(reason, _PERMISSION_WORDS):
@@ -196,3 +232,7 @@ FATAL_CAUSES = frozenset(
         "not_implemented",
     }
 )
+
+#: Causes after which the caller calls ``Credentials.invalidate()`` and clears
+#: ``Context.credential_refreshable`` for the rest of the incident (one refresh per incident).
+CREDENTIAL_CAUSES = frozenset({"credential_refresh", "token_exhausted", "token_expired"})

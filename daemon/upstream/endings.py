@@ -18,6 +18,8 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
 from geminid.protocol.errors import FrameError
 
+from .auth import CredentialError
+
 
 class EndingKind(enum.Enum):
     """How a connection attempt or connection ended."""
@@ -102,6 +104,9 @@ def ending_from_exception(exc: BaseException, *, stage: str) -> Ending | None:
             )
         kind = EndingKind.SETUP_TIMEOUT if stage == "setup" else EndingKind.CONNECT_TIMEOUT
         return Ending(kind, reason=f"no answer within the {stage} timeout")
+    if isinstance(exc, CredentialError):
+        # No connection was attempted: the credential (token endpoint, token file) failed.
+        return Ending(EndingKind.NETWORK, reason=f"credential: {exc}")
     if isinstance(exc, HandshakeError):
         return Ending(EndingKind.CONNECT_TIMEOUT, reason=type(exc).__name__)
     if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError)):

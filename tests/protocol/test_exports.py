@@ -31,6 +31,9 @@ PUBLIC: dict[str, list[str]] = {
         "BackoffPolicy", "Context", "Credentials", "Dial", "DialAuth", "DialFault", "DialHistory", "Ended", "Ending",
         "EndingKind", "Endpoint", "FixedKey", "Suspicion", "UpstreamLink", "Verdict", "classify",
         "ending_from_exception", "ending_from_group", "open_link",
+        # issue #14 credentials layer
+        "AUTHORIZATION_HEADER", "CREDENTIAL_CAUSES", "CredentialError", "EphemeralToken",
+        "VertexCredentials", "vertex_model",
     ],
     "geminid.daemon.errors": [
         "CheckpointCorrupt", "CheckpointError", "CheckpointWriteError", "ConfigError",
