@@ -36,16 +36,9 @@ from geminid.daemon.session.effects import (
 from geminid.daemon.session.record import PendingMessage, SessionRecord
 from geminid.daemon.session.replay import Entry, Kind, classify_message
 from geminid.daemon.states import LocalReason
-from geminid.daemon.upstream import (
-    Action,
-    Backoff,
-    BackoffPolicy,
-    Context,
-    Ending,
-    EndingKind,
-    Verdict,
-    classify,
-)
+from geminid.daemon.upstream.backoff import Backoff, BackoffPolicy
+from geminid.daemon.upstream.classify import Action, Context, Verdict, classify
+from geminid.daemon.upstream.endings import Ending, EndingKind
 from geminid.protocol import live
 from geminid.protocol.errors import LiveMessageError
 

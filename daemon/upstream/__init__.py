@@ -36,14 +36,14 @@ from .endings import DialFault as DialFault
 from .endings import Ended as Ended
 from .endings import Ending as Ending
 from .endings import EndingKind as EndingKind
-from .endings import ending_from_exception as ending_from_exception
-from .endings import ending_from_group as ending_from_group
 from .endpoint import Endpoint as Endpoint
 from .endpoint import vertex_model as vertex_model
 from .link import MESSAGE_QUEUE_SIZE as MESSAGE_QUEUE_SIZE
 from .link import Dial as Dial
 from .link import UpstreamLink as UpstreamLink
 from .link import open_link as open_link
+from .translate import ending_from_exception as ending_from_exception
+from .translate import ending_from_group as ending_from_group
 
 __all__ = [
     "API_KEY_HEADER",

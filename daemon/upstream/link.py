@@ -27,8 +27,9 @@ from geminid.protocol import live
 from geminid.protocol.errors import FrameError
 
 from .auth import Credentials
-from .endings import Ended, ending_from_closed, ending_from_exception, ending_from_frame_error
+from .endings import Ended
 from .endpoint import Endpoint
+from .translate import ending_from_closed, ending_from_exception, ending_from_frame_error
 
 log = structlog.get_logger("geminid.upstream")
 
