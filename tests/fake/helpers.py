@@ -152,3 +152,23 @@ async def connect_memory(
     nursery.start_soon(fake.serve_stream, server_stream)
     async with _wrapped(client_stream, path or ws_path(), _headers(key, None)) as client:
         yield client
+
+
+def transcript_of(msgs: list[dict]) -> str:
+    """The ``outputTranscription`` fragments of ``msgs``, joined: an audio reply's text."""
+    return "".join(
+        m["serverContent"]["outputTranscription"]["text"]
+        for m in msgs
+        if "outputTranscription" in m.get("serverContent", {})
+    )
+
+
+def status_of(msg: dict) -> str | None:
+    """The ``interactionStatus`` of a server message (None when absent)."""
+    return msg.get("serverContent", {}).get("interactionStatus")
+
+
+def is_idle(msg: dict) -> bool:
+    """A message that ends the interaction (the SDK's rule, :func:`live.interaction_complete`)."""
+    parsed = live.parse_server_frame(json.dumps(msg)) if msg else None
+    return parsed is not None and parsed.interaction_complete

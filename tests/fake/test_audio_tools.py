@@ -6,7 +6,17 @@ from geminid.protocol import live
 
 from .helpers import connect, text_of
 
-TOOLS = [{"functionDeclarations": [{"name": "get_weather", "description": "weather for a place"}]}]
+TOOLS = [
+    {
+        "functionDeclarations": [
+            {
+                "name": "get_weather",
+                "description": "weather for a place",
+                "parameters": {"type": "OBJECT", "properties": {"query": {"type": "STRING"}}},
+            }
+        ]
+    }
+]
 
 
 def _sc(msgs, key):
