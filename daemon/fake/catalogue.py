@@ -79,10 +79,10 @@ class ModelSpec:
     interaction_status: bool = True
     interim_transcription: bool = True
 
-    @property
-    def default_behavior(self) -> str:
-        """The ``behavior`` of a declaration that names none."""
-        return "BLOCKING" if self.tool_mode is ToolMode.BLOCKING else "NON_BLOCKING"
+    #: The ``behavior`` of a declaration that names none (NON_BLOCKING is the 3.8 default).
+    default_behavior: str = attrs.field(
+        default="NON_BLOCKING", validator=attrs.validators.in_(("BLOCKING", "NON_BLOCKING"))
+    )
 
     def accepts_text(self) -> ModelSpec:
         """This entry with TEXT accepted too (Vertex lists text output for 3.8; on the
@@ -103,12 +103,14 @@ GEMINI_3_1 = ModelSpec(
     modality_refusal=(1011, INTERNAL_ERROR),
     thinking=Thinking.OPTIONAL,
     tool_mode=ToolMode.BLOCKING,
+    default_behavior="BLOCKING",
     history=History.INITIAL_ONLY,
 )
 GEMINI_2_5_NATIVE_AUDIO = ModelSpec(
     name="gemini-2.5-flash-native-audio-preview-12-2025",
     thinking=Thinking.OPTIONAL,
     tool_mode=ToolMode.BOTH,
+    default_behavior="BLOCKING",  # NON_BLOCKING only when declared (2.5)
     interaction_status=False,
     interim_transcription=False,
 )
@@ -121,6 +123,7 @@ LEGACY = ModelSpec(
     default_modality="TEXT",
     thinking=Thinking.OPTIONAL,
     tool_mode=ToolMode.BLOCKING,
+    default_behavior="BLOCKING",
     interaction_status=False,
     interim_transcription=False,
 )
@@ -154,6 +157,14 @@ class Catalogue:
     def names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.models)
 
+    def accepting_text(self, name: str = "gemini-3.8-live") -> Catalogue:
+        """This catalogue with TEXT accepted on ``name``: for tests that read text replies
+        (Vertex lists text output for 3.8; on the Developer API it is UNCONFIRMED)."""
+        spec = self.lookup(name)
+        if spec is None:
+            raise ValueError(f"{name!r} is not in the catalogue")
+        return self.with_model(spec.accepts_text())
+
     def with_model(self, spec: ModelSpec) -> Catalogue:
         """This catalogue with ``spec`` replacing the entry of the same name (or added)."""
         rest = tuple(s for s in self.models if s.name != spec.name)
@@ -163,6 +174,12 @@ class Catalogue:
 def catalogue_2026() -> Catalogue:
     """The Developer API's Live models as of 2026-12 (GEMINI_LIVE_2026.md §1)."""
     return Catalogue(models=(GEMINI_3_8, GEMINI_3_8_EXTENDED, GEMINI_3_1, GEMINI_2_5_NATIVE_AUDIO))
+
+
+def text_catalogue() -> Catalogue:
+    """:func:`catalogue_2026` with TEXT accepted on gemini-3.8-live, for tests that read text
+    replies (what TEXT does on 3.8 on the Developer API is UNCONFIRMED; Vertex lists text output)."""
+    return catalogue_2026().accepting_text(GEMINI_3_8.name)
 
 
 def permissive_catalogue() -> Catalogue:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import attrs
 
-from .catalogue import Catalogue, permissive_catalogue
+from .catalogue import Catalogue, catalogue_2026
 from .faults import Planned
 
 #: The lifetime cut after a goAway the client ignored (GEMINI_LIVE.md §5, §6).
@@ -80,7 +80,7 @@ class FakeOptions:
     tool_trigger_words: tuple[str, ...] = ("weather",)
     seed: int = 0
     faults: tuple[Planned, ...] = ()
-    catalogue: Catalogue = attrs.field(factory=permissive_catalogue)
+    catalogue: Catalogue = attrs.field(factory=catalogue_2026)
     plain_interaction_status: bool = True
     resumable_in_progress: bool = False
     resumable_pending_calls: bool = False

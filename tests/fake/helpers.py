@@ -18,7 +18,11 @@ from geminid.daemon.fake import FakeUpstream
 from geminid.daemon.fake.routing import ws_path
 from geminid.protocol import live
 
-MODEL = "models/gemini-live-fake"
+#: The model the generic tests use, with TEXT replies: the fake's generic mechanics (resumption,
+#: faults, framing) are asserted on text, so conftest's fakes use text_catalogue() (TEXT on 3.8 is
+#: UNCONFIRMED on the Developer API; Vertex lists it). test_catalogue/test_live_2026 test the
+#: strict 2026 catalogue itself.
+MODEL = "models/gemini-3.8-live"
 
 
 class Client:
@@ -72,6 +76,8 @@ class Client:
     async def setup(self, *, resumption: dict | None = None, **kwargs: Any) -> list[dict]:
         """Send setup; return setupComplete and, with resumption, the first update."""
         kwargs.setdefault("session_resumption", resumption)
+        if "model" not in kwargs:
+            kwargs.setdefault("response_modalities", ["TEXT"])
         await self.send(live.setup(kwargs.pop("model", MODEL), **kwargs))
         first = await self.recv()
         assert "setupComplete" in first, first

@@ -12,6 +12,7 @@ TOOLS = [
             {
                 "name": "get_weather",
                 "description": "weather for a place",
+                "behavior": "BLOCKING",  # the legacy round trip; non-blocking: test_live_2026
                 "parameters": {"type": "OBJECT", "properties": {"query": {"type": "STRING"}}},
             }
         ]

@@ -16,7 +16,7 @@ genai = pytest.importorskip("google.genai")
 from google.genai import types  # noqa: E402
 
 KEY = "conformance-key"
-MODEL = "gemini-live-fake"
+MODEL = "gemini-3.8-live"  # with TEXT: the fakes here use text_catalogue()
 
 
 def _client(port: int):
@@ -51,6 +51,7 @@ async def _scenario(port: int) -> dict:
         name="get_weather",
         description="Weather for a city",
         parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}),
+        behavior=types.Behavior.BLOCKING,
     )
     config = types.LiveConnectConfig(
         response_modalities=["TEXT"],
