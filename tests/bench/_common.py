@@ -114,7 +114,8 @@ def fake_options(**kw: Any) -> FakeOptions:
     kw.setdefault("host", "127.0.0.1")
     # TEXT on gemini-3.8-live (text_catalogue): these tests read text replies; Vertex lists text
     # output for 3.8 and the Developer API's answer is UNCONFIRMED, so the fake accepts it here.
-    return FakeOptions(catalogue=text_catalogue(), **kw)
+    kw.setdefault("catalogue", text_catalogue())
+    return FakeOptions(**kw)
 
 
 async def start_fake(nursery: trio.Nursery, **kw: Any) -> FakeUpstream:
