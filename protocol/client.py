@@ -3,7 +3,7 @@
 ::
 
     async with open_client() as c:                 # $GEMINID_SOCKET or the default path
-        await c.open("kitchen", {"model": "models/gemini-2.0-flash-live-001"})
+        await c.open("kitchen", {"model": "models/gemini-3.8-live", "outputAudioTranscription": {}})
         await c.attach("kitchen")                  # live events from now on
         seq = await c.send("kitchen", {"clientContent": {...}})   # durable ack
         async for method, params in c.events():   # ("session.message", {...}), ...

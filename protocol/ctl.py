@@ -4,15 +4,22 @@ Commands::
 
     geminictl [--socket PATH] status
     geminictl [--socket PATH] sessions
-    geminictl [--socket PATH] open NAME [--model M] [--system TEXT] [--audio]
+    geminictl [--socket PATH] open NAME [--model M] [--system TEXT] [--text] [--setup JSON|@FILE]
     geminictl [--socket PATH] say NAME TEXT
     geminictl [--socket PATH] attach NAME [--since N] [--follow]
     geminictl [--socket PATH] send NAME < message.json
     geminictl [--socket PATH] close NAME
 
+``open`` asks for AUDIO replies with ``outputAudioTranscription`` (current Live models reply in
+audio only); ``--text`` asks for TEXT, for the few models that accept it; ``--setup`` passes a
+whole setup object (tools, speech, VAD, transcription, thinking), ``--model``/``--system`` filling
+in only what it lacks. ``say`` prints the reply's transcription (or text) until the model's
+interaction ends (``interactionStatus`` IDLE, or ``turnComplete`` for models that send none).
+
 Exit codes: 0 ok; 1 the daemon answered with an error (or the session ended during ``say``);
 2 usage error (bad arguments, bad JSON on stdin); 3 the daemon is not reachable or the
-connection was lost; 130 interrupted (except ``attach``, for which Ctrl-C is the normal end: 0).
+connection was lost; 4 ``say`` got a tool call as the reply (printed on stdout as JSON: the model
+waits for a ``toolResponse``, which ``send`` can deliver); 130 interrupted (except ``attach``, for which Ctrl-C is the normal end: 0).
 Errors are one line on stderr, prefixed ``geminictl:``; never a traceback.
 """
 
@@ -34,9 +41,11 @@ from geminid.protocol.client import (
     open_client,
 )
 from geminid.protocol.errors import GeminidError
+from geminid.protocol.live import InteractionStatus, interaction_complete
 
-DEFAULT_MODEL = "models/gemini-2.0-flash-live-001"
+DEFAULT_MODEL = "models/gemini-3.8-live"
 EXIT_OK, EXIT_REMOTE, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TOOL_CALL = 4
 
 
 class UsageError(Exception):
@@ -56,9 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("sessions", help="list sessions (one JSON object per line)")
     o = sub.add_parser("open", help="open (or join) a named session")
     o.add_argument("name")
-    o.add_argument("--model", default=DEFAULT_MODEL)
+    o.add_argument("--model", default=None, help=f"model (default: {DEFAULT_MODEL})")
     o.add_argument("--system", metavar="TEXT", help="system instruction")
-    o.add_argument("--audio", action="store_true", help="AUDIO responses (with transcription)")
+    o.add_argument("--text", action="store_true",
+                   help="TEXT responses, for models that support them (default: AUDIO with transcription)")
+    o.add_argument("--audio", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
+    o.add_argument("--setup", metavar="JSON|@FILE", help="a whole setup object, inline or from a file")
     s = sub.add_parser("say", help="send one text turn and print the reply")
     s.add_argument("name")
     s.add_argument("text")
@@ -84,16 +96,53 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
-def build_setup(model: str, system: str | None, audio: bool) -> dict[str, Any]:
-    setup: dict[str, Any] = {
-        "model": model,
-        "generationConfig": {"responseModalities": ["AUDIO" if audio else "TEXT"]},
-    }
+def build_setup(
+    model: str | None = None,
+    system: str | None = None,
+    text: bool = False,
+    base: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The setup ``open`` sends: ``base`` (``--setup``) as given, with the model, the system
+    instruction and the response modality filled in where it has none.
+
+    AUDIO plus ``outputAudioTranscription`` by default: the current models (gemini-3.8-live)
+    reply in audio only and refuse TEXT; the transcription is what ``say`` prints.
+    """
+    setup: dict[str, Any] = dict(base or {})
+    if model is not None or "model" not in setup:
+        setup["model"] = model or DEFAULT_MODEL
+    gen = dict(setup.get("generationConfig") or {})
+    if not gen.get("responseModalities") and not gen.get("response_modalities"):
+        gen["responseModalities"] = ["TEXT" if text else "AUDIO"]
+        setup["generationConfig"] = gen
     if system:
         setup["systemInstruction"] = {"parts": [{"text": system}]}
-    if audio:
-        setup["outputAudioTranscription"] = {}
+    modalities = gen.get("responseModalities") or gen.get("response_modalities") or []
+    if "AUDIO" in modalities and "output_audio_transcription" not in setup:
+        setup.setdefault("outputAudioTranscription", {})
     return setup
+
+
+def _setup_arg(value: str | None) -> dict[str, Any] | None:
+    """``--setup``: JSON text, or ``@path`` to a file holding it; ``{"setup": {...}}`` unwrapped."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        try:
+            with open(value[1:], encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise UsageError(f"--setup: cannot read {value[1:]}: {exc.strerror}") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--setup is not valid JSON: {exc}") from None
+    if isinstance(obj, dict) and set(obj) == {"setup"}:
+        obj = obj["setup"]
+    if not isinstance(obj, dict):
+        raise UsageError("--setup must be a JSON object (a Gemini setup)")
+    return obj
 
 
 def _status_line(p: dict[str, Any]) -> str:
@@ -125,7 +174,15 @@ async def _say(c: Client, name: str, text: str) -> int:
                 sys.stdout.write("\n")
             raise SessionEnded(p.get("reason", "ended"))
         elif method == "session.message":
-            sc = (p.get("message") or {}).get("serverContent") or {}
+            message = p.get("message") or {}
+            if "toolCall" in message:
+                # The model waits for a toolResponse that say cannot give: show it, don't hang.
+                if wrote:
+                    sys.stdout.write("\n")
+                _out({"toolCall": message["toolCall"]})
+                _err(f"geminictl: the reply is a tool call; answer it with: geminictl send {name}")
+                return EXIT_TOOL_CALL
+            sc = message.get("serverContent") or {}
             for part in (sc.get("modelTurn") or {}).get("parts") or []:
                 if isinstance(part.get("text"), str):
                     sys.stdout.write(part["text"])
@@ -135,7 +192,10 @@ async def _say(c: Client, name: str, text: str) -> int:
                 sys.stdout.write(tr)
                 wrote = True
             sys.stdout.flush()
-            if sc.get("generationComplete") or sc.get("turnComplete") or sc.get("interrupted"):
+            # Not the first turnComplete: extended thinking ends a filler with turnComplete +
+            # IN_PROGRESS, and only IDLE ends the answer.
+            status = InteractionStatus.parse(sc.get("interactionStatus"))
+            if interaction_complete(sc.get("turnComplete") is True, status):
                 break
     sys.stdout.write("\n")
     sys.stdout.flush()
@@ -170,7 +230,8 @@ async def _run(args: argparse.Namespace, stdin_text: str | None) -> int:
             for s in await c.sessions():
                 _out(s)
         elif cmd == "open":
-            _out(await c.open(args.name, build_setup(args.model, args.system, args.audio)))
+            setup = build_setup(args.model, args.system, args.text, _setup_arg(args.setup))
+            _out(await c.open(args.name, setup))
         elif cmd == "say":
             return await _say(c, args.name, args.text)
         elif cmd == "attach":
@@ -204,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "send":
             stdin_text = sys.stdin.read()
             _read_message(stdin_text)
+        if args.command == "open":
+            _setup_arg(args.setup)  # a usage error before any connection
         return trio.run(_run, args, stdin_text)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes one line and a code
         return _exit_code(_leaf(exc), args.command)

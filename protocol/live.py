@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import json
 import math
 import re
@@ -49,7 +50,10 @@ __all__ = [
     "function_response",
     "generation_complete",
     "go_away",
+    "InteractionStatus",
     "input_transcription",
+    "interaction_complete",
+    "interim_input_transcription",
     "interrupted",
     "output_transcription",
     "parse_duration",
@@ -69,6 +73,7 @@ __all__ = [
     "turn_complete",
     "usage_metadata",
     "validate_client_message",
+    "waiting_for_input",
 ]
 
 CLIENT_KINDS = ("setup", "clientContent", "realtimeInput", "toolResponse", "contextUpdate")
@@ -90,7 +95,7 @@ _INVALID_ARGUMENT = "Request contains an invalid argument."
 # --------------------------------------------------------------------------- encoding helpers
 
 
-def encode(msg: dict) -> str:
+def encode(msg: dict[str, Any]) -> str:
     """Compact JSON text for one WebSocket text frame (UTF-8 kept as is, not ``\\u`` escaped).
 
     NaN and infinities are refused: they are not JSON and the server would close with 1007.
@@ -289,7 +294,7 @@ class _Validator:
     def __init__(self, transparent_allowed: bool) -> None:
         self.transparent_allowed = transparent_allowed
 
-    def message(self, spec: S.MessageSpec, value: Any, where: _Path) -> dict:
+    def message(self, spec: S.MessageSpec, value: Any, where: _Path) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise _not_object(where, _TYPE_URL + spec.name, value)
         out: dict[str, Any] = {}
@@ -427,7 +432,7 @@ def _canonical_kind(key: Any) -> str | None:
     return field.name if field is not None else None
 
 
-def client_message_kind(obj: dict) -> str:
+def client_message_kind(obj: dict[str, Any]) -> str:
     """The single top-level key of a client message in canonical form (no deep validation).
 
     Raises :class:`LiveValidationError` if ``obj`` is not an object with exactly one known key.
@@ -475,7 +480,7 @@ def _not_one_key(keys: list[Any]) -> LiveValidationError:
     )
 
 
-def validate_client_message(obj: object, *, transparent_allowed: bool = False) -> tuple[str, dict]:
+def validate_client_message(obj: object, *, transparent_allowed: bool = False) -> tuple[str, dict[str, Any]]:
     """Check a client message as the real server would and return ``(kind, canonical)``.
 
     ``canonical`` is a deep copy with every known field name in camelCase; free-form payloads
@@ -500,7 +505,7 @@ def validate_client_message(obj: object, *, transparent_allowed: bool = False) -
 _FAST_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
-def _fast_audio(obj: object) -> dict | None:
+def _fast_audio(obj: object) -> dict[str, Any] | None:
     """The relay's hot path: an audio chunk already in canonical form.
 
     Accepts a strict subset of what the full validator accepts (camelCase, standard padded
@@ -525,7 +530,7 @@ def _fast_audio(obj: object) -> dict | None:
     return {"realtimeInput": {"audio": {"data": data, "mimeType": mime}}}
 
 
-def _validate(obj: object, transparent_allowed: bool) -> tuple[str, dict]:
+def _validate(obj: object, transparent_allowed: bool) -> tuple[str, dict[str, Any]]:
     if not isinstance(obj, dict):
         raise _root_not_object(obj)
     root = S.message(S.CLIENT_ROOT)
@@ -547,7 +552,7 @@ def _validate(obj: object, transparent_allowed: bool) -> tuple[str, dict]:
     return field.name, {field.name: body}
 
 
-def _check_required(kind: str, body: dict) -> None:
+def _check_required(kind: str, body: dict[str, Any]) -> None:
     """The rules the service adds on top of the proto: a role per turn, an id per response."""
     if kind == "clientContent":
         turns = body.get("turns") or []
@@ -575,7 +580,7 @@ def _model_name(model: str) -> str:
     return model if "/" in model else f"models/{model}"
 
 
-def _content(value: str | dict, role: str | None) -> dict:
+def _content(value: str | dict[str, Any], role: str | None) -> dict[str, Any]:
     if isinstance(value, str):
         content: dict[str, Any] = {"parts": [{"text": value}]}
         if role:
@@ -587,16 +592,16 @@ def _content(value: str | dict, role: str | None) -> dict:
 def setup(
     model: str,
     *,
-    generation_config: dict | None = None,
-    system_instruction: str | dict | None = None,
-    tools: list | None = None,
-    session_resumption: dict | None = None,
-    context_window_compression: dict | None = None,
+    generation_config: dict[str, Any] | None = None,
+    system_instruction: str | dict[str, Any] | None = None,
+    tools: list[Any] | None = None,
+    session_resumption: dict[str, Any] | None = None,
+    context_window_compression: dict[str, Any] | None = None,
     input_audio_transcription: bool = False,
     output_audio_transcription: bool = False,
-    realtime_input_config: dict | None = None,
+    realtime_input_config: dict[str, Any] | None = None,
     response_modalities: list[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """``{"setup": {...}}``, validated and canonical (nested dicts may use either casing).
 
     ``response_modalities`` goes into ``generationConfig``; the transcription flags become
@@ -629,8 +634,8 @@ def setup(
 
 
 def client_content(
-    turns: str | list[dict], *, turn_complete: bool = True, role: str = "user"
-) -> dict:
+    turns: str | list[dict[str, Any]], *, turn_complete: bool = True, role: str = "user"
+) -> dict[str, Any]:
     """``{"clientContent": {"turns": [...], "turnComplete": ...}}``, validated and canonical.
 
     A string becomes one text turn with ``role``; a turn dict without a role gets ``role`` too,
@@ -649,49 +654,49 @@ def client_content(
     return validate_client_message(msg)[1]
 
 
-def realtime_audio(pcm: bytes, *, rate: int = 16000) -> dict:
+def realtime_audio(pcm: bytes, *, rate: int = 16000) -> dict[str, Any]:
     """One chunk of 16-bit little-endian mono PCM (20-40 ms is what the service expects)."""
     return {
         "realtimeInput": {"audio": {"data": b64encode(pcm), "mimeType": f"audio/pcm;rate={rate}"}}
     }
 
 
-def realtime_video(data: bytes, mime_type: str) -> dict:
+def realtime_video(data: bytes, mime_type: str) -> dict[str, Any]:
     """One video frame (e.g. ``image/jpeg``)."""
     return {"realtimeInput": {"video": {"data": b64encode(data), "mimeType": mime_type}}}
 
 
-def realtime_text(text: str) -> dict:
+def realtime_text(text: str) -> dict[str, Any]:
     return {"realtimeInput": {"text": text}}
 
 
-def audio_stream_end() -> dict:
+def audio_stream_end() -> dict[str, Any]:
     """Tells automatic activity detection that the microphone went quiet for good."""
     return {"realtimeInput": {"audioStreamEnd": True}}
 
 
-def activity_start() -> dict:
+def activity_start() -> dict[str, Any]:
     """Manual activity detection only (``automaticActivityDetection.disabled``)."""
     return {"realtimeInput": {"activityStart": {}}}
 
 
-def activity_end() -> dict:
+def activity_end() -> dict[str, Any]:
     return {"realtimeInput": {"activityEnd": {}}}
 
 
-def function_response(id: str, name: str, response: dict) -> dict:
+def function_response(id: str, name: str, response: dict[str, Any]) -> dict[str, Any]:
     """One entry of ``toolResponse.functionResponses``; ``response`` is user data (a Struct)."""
     return {"id": id, "name": name, "response": response}
 
 
-def tool_response(responses: list[dict]) -> dict:
+def tool_response(responses: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"toolResponse": {"functionResponses": [...]}}``, validated (every entry needs an id)."""
     return validate_client_message({"toolResponse": {"functionResponses": list(responses)}})[1]
 
 
 def context_update(
-    *, system_instruction: str | dict | None = None, tools: list | dict | None = None
-) -> dict:
+    *, system_instruction: str | dict[str, Any] | None = None, tools: list[Any] | dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``{"contextUpdate": {...}}``, validated and canonical.
 
     On the wire ``tools`` is a wrapper message, ``{"tools": [Tool, ...]}`` (as google-genai
@@ -708,7 +713,7 @@ def context_update(
 # --------------------------------------------------------------------------- server parsing
 
 
-def _normalise(spec: S.MessageSpec, value: dict) -> dict:
+def _normalise(spec: S.MessageSpec, value: dict[str, Any]) -> dict[str, Any]:
     """Known field names to camelCase, recursively; unknown keys and free-form payloads kept."""
     out: dict[str, Any] = {}
     for key, item in value.items():
@@ -734,12 +739,50 @@ def _normalise_field(field: S.FieldSpec, item: Any) -> Any:
     return item
 
 
-def _obj(value: Any) -> dict:
+def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _list(value: Any) -> list:
+def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+class InteractionStatus(enum.Enum):
+    """``serverContent.interactionStatus`` (SDK 3.6.1 ``InteractionStatus``), "always sent
+    alongside turn_complete" by 2026 models. ``REQUIRES_ACTION`` is a deprecated alias of
+    ``IDLE`` and is read as IDLE; a value the SDK does not know (vercel/ai lists
+    ``WAITING_FOR_INPUT``) is :attr:`UNKNOWN`: neither IDLE nor IN_PROGRESS, so the
+    :func:`interaction_complete` rule falls back to ``turnComplete``."""
+
+    UNSPECIFIED = "INTERACTION_STATUS_UNSPECIFIED"
+    IN_PROGRESS = "IN_PROGRESS"
+    IDLE = "IDLE"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def parse(cls, value: Any) -> InteractionStatus | None:
+        """The wire value -> a member; None when the field is absent or not a string."""
+        if not isinstance(value, str):
+            return None
+        if value == "REQUIRES_ACTION":
+            return cls.IDLE
+        for member in (cls.UNSPECIFIED, cls.IN_PROGRESS, cls.IDLE):
+            if member.value == value:
+                return member
+        return cls.UNKNOWN
+
+
+def interaction_complete(turn_complete: bool, status: InteractionStatus | None) -> bool:
+    """Is the model's interaction over (the model idle), after this server message?
+
+    The SDK's rule (``live.py`` ``_is_interaction_complete``), written once here: when
+    ``interactionStatus`` is set to a known value other than UNSPECIFIED, the interaction is
+    complete iff it is IDLE (extended thinking ends a filler with ``turnComplete`` +
+    IN_PROGRESS); otherwise ``turnComplete`` decides, as it did before 2026.
+    """
+    if status in (InteractionStatus.IDLE, InteractionStatus.IN_PROGRESS):
+        return status is InteractionStatus.IDLE
+    return turn_complete
 
 
 @attrs.frozen
@@ -751,18 +794,18 @@ class ServerMessage:
     present, else ``usageMetadata`` if that is all there is, else ``unknown``.
     """
 
-    raw: dict
+    raw: dict[str, Any]
     kind: str
 
-    def _part(self, key: str) -> dict:
+    def _part(self, key: str) -> dict[str, Any]:
         return _obj(self.raw.get(key))
 
     @property
-    def content(self) -> dict:
+    def content(self) -> dict[str, Any]:
         return self._part("serverContent")
 
     @property
-    def usage(self) -> dict | None:
+    def usage(self) -> dict[str, Any] | None:
         usage = self.raw.get("usageMetadata")
         return usage if isinstance(usage, dict) else None
 
@@ -775,7 +818,7 @@ class ServerMessage:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         try:
-            return parse_duration(value)
+            return parse_duration(value) if isinstance(value, str) else None
         except LiveMessageError:
             return None
 
@@ -815,12 +858,36 @@ class ServerMessage:
         return self.content.get("interrupted") is True
 
     @property
+    def interaction_status(self) -> InteractionStatus | None:
+        """``serverContent.interactionStatus`` parsed; None when absent."""
+        return InteractionStatus.parse(self.content.get("interactionStatus"))
+
+    @property
+    def interaction_complete(self) -> bool:
+        """True when this message ends the interaction (see :func:`interaction_complete`)."""
+        return interaction_complete(self.turn_complete, self.interaction_status)
+
+    @property
+    def waiting_for_input(self) -> bool:
+        """The model waits for the user to go on: not a turn end."""
+        return self.content.get("waitingForInput") is True
+
+    @property
+    def turn_complete_reason(self) -> str | None:
+        reason = self.content.get("turnCompleteReason")
+        return reason if isinstance(reason, str) else None
+
+    @property
+    def interim_input_transcription(self) -> str | None:
+        return self._transcription("interimInputTranscription")
+
+    @property
     def turn_boundary(self) -> bool:
         """Any of the three: some models never send turnComplete."""
         return self.turn_complete or self.generation_complete or self.interrupted
 
     @property
-    def function_calls(self) -> list[dict]:
+    def function_calls(self) -> list[dict[str, Any]]:
         calls = self._part("toolCall").get("functionCalls")
         return [c for c in _list(calls) if isinstance(c, dict)]
 
@@ -829,7 +896,7 @@ class ServerMessage:
         ids = self._part("toolCallCancellation").get("ids")
         return [i for i in _list(ids) if isinstance(i, str)]
 
-    def _parts(self) -> list[dict]:
+    def _parts(self) -> list[dict[str, Any]]:
         turn = _obj(self.content.get("modelTurn"))
         return [p for p in _list(turn.get("parts")) if isinstance(p, dict)]
 
@@ -850,8 +917,11 @@ class ServerMessage:
             blob = _obj(part.get("inlineData"))
             mime = blob.get("mimeType")
             if isinstance(mime, str) and mime.startswith("audio/"):
+                data = blob.get("data")
+                if not isinstance(data, str):
+                    continue
                 try:
-                    chunks.append(b64decode_any(blob.get("data")))
+                    chunks.append(b64decode_any(data))
                 except LiveMessageError:
                     continue
         return chunks
@@ -901,7 +971,7 @@ def parse_server_frame(data: str | bytes) -> ServerMessage | None:
     return ServerMessage(raw=raw, kind=_server_kind(raw))
 
 
-def _server_kind(raw: dict) -> str:
+def _server_kind(raw: dict[str, Any]) -> str:
     for kind in SERVER_KINDS:
         if kind in raw:
             return kind
@@ -913,7 +983,7 @@ def _server_kind(raw: dict) -> str:
 # leave out fields at their default (an empty handle, ``resumable: false``).
 
 
-def server_message(**fields: Any) -> dict:
+def server_message(**fields: Any) -> dict[str, Any]:
     """A server message from keyword fields in either casing, e.g. ``server_content={...}``.
 
     Known field names are camelCased at every depth; free-form payloads and unknown names are
@@ -922,13 +992,13 @@ def server_message(**fields: Any) -> dict:
     return _normalise(S.message(S.SERVER_ROOT), fields)
 
 
-def setup_complete() -> dict:
+def setup_complete() -> dict[str, Any]:
     return {"setupComplete": {}}
 
 
 def session_resumption_update(
     handle: str, resumable: bool, last_consumed_index: int | None = None
-) -> dict:
+) -> dict[str, Any]:
     """The int64 index goes out as a JSON string, as the real server sends it."""
     body: dict[str, Any] = {}
     if handle:
@@ -940,32 +1010,36 @@ def session_resumption_update(
     return {"sessionResumptionUpdate": body}
 
 
-def go_away(time_left_seconds: float) -> dict:
+def go_away(time_left_seconds: float) -> dict[str, Any]:
     return {"goAway": {"timeLeft": format_duration(time_left_seconds)}}
 
 
-def server_text(text: str) -> dict:
+def server_text(text: str) -> dict[str, Any]:
     return {"serverContent": {"modelTurn": {"role": "model", "parts": [{"text": text}]}}}
 
 
-def server_audio(pcm: bytes, rate: int = 24000) -> dict:
+def server_audio(pcm: bytes, rate: int = 24000) -> dict[str, Any]:
     blob = {"mimeType": f"audio/pcm;rate={rate}", "data": b64encode(pcm)}
     return {"serverContent": {"modelTurn": {"role": "model", "parts": [{"inlineData": blob}]}}}
 
 
-def generation_complete() -> dict:
+def generation_complete() -> dict[str, Any]:
     return {"serverContent": {"generationComplete": True}}
 
 
-def turn_complete(usage: dict | None = None) -> dict:
-    """``turnComplete``, with ``usageMetadata`` beside it as the real server sends it."""
-    msg: dict[str, Any] = {"serverContent": {"turnComplete": True}}
+def turn_complete(usage: dict[str, Any] | None = None, interaction_status: str | None = None) -> dict[str, Any]:
+    """``turnComplete``, with ``usageMetadata`` beside it as the real server sends it, and
+    ``interactionStatus`` (``IN_PROGRESS`` / ``IDLE``) as 2026 models send it with every one."""
+    content: dict[str, Any] = {"turnComplete": True}
+    if interaction_status is not None:
+        content["interactionStatus"] = interaction_status
+    msg: dict[str, Any] = {"serverContent": content}
     if usage is not None:
         msg["usageMetadata"] = usage
     return msg
 
 
-def usage_metadata(prompt_tokens: int, response_tokens: int) -> dict:
+def usage_metadata(prompt_tokens: int, response_tokens: int) -> dict[str, Any]:
     return {
         "promptTokenCount": prompt_tokens,
         "responseTokenCount": response_tokens,
@@ -973,22 +1047,32 @@ def usage_metadata(prompt_tokens: int, response_tokens: int) -> dict:
     }
 
 
-def interrupted() -> dict:
+def interrupted() -> dict[str, Any]:
     return {"serverContent": {"interrupted": True}}
 
 
-def tool_call(calls: list[dict]) -> dict:
+def tool_call(calls: list[dict[str, Any]]) -> dict[str, Any]:
     """``calls`` are ``{"id", "name", "args"}`` dicts; ``args`` is user data and kept as is."""
     return {"toolCall": {"functionCalls": list(calls)}}
 
 
-def tool_call_cancellation(ids: list[str]) -> dict:
+def tool_call_cancellation(ids: list[str]) -> dict[str, Any]:
     return {"toolCallCancellation": {"ids": list(ids)}}
 
 
-def input_transcription(text: str) -> dict:
+def input_transcription(text: str) -> dict[str, Any]:
     return {"serverContent": {"inputTranscription": {"text": text}}}
 
 
-def output_transcription(text: str) -> dict:
+def output_transcription(text: str) -> dict[str, Any]:
     return {"serverContent": {"outputTranscription": {"text": text}}}
+
+
+def interim_input_transcription(text: str) -> dict[str, Any]:
+    """A provisional transcription of the input audio so far (superseded by the final one)."""
+    return {"serverContent": {"interimInputTranscription": {"text": text}}}
+
+
+def waiting_for_input() -> dict[str, Any]:
+    """The model is not generating because it expects the user to go on (not a turn end)."""
+    return {"serverContent": {"waitingForInput": True}}

@@ -16,9 +16,13 @@ In process::
     fake.dials, fake.connections, fake.conversations, fake.conversation_for_handle(h),
     fake.live_connections
 
+Which models it serves, and how each behaves, is :mod:`.catalogue`: by default the service as it
+is in late 2026 (retired and unknown models close 1008, TEXT is refused on audio-only models).
+
 From a shell: ``geminid fake-upstream --port 8765`` (:mod:`.cli`).
 """
 
+from .catalogue import Catalogue, ModelSpec, catalogue_2026, permissive_catalogue, text_catalogue
 from .faults import Fault, Planned, Trigger
 from .model import Conversation, ConversationState, ToolCallRecord, compose_reply
 from .options import CANCELLED_REASON, GOAWAY_VIOLATION_REASON, FakeOptions
@@ -27,6 +31,11 @@ from .server import FakeUpstream
 
 __all__ = [
     "CANCELLED_REASON",
+    "Catalogue",
+    "ModelSpec",
+    "catalogue_2026",
+    "permissive_catalogue",
+    "text_catalogue",
     "GOAWAY_VIOLATION_REASON",
     "ConnectionRecord",
     "Conversation",

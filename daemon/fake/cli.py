@@ -11,9 +11,11 @@ import argparse
 import os
 import signal
 
+import attrs
 import structlog
 import trio
 
+from . import catalogue as C
 from .faults import Fault, Planned, Trigger
 from .options import FakeOptions
 from .server import FakeUpstream
@@ -60,6 +62,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send goAway (timeLeft --goaway-before) S seconds after each connection opened")
     add("--expire-handles-after", type=float, default=None, metavar="S",
         help="expire every handle S seconds after each connection opened")
+    add("--catalogue", choices=("2026", "permissive"), default="2026",
+        help="models served: the 2026 catalogue (unknown and retired models close 1008), or that "
+             "plus the pre-2026 fake for any other model id (default: %(default)s)")
+    add("--accept-text", action="append", default=[], metavar="MODEL",
+        help="let MODEL accept responseModalities TEXT (repeatable; UNCONFIRMED on 3.8)")
+    add("--modality-refusal", action="append", default=[], metavar="MODEL=CODE",
+        help="close a refused modality on MODEL with CODE: 1007 (invalid argument) or 1011 "
+             "(Internal error encountered) (repeatable)")
+    add("--no-plain-interaction-status", action="store_true",
+        help="plain models send no interactionStatus (only extended thinking does; UNCONFIRMED)")
+    add("--resumable-in-progress", action="store_true",
+        help="issue resumable handles between an IN_PROGRESS turnComplete and IDLE (UNCONFIRMED)")
+    add("--resumable-pending-calls", action="store_true",
+        help="pending NON_BLOCKING calls do not hold resumable handles back (UNCONFIRMED)")
+
+
+def catalogue_from_args(args: argparse.Namespace) -> C.Catalogue:
+    """The catalogue the flags ask for; a bad ``MODEL`` or ``CODE`` raises ValueError."""
+    cat = C.catalogue_2026() if args.catalogue == "2026" else C.permissive_catalogue()
+
+    def entry(model: str) -> C.ModelSpec:
+        spec = next((m for m in cat.models if m.name == C.bare_id(model)), None)
+        if spec is None:
+            raise ValueError(f"{model!r} is not in the catalogue ({', '.join(cat.names())})")
+        return spec
+
+    for model in args.accept_text:
+        cat = cat.with_model(entry(model).accepts_text())
+    for item in args.modality_refusal:
+        model, _, code = item.partition("=")
+        refusals = {"1007": (1007, C.INVALID_ARGUMENT), "1011": (1011, C.INTERNAL_ERROR)}
+        if code not in refusals:
+            raise ValueError(f"--modality-refusal {item!r}: CODE must be 1007 or 1011")
+        cat = cat.with_model(attrs.evolve(entry(model), modality_refusal=refusals[code]))
+    return cat
 
 
 def options_from_args(args: argparse.Namespace) -> FakeOptions:
@@ -90,6 +127,10 @@ def options_from_args(args: argparse.Namespace) -> FakeOptions:
         transparent=args.transparent,
         seed=args.seed,
         faults=tuple(faults),
+        catalogue=catalogue_from_args(args),
+        plain_interaction_status=not args.no_plain_interaction_status,
+        resumable_in_progress=args.resumable_in_progress,
+        resumable_pending_calls=args.resumable_pending_calls,
     )
 
 
@@ -101,9 +142,13 @@ async def _main(opts: FakeOptions, refuse: int, refuse_status: int) -> None:
                 fake.refuse_next(refuse, status=refuse_status)
             await nursery.start(fake.serve)
             print(fake.url(), flush=True)
+            # Not ``key=``: the log pipeline redacts every field of that name (logsetup), and this
+            # one says only whether a key is configured, never the key.
             log.info(
                 "fake.ready", url=fake.url(), base_url=fake.base_url,
-                key="configured" if opts.api_key else "any non-empty key",
+                auth="configured key" if opts.api_key else "any non-empty key",
+                models=",".join(opts.catalogue.names()),
+                fallback=opts.catalogue.fallback is not None,
             )
             async for signum in signals:
                 log.info("fake.stopping", signal=signal.Signals(signum).name)

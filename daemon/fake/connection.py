@@ -21,7 +21,9 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from geminid.protocol import live
+from geminid.protocol.errors import LiveMessageError
 
+from . import catalogue as C
 from . import model as M
 from .faults import Fault, Planned
 from .options import CANCELLED_REASON, GOAWAY_VIOLATION_REASON
@@ -39,7 +41,11 @@ MODEL_MISMATCH_REASON = "Request contains an invalid argument. Model cannot be c
 NOT_SETUP_REASON = "Request contains an invalid argument. The first message must be setup."
 SETUP_TWICE_REASON = "Request contains an invalid argument. Setup may only be sent once."
 BAD_TOOL_ID_REASON = "Request contains an invalid argument. Function response id {id!r} matches no pending call."
+HISTORY_REASON = "Request contains an invalid argument. client_content is only accepted as initial history."
+HISTORY_OPEN_REASON = "Request contains an invalid argument. Initial history has not ended (turn_complete)."
+BAD_SCHEDULING_REASON = "Invalid value at 'tool_response.function_responses[{i}].scheduling'"
 MAX_MESSAGE_BYTES = 16 * 2**20
+IN_PROGRESS, IDLE = "IN_PROGRESS", "IDLE"
 
 
 def _cut(reason: str) -> str:
@@ -50,7 +56,7 @@ def _cut(reason: str) -> str:
 @attrs.define(eq=False)
 class _Item:
     due: float
-    msg: dict | None = None
+    msg: dict[str, Any] | None = None
     data: bytes = b""
     fault: Fault | None = None
 
@@ -60,11 +66,15 @@ class _Gen:
     """One model turn in progress: streaming a reply, or waiting for a tool response."""
 
     turn: int
-    kind: str  # "reply" | "tool"
+    kind: str  # "reply" | "tool" (a BLOCKING call: the model waits for its response)
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     text: str = ""
     sent: str = ""
     tool_ids: list[str] = attrs.Factory(list)
+    #: Utterances still to speak after ``text`` (extended thinking: the answer after the filler).
+    more: list[str] = attrs.Factory(list)
+    #: Between an IN_PROGRESS turnComplete and the next utterance.
+    in_progress: bool = False
 
 
 class FakeConnection:
@@ -100,6 +110,10 @@ class FakeConnection:
         self._in_tx = False
         self._out_tx_enabled = False
         self._functions: list[str] = []
+        self._decls: dict[str, dict[str, Any]] = {}
+        self.spec: C.ModelSpec = C.LEGACY
+        self._history_open = False  # 3.1: initial history in clientContent, until turnComplete
+        self._when_idle: list[_Gen] = []  # WHEN_IDLE tool replies waiting for the model to be idle
         self._gen: _Gen | None = None
         self._pending_calls: dict[str, M.ToolCallRecord] = {}
         self._consumed = 0
@@ -178,7 +192,7 @@ class FakeConnection:
 
     # ------------------------------------------------------------------ output
 
-    def _emit(self, msg: dict) -> None:
+    def _emit(self, msg: dict[str, Any]) -> None:
         if self._closing or self.ending is not None:
             return
         data = live.encode(msg).encode("utf-8")
@@ -333,12 +347,12 @@ class FakeConnection:
         self._fire("messages", self._consumed)
 
     @staticmethod
-    def _is_media(body: dict) -> bool:
+    def _is_media(body: dict[str, Any]) -> bool:
         return any(body.get(k) is not None for k in ("audio", "video", "mediaChunks"))
 
     # ------------------------------------------------------------------ setup
 
-    def _on_setup(self, body: dict) -> None:
+    def _on_setup(self, body: dict[str, Any]) -> None:
         self.record.setup = {"setup": body}
         self._fire("setup")
         if self._closing:
@@ -351,6 +365,15 @@ class FakeConnection:
                 self._close_later(1011, QUOTA_REASON)
                 return
         model = body.get("model") or ""
+        spec = self.opts.catalogue.lookup(model)
+        if spec is None:
+            self._refuse_setup(1008, C.not_found_reason(model), "unknown or retired model")
+            return
+        refusal = self._setup_refusal(spec, body)
+        if refusal is not None:
+            self._refuse_setup(*refusal)
+            return
+        self.spec = spec
         resumption = body.get("sessionResumption")
         self._resumption = resumption is not None
         self._transparent = self.opts.transparent or bool((resumption or {}).get("transparent"))
@@ -380,17 +403,21 @@ class FakeConnection:
         self.conversation = conv
         self.record.conversation_id = conv.id
         # A resumed setup may change anything but the model.
-        gen_cfg = body.get("generationConfig") or {}
-        modalities = [str(m).upper() for m in gen_cfg.get("responseModalities") or []]
-        self._audio_out = "AUDIO" in modalities
+        self._audio_out = self._modality(spec, body) == "AUDIO"
         self._in_tx = body.get("inputAudioTranscription") is not None
         self._out_tx_enabled = body.get("outputAudioTranscription") is not None
-        self._functions = M.declared_functions(body)
+        self._set_tools(body.get("tools") or [])
+        history_cfg = body.get("historyConfig") or {}
+        self._history_open = (
+            spec.history is C.History.INITIAL_ONLY
+            and handle is None
+            and history_cfg.get("initialHistoryInClientContent") is True
+        )
         sysi = body.get("systemInstruction")
         conv.state.system_instruction = M.content_text(sysi) if isinstance(sysi, dict) else ""
         self._log.info(
             "fake.setup", conversation=conv.id, resumed=handle is not None, model=model,
-            audio=self._audio_out, transparent=self._transparent,
+            spec=spec.name, audio=self._audio_out, transparent=self._transparent,
         )
         self._emit(live.setup_complete())
         self._setup_complete.set()
@@ -400,6 +427,73 @@ class FakeConnection:
             self._emit({})
             self._emit({})
         self._fire("after_setup")
+
+    def _refuse_setup(self, code: int, reason: str, why: str) -> None:
+        self._log.info("fake.setup_refused", code=code, why=why)
+        self._close_later(code, reason)
+
+    @staticmethod
+    def _modalities(body: dict[str, Any]) -> list[str]:
+        gen_cfg = body.get("generationConfig") or {}
+        return [str(m).upper() for m in gen_cfg.get("responseModalities") or []]
+
+    def _modality(self, spec: C.ModelSpec, body: dict[str, Any]) -> str:
+        modalities = self._modalities(body)
+        if "AUDIO" in modalities:
+            return "AUDIO"
+        return modalities[0] if modalities else spec.default_modality
+
+    def _setup_refusal(self, spec: C.ModelSpec, body: dict[str, Any]) -> tuple[int, str, str] | None:
+        """(code, reason, why) if the service would refuse this setup on ``spec``'s model.
+
+        The codes of the thinking, proactive-audio and BLOCKING refusals are UNCONFIRMED
+        (GEMINI_LIVE_2026.md §6); 1007 is the likely one.
+        """
+        bad = (1007, C.INVALID_ARGUMENT)
+        modalities = self._modalities(body)
+        if len(modalities) > 1 and spec is not C.LEGACY:
+            return (*bad, "more than one response modality")
+        modality = self._modality(spec, body)
+        if modality not in spec.modalities:
+            return (*spec.modality_refusal, f"response modality {modality} not supported")
+        thinking = (body.get("generationConfig") or {}).get("thinkingConfig")
+        if spec.thinking is C.Thinking.REFUSED and thinking is not None:
+            return (*bad, "thinkingConfig not supported by this model")
+        if spec.thinking is C.Thinking.EXACTLY_ONE:
+            given = [k for k in ("thinkingLevel", "thinkingBudget") if (thinking or {}).get(k) is not None]
+            if len(given) != 1:
+                return (*bad, "exactly one of thinkingLevel / thinkingBudget is required")
+        proactivity = body.get("proactivity") or {}
+        if spec.proactive_audio_always and proactivity.get("proactiveAudio") is False:
+            return (*bad, "proactive audio cannot be turned off on this model")
+        if spec.tool_mode is C.ToolMode.NON_BLOCKING:
+            for decl in M.declarations(body.get("tools") or []).values():
+                if decl.get("behavior") == "BLOCKING":
+                    return (*bad, "BLOCKING functions are not supported by this model")
+        return None
+
+    def _set_tools(self, tools: list[dict[str, Any]]) -> None:
+        self._decls = M.declarations(tools)
+        self._functions = list(self._decls)
+
+    def _behavior(self, name: str) -> str:
+        """How a call of ``name`` runs: its declared ``behavior`` if the model honours it."""
+        if self.spec.tool_mode is C.ToolMode.BLOCKING:
+            return "BLOCKING"
+        declared = (self._decls.get(name) or {}).get("behavior")
+        if declared in ("BLOCKING", "NON_BLOCKING"):
+            return str(declared)
+        return self.spec.default_behavior
+
+    def _status(self, *, more: bool) -> str | None:
+        """The ``interactionStatus`` for a turnComplete now; None if this model sends none."""
+        spec = self.spec
+        extended = spec.style is C.Style.EXTENDED
+        if not spec.interaction_status or not (extended or self.opts.plain_interaction_status):
+            return None
+        if more or (extended and self._pending_calls):
+            return IN_PROGRESS
+        return IDLE
 
     # ------------------------------------------------------------------ resumption
 
@@ -415,8 +509,19 @@ class FakeConnection:
         self._update(handle, True)
 
     def _maybe_resumable_update(self) -> None:
-        if self._gen is None and not self._pending_calls:
+        if self._handles_allowed():
             self._resumable_update()
+
+    def _handles_allowed(self) -> bool:
+        """resumable:false while generating or while a call is pending (SDK docstring); the
+        IN_PROGRESS gap and pending NON_BLOCKING calls only as the options say (UNCONFIRMED)."""
+        gen = self._gen
+        if gen is not None and not (gen.in_progress and self.opts.resumable_in_progress):
+            return False
+        for call in self._pending_calls.values():
+            if call.behavior == "BLOCKING" or not self.opts.resumable_pending_calls:
+                return False
+        return True
 
     def _busy_update(self) -> None:
         if self._resumption:
@@ -429,8 +534,13 @@ class FakeConnection:
         assert self.conversation is not None
         return self.conversation.state
 
-    def _on_client_content(self, body: dict) -> None:
-        self._interrupt()
+    def _on_client_content(self, body: dict[str, Any]) -> None:
+        history = self.spec.history is C.History.INITIAL_ONLY
+        if history and not self._history_open:
+            self._reject(body, HISTORY_REASON)
+            return
+        if not history:
+            self._interrupt()
         st = self._state
         for turn in body.get("turns") or []:
             text = M.content_text(turn)
@@ -438,10 +548,21 @@ class FakeConnection:
                 st.add_user_text(text)
             else:
                 st.history.append({"role": str(turn.get("role")), "text": text})
+        if history:
+            # Initial history: taken without calling the model, until turnComplete:true.
+            if body.get("turnComplete"):
+                self._history_open = False
+            st.pending = []
+            return
         if body.get("turnComplete"):
             self._user_turn()
+        elif self.spec.interaction_status:
+            self._emit(live.waiting_for_input())
 
-    def _on_realtime_input(self, body: dict) -> None:
+    def _on_realtime_input(self, body: dict[str, Any]) -> None:
+        if self._history_open:
+            self._reject(body, HISTORY_OPEN_REASON)
+            return
         st = self._state
         if (audio := body.get("audio")) is not None:
             self._take_blob(audio)
@@ -463,38 +584,50 @@ class FakeConnection:
                 self._interrupt()
                 self._user_turn()
 
-    def _take_blob(self, blob: dict) -> None:
+    def _take_blob(self, blob: dict[str, Any]) -> None:
         mime = str(blob.get("mimeType") or "")
         if mime.startswith("audio/"):
             try:
                 data = live.b64decode_any(blob.get("data") or "")
-            except live.LiveMessageError:
+            except LiveMessageError:
                 self._reject(blob, "Invalid value at 'realtime_input.audio.data' (TYPE_BYTES)")
                 return
-            self._state.add_audio(len(data), M.pcm_rate(mime))
+            st = self._state
+            st.add_audio(len(data), M.pcm_rate(mime))
+            if self._in_tx and self.spec.interim_transcription:
+                self._emit(live.interim_input_transcription(f"({st.pending_audio_ms} ms of audio)"))
         else:
             self._state.video_frames += 1
 
-    def _on_context_update(self, body: dict) -> None:
+    def _on_context_update(self, body: dict[str, Any]) -> None:
         sysi = body.get("systemInstruction")
         if isinstance(sysi, dict):
             self._state.system_instruction = M.content_text(sysi)
         tools = body.get("tools")
         if isinstance(tools, dict):
-            self._functions = M.declared_functions(tools)
+            self._set_tools(tools.get("tools") or [])
 
     # ------------------------------------------------------------------ the model
 
     def _user_turn(self) -> None:
         turn, heard, earlier = self._state.begin_turn()
         name = M.tool_to_call(self._functions, heard, self.opts.tool_trigger_words)
-        if name is not None:
+        if name is not None and self._behavior(name) == "BLOCKING":
             gen = self._start(_Gen(turn, "tool"))
             assert self._nursery is not None
             self._nursery.start_soon(self._call_tool, gen, name, heard)
+        elif name is not None:
+            # NON_BLOCKING: the call goes out, and the model speaks a filler meanwhile.
+            gen = self._start(_Gen(turn, "reply", text=M.tool_filler_text(turn, name)))
+            assert self._nursery is not None
+            self._nursery.start_soon(self._call_tool, gen, name, heard)
         else:
-            gen = self._start(_Gen(turn, "reply", text=M.compose_reply(turn, heard, earlier)))
-            self._stream(gen)
+            answer = M.compose_reply(turn, heard, earlier)
+            if self.spec.style is C.Style.EXTENDED:
+                gen = _Gen(turn, "reply", text=M.filler_text(turn), more=[answer])
+            else:
+                gen = _Gen(turn, "reply", text=answer)
+            self._stream(self._start(gen))
 
     def _start(self, gen: _Gen) -> _Gen:
         self._gen = gen
@@ -506,45 +639,80 @@ class FakeConnection:
         self._nursery.start_soon(self._stream_reply, gen)
 
     async def _stream_reply(self, gen: _Gen) -> None:
-        pace = self.opts.reply_pace
+        """Speak ``gen.text``, then each of ``gen.more``: one turnComplete per utterance, the
+        ones before the last with IN_PROGRESS (extended thinking), the last one IDLE."""
         with gen.scope:
-            for i, chunk in enumerate(M.split_chunks(gen.text, self.opts.reply_chunks)):
-                await trio.sleep(pace)
-                if self._gen is not gen:
-                    return
-                if self._audio_out:
-                    self._emit(live.server_audio(M.pcm_for_text(chunk)))
-                    if self._out_tx_enabled:
-                        self._emit(live.output_transcription(chunk))
-                else:
-                    self._emit(live.server_text(chunk))
-                gen.sent += chunk
-                if i == 0 and self.opts.empty_frames:
-                    self._emit({})
-                self._counts["chunks"] += 1
-                self._fire("chunks", self._counts["chunks"])
-            await trio.sleep(pace)
+            await self._speak(gen)
+
+    async def _speak(self, gen: _Gen) -> None:
+        while True:
+            if not await self._utter(gen, gen.text):
+                return
+            more = bool(gen.more)
+            self._end_utterance(gen, last=not more)
+            if not more:
+                return
+            gen.in_progress = True
+            self._turn_done()  # a handle here only with resumable_in_progress
+            await trio.sleep(self.opts.reply_pace)  # background reasoning
             if self._gen is not gen:
                 return
-            st = self._state
-            prompt = st.context_tokens()
-            st.add_model_text(gen.text)
+            gen.in_progress = False
+            gen.text = gen.more.pop(0)
+
+    async def _utter(self, gen: _Gen, text: str) -> bool:
+        """Stream ``text`` in chunks; False if ``gen`` was superseded (interrupted) meanwhile."""
+        pace = self.opts.reply_pace
+        for i, chunk in enumerate(M.split_chunks(text, self.opts.reply_chunks)):
+            await trio.sleep(pace)
+            if self._gen is not gen:
+                return False
+            if self._audio_out:
+                self._emit(live.server_audio(M.pcm_for_text(chunk)))
+                if self._out_tx_enabled:
+                    self._emit(live.output_transcription(chunk))
+            else:
+                self._emit(live.server_text(chunk))
+            gen.sent += chunk
+            if i == 0 and self.opts.empty_frames:
+                self._emit({})
+            self._counts["chunks"] += 1
+            self._fire("chunks", self._counts["chunks"])
+        await trio.sleep(pace)
+        return self._gen is gen
+
+    def _end_utterance(self, gen: _Gen, *, last: bool) -> None:
+        st = self._state
+        prompt = st.context_tokens()
+        st.add_model_text(gen.text)
+        gen.sent = ""
+        if last:
             self._gen = None
-            self._emit(live.generation_complete())
-            self._emit(live.turn_complete(live.usage_metadata(prompt, M.text_tokens(gen.text))))
+        self._emit(live.generation_complete())
+        usage = live.usage_metadata(prompt, M.text_tokens(gen.text))
+        self._emit(live.turn_complete(usage, self._status(more=not last)))
+        if last:
             self._turn_done()
+            self._next_when_idle()
 
     def _turn_done(self) -> None:
         self._counts["turns"] += 1
         self._maybe_resumable_update()
         self._fire("turns", self._counts["turns"])
 
+    def _next_when_idle(self) -> None:
+        """The model went idle: speak the oldest WHEN_IDLE tool result waiting, if any."""
+        if self._gen is None and self._when_idle and not self._closing:
+            self._stream(self._start(self._when_idle.pop(0)))
+
     async def _call_tool(self, gen: _Gen, name: str, heard: str) -> None:
+        behavior = self._behavior(name)
         with gen.scope:
             await trio.sleep(self.opts.reply_pace)
             if self._gen is not gen:
                 return
-            call = M.ToolCallRecord(self.up.new_call_id(), name, {"query": heard}, gen.turn)
+            args = M.call_args(self._decls.get(name) or {}, heard)
+            call = M.ToolCallRecord(self.up.new_call_id(), name, args, gen.turn, behavior=behavior)
             st = self._state
             st.tool_calls.append(call)
             st.history.append({"role": "model", "text": f"call {name}", "call_id": call.id})
@@ -553,27 +721,60 @@ class FakeConnection:
             self._emit(live.tool_call([{"id": call.id, "name": name, "args": call.args}]))
             self._counts["tool_call"] += 1
             self._fire("tool_call", self._counts["tool_call"])
+            if behavior == "NON_BLOCKING":
+                await self._speak(gen)  # the filler, while the call runs
 
-    def _on_tool_response(self, body: dict) -> None:
-        last: M.ToolCallRecord | None = None
-        for fr in body.get("functionResponses") or []:
-            call = self._pending_calls.pop(fr["id"], None)
-            if call is None:
+    def _on_tool_response(self, body: dict[str, Any]) -> None:
+        responses = body.get("functionResponses") or []
+        for i, fr in enumerate(responses):
+            scheduling = fr.get("scheduling")
+            if scheduling is not None and scheduling not in ("SILENT", "WHEN_IDLE", "INTERRUPT"):
+                self._reject(body, BAD_SCHEDULING_REASON.format(i=i) + f" ({live.encode(scheduling)})")
+                return
+            if fr["id"] not in self._pending_calls:
                 self._reject(body, BAD_TOOL_ID_REASON.format(id=fr["id"]))
                 return
+        last: M.ToolCallRecord | None = None
+        for fr in responses:
+            call = self._pending_calls[fr["id"]]
+            if fr.get("willContinue") is not True:
+                del self._pending_calls[call.id]  # a generator ends with willContinue false
+                call.answered = True
             call.response = fr.get("response")
-            call.answered = True
+            call.responses.append(call.response)
             self._state.history.append(
                 {"role": "tool", "text": json.dumps(call.response, sort_keys=True), "call_id": call.id}
             )
-            last = call
+            if call.behavior == "NON_BLOCKING":
+                self._async_result(call, fr.get("scheduling") or "WHEN_IDLE")
+            elif call.answered:
+                last = call
         gen = self._gen
-        if last is not None and not self._pending_calls and gen is not None and gen.kind == "tool":
+        if (
+            last is not None
+            and gen is not None
+            and gen.kind == "tool"
+            and not any(i in self._pending_calls for i in gen.tool_ids)
+        ):
             text = M.compose_tool_reply(gen.turn, last.name, last.response)
             self._stream(self._start(_Gen(gen.turn, "reply", text=text)))
 
+    def _async_result(self, call: M.ToolCallRecord, scheduling: str) -> None:
+        """A NON_BLOCKING result: SILENT goes into context only; WHEN_IDLE is spoken when the
+        model is idle; INTERRUPT stops what the model is saying and is spoken now."""
+        if scheduling == "SILENT":
+            return
+        gen = _Gen(call.turn, "reply", text=M.compose_tool_reply(call.turn, call.name, call.response))
+        if scheduling == "INTERRUPT":
+            self._interrupt()
+        if self._gen is None:
+            self._stream(self._start(gen))
+        else:
+            self._when_idle.append(gen)
+
     def _interrupt(self) -> None:
-        """New input while the model is busy: stop it, as the real service does."""
+        """New input while the model is busy: stop it, as the real service does. BLOCKING calls
+        of the stopped turn are cancelled (``toolCallCancellation``); NON_BLOCKING ones go on."""
         gen = self._gen
         if gen is None:
             return
@@ -582,13 +783,17 @@ class FakeConnection:
         st = self._state
         if gen.sent:
             st.add_model_text(gen.sent, interrupted=True)
-        ids = [i for i in gen.tool_ids if i in self._pending_calls]
+        ids = [
+            i for i in gen.tool_ids
+            if i in self._pending_calls and self._pending_calls[i].behavior == "BLOCKING"
+        ]
         for call_id in ids:
             self._pending_calls.pop(call_id).cancelled = True
         if ids:
             self._emit(live.tool_call_cancellation(ids))
         self._emit(live.interrupted())
         prompt = st.context_tokens()
-        self._emit(live.turn_complete(live.usage_metadata(prompt, M.text_tokens(gen.sent) if gen.sent else 0)))
+        usage = live.usage_metadata(prompt, M.text_tokens(gen.sent) if gen.sent else 0)
+        self._emit(live.turn_complete(usage, self._status(more=False)))
         self._counts["turns"] += 1
         self._fire("turns", self._counts["turns"])

@@ -22,7 +22,6 @@ instruction and history), ``responseTokenCount`` the reply; so the counts grow w
 from __future__ import annotations
 
 import array
-import copy
 import json
 import math
 import sys
@@ -42,7 +41,7 @@ def audio_tokens(ms: int) -> int:
     return max(1, ms * AUDIO_TOKENS_PER_SECOND // 1000)
 
 
-def content_text(content: dict) -> str:
+def content_text(content: dict[str, Any]) -> str:
     """The text parts of a Content, concatenated."""
     parts = content.get("parts") or []
     return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
@@ -102,7 +101,7 @@ def pcm_for_text(text: str, rate: int = OUTPUT_RATE) -> bytes:
     return pcm.tobytes()
 
 
-def declared_functions(setup: dict) -> list[str]:
+def declared_functions(setup: dict[str, Any]) -> list[str]:
     """Function names declared in ``setup.tools[*].functionDeclarations``, in order."""
     names = []
     for tool in setup.get("tools") or []:
@@ -110,6 +109,77 @@ def declared_functions(setup: dict) -> list[str]:
             if isinstance(decl, dict) and isinstance(decl.get("name"), str):
                 names.append(decl["name"])
     return names
+
+
+def declarations(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{name: declaration}`` from a list of Tool objects, in order."""
+    out: dict[str, dict[str, Any]] = {}
+    for tool in tools:
+        for decl in (tool or {}).get("functionDeclarations") or []:
+            if isinstance(decl, dict) and isinstance(decl.get("name"), str):
+                out[decl["name"]] = decl
+    return out
+
+
+def _schema_value(schema: dict[str, Any], name: str, heard: str, first_string: bool) -> Any:
+    """A value of the JSON-schema / OpenAPI-subset type ``schema`` (the model "fills it in")."""
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    kind = str(schema.get("type") or "string").lower()
+    if isinstance(schema.get("type"), list):  # JSON schema ["string", "null"]
+        kind = next((str(t).lower() for t in schema["type"] if t != "null"), "string")
+    if kind == "string":
+        return heard if first_string else name
+    if kind == "integer":
+        return len(heard.split())
+    if kind == "number":
+        return float(len(heard.split()))
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        items: dict[str, Any] = schema["items"] if isinstance(schema.get("items"), dict) else {}
+        return [_schema_value(items, name, heard, first_string)]
+    if kind == "object":
+        return call_args_for(schema, heard)
+    return None
+
+
+def call_args_for(schema: dict[str, Any] | None, heard: str) -> dict[str, Any]:
+    """Arguments that follow a ``parameters`` schema: every property, the first string one
+    carrying what the model heard; no schema means a function without arguments (``{}``)."""
+    if not isinstance(schema, dict):
+        return {}
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return {}
+    args: dict[str, Any] = {}
+    first = True
+    for name, sub in props.items():
+        sub = sub if isinstance(sub, dict) else {}
+        is_string = str(sub.get("type") or "string").lower() == "string" and not sub.get("enum")
+        args[name] = _schema_value(sub, name, heard, first and is_string)
+        if is_string:
+            first = False
+    return args
+
+
+def call_args(decl: dict[str, Any], heard: str) -> dict[str, Any]:
+    """The args of a call of ``decl``: its ``parameters`` or ``parametersJsonSchema``."""
+    schema = decl.get("parameters")
+    if schema is None:
+        schema = decl.get("parametersJsonSchema")
+    return call_args_for(schema, heard)
+
+
+def filler_text(turn: int) -> str:
+    """What extended thinking says before its answer (one IN_PROGRESS utterance)."""
+    return f"turn {turn}: let me think."
+
+
+def tool_filler_text(turn: int, name: str) -> str:
+    """What the model says while a NON_BLOCKING call of ``name`` is pending."""
+    return f"turn {turn}: calling {name}."
 
 
 def tool_to_call(functions: list[str], heard: str, trigger_words: tuple[str, ...]) -> str | None:
@@ -131,18 +201,21 @@ def tool_to_call(functions: list[str], heard: str, trigger_words: tuple[str, ...
 class ToolCallRecord:
     id: str
     name: str
-    args: dict
+    args: dict[str, Any]
     turn: int
     response: Any = None
     answered: bool = False
     cancelled: bool = False
+    behavior: str = "BLOCKING"
+    #: Every response received for this id, in order (``willContinue`` generators send several).
+    responses: list[Any] = attrs.Factory(list)
 
 
 @attrs.define
 class ConversationState:
     """What a handle snapshots: everything the model knows."""
 
-    history: list[dict] = attrs.Factory(list)
+    history: list[dict[str, Any]] = attrs.Factory(list)
     user_turns: list[str] = attrs.Factory(list)
     turn_count: int = 0
     tool_calls: list[ToolCallRecord] = attrs.Factory(list)
@@ -163,7 +236,7 @@ class ConversationState:
             self,
             history=list(self.history),
             user_turns=list(self.user_turns),
-            tool_calls=[copy.copy(c) for c in self.tool_calls],
+            tool_calls=[attrs.evolve(c, responses=list(c.responses)) for c in self.tool_calls],
             pending=list(self.pending),
         )
 
@@ -243,7 +316,7 @@ class Conversation:
         return self.state.turn_count
 
     @property
-    def history(self) -> list[dict]:
+    def history(self) -> list[dict[str, Any]]:
         return self.state.history
 
     @property

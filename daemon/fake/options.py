@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import attrs
 
+from .catalogue import Catalogue, catalogue_2026
 from .faults import Planned
 
 #: The lifetime cut after a goAway the client ignored (GEMINI_LIVE.md §5, §6).
@@ -18,7 +19,7 @@ GOAWAY_VIOLATION_REASON = (
 CANCELLED_REASON = "The operation was cancelled."
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
@@ -50,6 +51,13 @@ class FakeOptions:
       each function's own name).
     - ``seed``: seeds the handle and tool-call-id generator (deterministic runs).
     - ``faults``: faults armed on **every** connection (the CLI's ``--drop-every`` etc.).
+    - ``catalogue``: the models served and how each behaves (:mod:`.catalogue`).
+    - ``plain_interaction_status``: plain models (3.8) send ``interactionStatus`` with every
+      ``turnComplete``; False is the UNCONFIRMED variant where only extended thinking does.
+    - ``resumable_in_progress``: issue ``resumable: true`` handles between an IN_PROGRESS
+      ``turnComplete`` and IDLE (UNCONFIRMED; False: not resumable until IDLE).
+    - ``resumable_pending_calls``: a pending NON_BLOCKING call does not hold handles back
+      (UNCONFIRMED; False: no resumable handle while any call is pending).
     - ``host``/``port``: where :meth:`FakeUpstream.serve` binds.
     - ``handshake_timeout``/``close_timeout``: bounds on the HTTP upgrade and on the closing
       handshake after the fake sent a close frame.
@@ -72,6 +80,10 @@ class FakeOptions:
     tool_trigger_words: tuple[str, ...] = ("weather",)
     seed: int = 0
     faults: tuple[Planned, ...] = ()
+    catalogue: Catalogue = attrs.field(factory=catalogue_2026)
+    plain_interaction_status: bool = True
+    resumable_in_progress: bool = False
+    resumable_pending_calls: bool = False
     host: str = "127.0.0.1"
     port: int = 0
     handshake_timeout: float = 30.0

@@ -35,12 +35,12 @@ class ConnectionRecord:
     status: int | None = None
     auth_ok: bool = False
     accepted: bool = False
-    setup: dict | None = None
+    setup: dict[str, Any] | None = None
     resumed_handle: str | None = None
     conversation_id: str | None = None
-    messages: list[dict] = attrs.Factory(list)
+    messages: list[dict[str, Any]] = attrs.Factory(list)
     invalid: Any = None
-    sent: list[dict] = attrs.Factory(list)
+    sent: list[dict[str, Any]] = attrs.Factory(list)
     handles: list[str] = attrs.Factory(list)
     close_code: int | None = None
     close_reason: str | None = None

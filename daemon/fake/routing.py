@@ -75,8 +75,8 @@ def credentials(headers: list[tuple[bytes, bytes]], query: dict[str, list[str]])
             scheme, _, token = text.partition(" ")
             if scheme.lower() in ("token", "bearer"):
                 found.append(token.strip())
-    for name in ("key", "access_token"):
-        found.extend(v.strip() for v in query.get(name, []))
+    for param in ("key", "access_token"):
+        found.extend(v.strip() for v in query.get(param, []))
     return [c for c in found if c]
 
 

@@ -152,9 +152,10 @@ async def test_ctl_commands(server, service):
     assert rc == 0 and json.loads(out)["created"] is True, err
     setup = service.sessions["kitchen"].setup
     assert setup == {
-        "model": "models/gemini-2.0-flash-live-001",
-        "generationConfig": {"responseModalities": ["TEXT"]},
+        "model": "models/gemini-3.8-live",
+        "generationConfig": {"responseModalities": ["AUDIO"]},
         "systemInstruction": {"parts": [{"text": "be brief"}]},
+        "outputAudioTranscription": {},
     }
     rc, out, err = await ctl("--socket", sock, "say", "kitchen", "hello there")
     assert (rc, out) == (0, "echo: hello there\n"), err

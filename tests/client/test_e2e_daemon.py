@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
-from geminid.daemon.fake import FakeOptions, FakeUpstream
+from geminid.daemon.fake import FakeOptions, FakeUpstream, text_catalogue
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import start_core
 from geminid.daemon.server import serve_unix
@@ -21,16 +21,18 @@ from geminid.protocol import live
 from geminid.protocol.client import RemoteError
 from geminid.protocol.errors import SETUP_MISMATCH, TOOL_CALL_LOST, UNKNOWN_SESSION
 
-SETUP = live.setup("gemini-2.0-flash-live-001", response_modalities=["TEXT"])["setup"]
+SETUP = live.setup("gemini-3.8-live", response_modalities=["TEXT"])["setup"]
 TOOLS = live.setup(
-    "gemini-2.0-flash-live-001", response_modalities=["TEXT"],
-    tools=[{"functionDeclarations": [{"name": "get_weather", "description": "weather"}]}],
+    "gemini-3.8-live", response_modalities=["TEXT"],
+    tools=[{"functionDeclarations": [{"name": "get_weather", "description": "weather", "behavior": "BLOCKING"}]}],
 )["setup"]
 
 
 @pytest.fixture
 async def daemon(nursery, sockdir, tmp_path):
-    fake = await nursery.start(FakeUpstream(FakeOptions(reply_pace=0.002)).serve)
+    # TEXT on gemini-3.8-live (text_catalogue): these tests read text replies; Vertex lists text
+    # output for 3.8 and the Developer API's answer is UNCONFIRMED, so the fake accepts it here.
+    fake = await nursery.start(FakeUpstream(FakeOptions(catalogue=text_catalogue(), reply_pace=0.002)).serve)
     cfg = Config(
         state_dir=tmp_path / "state",
         backoff=BackoffPolicy(stable_after=1, quick_failure=0.2),

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from geminid.daemon.fake import FakeOptions, FakeUpstream
+from geminid.daemon.fake import FakeOptions, FakeUpstream, text_catalogue
 
 
 @pytest.fixture
@@ -11,6 +11,7 @@ async def start_fake(nursery):
 
     async def start(**kwargs) -> FakeUpstream:
         kwargs.setdefault("reply_pace", 0.001)
+        kwargs.setdefault("catalogue", text_catalogue())  # see helpers.MODEL
         return await nursery.start(FakeUpstream(FakeOptions(**kwargs)).serve)
 
     return start

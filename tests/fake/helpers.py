@@ -18,7 +18,11 @@ from geminid.daemon.fake import FakeUpstream
 from geminid.daemon.fake.routing import ws_path
 from geminid.protocol import live
 
-MODEL = "models/gemini-live-fake"
+#: The model the generic tests use, with TEXT replies: the fake's generic mechanics (resumption,
+#: faults, framing) are asserted on text, so conftest's fakes use text_catalogue() (TEXT on 3.8 is
+#: UNCONFIRMED on the Developer API; Vertex lists it). test_catalogue/test_live_2026 test the
+#: strict 2026 catalogue itself.
+MODEL = "models/gemini-3.8-live"
 
 
 class Client:
@@ -72,6 +76,8 @@ class Client:
     async def setup(self, *, resumption: dict | None = None, **kwargs: Any) -> list[dict]:
         """Send setup; return setupComplete and, with resumption, the first update."""
         kwargs.setdefault("session_resumption", resumption)
+        if "model" not in kwargs:
+            kwargs.setdefault("response_modalities", ["TEXT"])
         await self.send(live.setup(kwargs.pop("model", MODEL), **kwargs))
         first = await self.recv()
         assert "setupComplete" in first, first
@@ -152,3 +158,23 @@ async def connect_memory(
     nursery.start_soon(fake.serve_stream, server_stream)
     async with _wrapped(client_stream, path or ws_path(), _headers(key, None)) as client:
         yield client
+
+
+def transcript_of(msgs: list[dict]) -> str:
+    """The ``outputTranscription`` fragments of ``msgs``, joined: an audio reply's text."""
+    return "".join(
+        m["serverContent"]["outputTranscription"]["text"]
+        for m in msgs
+        if "outputTranscription" in m.get("serverContent", {})
+    )
+
+
+def status_of(msg: dict) -> str | None:
+    """The ``interactionStatus`` of a server message (None when absent)."""
+    return msg.get("serverContent", {}).get("interactionStatus")
+
+
+def is_idle(msg: dict) -> bool:
+    """A message that ends the interaction (the SDK's rule, :func:`live.interaction_complete`)."""
+    parsed = live.parse_server_frame(json.dumps(msg)) if msg else None
+    return parsed is not None and parsed.interaction_complete

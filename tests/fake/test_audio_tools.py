@@ -6,7 +6,18 @@ from geminid.protocol import live
 
 from .helpers import connect, text_of
 
-TOOLS = [{"functionDeclarations": [{"name": "get_weather", "description": "weather for a place"}]}]
+TOOLS = [
+    {
+        "functionDeclarations": [
+            {
+                "name": "get_weather",
+                "description": "weather for a place",
+                "behavior": "BLOCKING",  # the legacy round trip; non-blocking: test_live_2026
+                "parameters": {"type": "OBJECT", "properties": {"query": {"type": "STRING"}}},
+            }
+        ]
+    }
+]
 
 
 def _sc(msgs, key):

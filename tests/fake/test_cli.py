@@ -11,10 +11,11 @@ import sys
 import trio
 
 from geminid.daemon.fake import FakeUpstream, Fault
-from geminid.daemon.fake.cli import add_arguments, options_from_args
+from geminid.daemon.fake import catalogue as C
+from geminid.daemon.fake.cli import add_arguments, catalogue_from_args, options_from_args
 from geminid.daemon.fake.routing import ws_path
 
-from .helpers import connect, text_of
+from .helpers import connect, transcript_of
 from .test_routing_auth import _status
 
 
@@ -77,9 +78,9 @@ async def test_cli_process_serves_and_stops_on_sigint():
         assert await _status(fake, ws_path(), [(b"x-goog-api-key", b"cli-key")]) == 429  # --refuse 1
         assert await _status(fake, ws_path(), [(b"x-goog-api-key", b"wrong")]) == 403
         async with connect(fake, key="cli-key") as client:
-            await client.setup()
+            await client.setup(model="models/gemini-3.8-live", output_audio_transcription=True)
             await client.say("hi")
-            assert text_of(await client.turn()) == 'turn 1: heard "hi".'
+            assert transcript_of(await client.turn()) == 'turn 1: heard "hi".'
         proc.send_signal(signal.SIGINT)
         with trio.fail_after(30):
             rc = await proc.wait()
@@ -87,5 +88,52 @@ async def test_cli_process_serves_and_stops_on_sigint():
     finally:
         if proc.returncode is None:
             proc.kill()
+            await proc.wait()
+        await proc.stdout.aclose()
+
+
+def test_catalogue_flags():
+    assert catalogue_from_args(_parse()) == C.catalogue_2026()
+    assert catalogue_from_args(_parse("--catalogue", "permissive")).fallback is C.LEGACY
+    cat = catalogue_from_args(_parse(
+        "--accept-text", "models/gemini-3.8-live",
+        "--modality-refusal", "gemini-2.5-flash-native-audio-preview-12-2025=1011",
+    ))
+    assert "TEXT" in cat.lookup("gemini-3.8-live").modalities
+    assert cat.lookup("gemini-2.5-flash-native-audio-preview-12-2025").modality_refusal == (
+        1011, "Internal error encountered.")
+    for bad in (("--accept-text", "gemini-2.0-flash-live-001"), ("--modality-refusal", "gemini-3.8-live=1000")):
+        try:
+            catalogue_from_args(_parse(*bad))
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} accepted")
+    opts = options_from_args(_parse("--no-plain-interaction-status", "--resumable-in-progress",
+                                    "--resumable-pending-calls"))
+    assert not opts.plain_interaction_status and opts.resumable_in_progress and opts.resumable_pending_calls
+    assert options_from_args(_parse()).plain_interaction_status
+
+
+async def test_geminid_fake_upstream_ready_line_is_not_redacted():
+    """#11.15: the ready line says whether a key is configured; the log pipeline redacts any
+    field named ``key``, so it used to print ``key=<redacted:...>``."""
+    env = {**os.environ, "GEMINI_API_KEY": "cli-key"}
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "geminid.daemon.cli", "fake-upstream", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )
+    buf = b""
+    try:
+        with trio.fail_after(30):
+            while b"fake.ready" not in buf or not buf.split(b"fake.ready", 1)[1].count(b"\n"):
+                chunk = await proc.stdout.receive_some()
+                assert chunk, buf
+                buf += chunk
+        line = next(x for x in buf.decode().splitlines() if "fake.ready" in x)
+        assert "configured key" in line and "redacted" not in line and "cli-key" not in line
+        assert "gemini-3.8-live" in line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
             await proc.wait()
         await proc.stdout.aclose()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import trio
 from trio_websocket import ConnectionClosed
 
-from geminid.daemon.fake import FakeOptions, FakeUpstream, Fault, Planned, Trigger
+from geminid.daemon.fake import FakeOptions, FakeUpstream, Fault, Planned, Trigger, text_catalogue
 from geminid.protocol import live
 
-from .helpers import connect, connect_memory, text_of
+from .helpers import MODEL, connect, connect_memory, text_of
 
-TOOLS = [{"functionDeclarations": [{"name": "get_weather"}]}]
+TOOLS = [{"functionDeclarations": [{"name": "get_weather", "behavior": "BLOCKING"}]}]
 
 
 def _chunks(msgs):
@@ -31,7 +31,7 @@ async def test_scripted_close_after_setup(start_fake):
     fake = await start_fake()
     fake.script(Fault.close(1011, "The service is currently unavailable."), after_setup=True)
     async with connect(fake) as client:
-        await client.send(live.setup("models/x", session_resumption={}))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"], session_resumption={}))
         msgs, code, reason = await _drain(client)
     assert [next(iter(m)) for m in msgs] == ["setupComplete", "sessionResumptionUpdate"]
     assert (code, reason) == (1011, "The service is currently unavailable.")
@@ -45,7 +45,7 @@ async def test_scripted_close_on_setup_fails_the_setup(start_fake):
     fake = await start_fake()
     fake.script(Fault.close(1008, "Operation is not implemented, or supported, or enabled."), on_setup=True)
     async with connect(fake) as client:
-        await client.send(live.setup("models/x"))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"]))
         msgs, code, _ = await _drain(client)
     assert msgs == [] and code == 1008
 
@@ -54,7 +54,7 @@ async def test_scripted_drop_is_1006_without_close_frame(start_fake):
     fake = await start_fake()
     fake.script(Fault.drop(), after_setup=True)
     async with connect(fake) as client:
-        await client.send(live.setup("models/x"))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"]))
         msgs, code, reason = await _drain(client)
     assert "setupComplete" in msgs[0]
     assert code == 1006
@@ -65,7 +65,7 @@ async def test_drop_with_rst(start_fake):
     fake = await start_fake()
     fake.script(Fault.drop(rst=True), after_setup=True)
     async with connect(fake) as client:
-        await client.send(live.setup("models/x"))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"]))
         _, code, _ = await _drain(client)
     assert code == 1006
 
@@ -124,7 +124,7 @@ async def test_fault_none_skips_a_connection(start_fake):
         await client.say("fine")
         await client.turn()
     async with connect(fake) as client:
-        await client.send(live.setup("models/x"))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"]))
         assert (await _drain(client))[1] == 1011
 
 
@@ -139,12 +139,12 @@ async def test_refused_dials_do_not_consume_the_script(start_fake):
     await stream.aclose()
     assert head.startswith(b"HTTP/1.1 503")
     async with connect(fake) as client:
-        await client.send(live.setup("models/x"))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"]))
         assert (await _drain(client))[1:] == (4000, "scripted")
 
 
 async def test_scripted_goaway_moves_the_cut(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions())
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue()))
     fake.script(Fault.goaway(5.0), after_setup=True)
     async with connect_memory(fake, nursery) as client:
         start = trio.current_time()
@@ -156,7 +156,7 @@ async def test_scripted_goaway_moves_the_cut(nursery, autojump_clock):
 
 
 async def test_scripted_stall_then_drop_after_duration(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions())
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue()))
     fake.script(Fault.stall(duration=30.0), after_setup=True)
     async with connect_memory(fake, nursery) as client:
         start = trio.current_time()
@@ -170,7 +170,7 @@ async def test_scripted_stall_then_drop_after_duration(nursery, autojump_clock):
 
 
 async def test_after_seconds_and_options_faults(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(faults=(Planned(Fault.close(1011, "every"), Trigger("seconds", seconds=7.0)),)))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), faults=(Planned(Fault.close(1011, "every"), Trigger("seconds", seconds=7.0)),)))
     for _ in range(2):
         async with connect_memory(fake, nursery) as client:
             start = trio.current_time()
@@ -180,10 +180,10 @@ async def test_after_seconds_and_options_faults(nursery, autojump_clock):
 
 
 async def test_latency_delays_every_frame(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(latency=2.5, reply_pace=0.0))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), latency=2.5, reply_pace=0.0))
     async with connect_memory(fake, nursery) as client:
         start = trio.current_time()
-        await client.send(live.setup("models/x"))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"]))
         await client.recv(limit=100)
         assert trio.current_time() - start == 2.5
         start = trio.current_time()
@@ -201,7 +201,7 @@ async def test_expire_handles_fault(start_fake):
         await client.turn()
         await client.recv()
     async with connect(fake) as client:
-        await client.send(live.setup("models/gemini-live-fake", session_resumption={"handle": handle}))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"], session_resumption={"handle": handle}))
         assert (await _drain(client))[1] == 1008
 
 

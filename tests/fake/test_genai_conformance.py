@@ -15,8 +15,10 @@ import trio
 genai = pytest.importorskip("google.genai")
 from google.genai import types  # noqa: E402
 
+from geminid.daemon.fake import catalogue as C  # noqa: E402
+
 KEY = "conformance-key"
-MODEL = "gemini-live-fake"
+MODEL = "gemini-3.8-live"  # with TEXT: the fakes here use text_catalogue()
 
 
 def _client(port: int):
@@ -51,6 +53,7 @@ async def _scenario(port: int) -> dict:
         name="get_weather",
         description="Weather for a city",
         parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}),
+        behavior=types.Behavior.BLOCKING,
     )
     config = types.LiveConnectConfig(
         response_modalities=["TEXT"],
@@ -138,3 +141,111 @@ async def test_google_genai_live_client_against_fake(start_fake):
     assert second.resumed_handle is not None
     assert fake.conversations["c1"].connection_ids == [1, 2]
     assert "realtimeInput" in first.client_kinds() and "toolResponse" in first.client_kinds()
+
+
+# --------------------------------------------------------------------- a 3.8-style session
+
+
+def _idle(msg) -> bool:
+    sc = msg.server_content
+    return bool(sc and sc.turn_complete and (sc.interaction_status is None or sc.interaction_status.value == "IDLE"))
+
+
+async def _until_idle(session, out) -> None:
+    while True:
+        async for msg in session.receive():
+            out.append(msg)
+            if msg.session_resumption_update and msg.session_resumption_update.resumable:
+                out.handle = msg.session_resumption_update.new_handle
+            if _idle(msg):
+                return
+
+
+def _transcript(log) -> str:
+    return "".join(
+        m.server_content.output_transcription.text or ""
+        for m in log
+        if m.server_content and m.server_content.output_transcription
+    )
+
+
+async def _scenario_3_8(port: int) -> dict:
+    client = _client(port)
+    book = types.FunctionDeclaration(
+        name="book_ticket",
+        description="Book a ticket",
+        parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}),
+        behavior=types.Behavior.NON_BLOCKING,
+    )
+    config = types.LiveConnectConfig(
+        response_modalities=["AUDIO"],
+        output_audio_transcription=types.AudioTranscriptionConfig(),
+        session_resumption=types.SessionResumptionConfig(),
+        tools=[types.Tool(function_declarations=[book])],
+    )
+    result: dict = {}
+    async with client.aio.live.connect(model="gemini-3.8-live", config=config) as session:
+        log = _Log()
+        await session.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text="book_ticket to Rome")]), turn_complete=True
+        )
+        call = None
+        async for msg in session.receive():
+            log.append(msg)
+            if msg.tool_call:
+                call = msg.tool_call.function_calls[0]
+                break
+        result["call"] = (call.name, call.args)
+        await _until_idle(session, log)  # the filler
+        result["filler"] = _transcript(log)
+        result["audio_mime"] = {
+            p.inline_data.mime_type for m in log if m.server_content and m.server_content.model_turn
+            for p in m.server_content.model_turn.parts or [] if p.inline_data
+        }
+        log = _Log()
+        await session.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text="what time is it")]), turn_complete=True
+        )
+        await _until_idle(session, log)
+        result["meanwhile"] = _transcript(log)
+        log = _Log()
+        await session.send_tool_response(function_responses=[types.FunctionResponse(
+            id=call.id, name=call.name, response={"booked": True},
+            scheduling=types.FunctionResponseScheduling.WHEN_IDLE,
+        )])
+        await _until_idle(session, log)
+        result["tool_reply"] = _transcript(log)
+        handle = log.handle
+        if handle is None:
+            async for msg in session.receive():
+                upd = msg.session_resumption_update
+                if upd and upd.resumable:
+                    handle = upd.new_handle
+                    break
+    config2 = types.LiveConnectConfig(
+        response_modalities=["AUDIO"], output_audio_transcription=types.AudioTranscriptionConfig(),
+        session_resumption=types.SessionResumptionConfig(handle=handle),
+    )
+    async with client.aio.live.connect(model="gemini-3.8-live", config=config2) as session:
+        log = _Log()
+        await session.send_client_content(
+            turns=types.Content(role="user", parts=[types.Part(text="recall")]), turn_complete=True
+        )
+        await _until_idle(session, log)
+        result["resumed"] = _transcript(log)
+    return result
+
+
+async def test_google_genai_live_client_3_8_session(start_fake):
+    """Issue #10: the SDK's own client runs a 3.8-style session against the strict fake."""
+    fake = await start_fake(api_key=KEY, reply_pace=0.005, catalogue=C.catalogue_2026())
+    result = await trio.to_thread.run_sync(lambda: asyncio.run(_scenario_3_8(fake.port)))
+    assert result["call"] == ("book_ticket", {"city": "book_ticket to Rome"})
+    assert result["filler"] == "turn 1: calling book_ticket."
+    assert result["audio_mime"] == {"audio/pcm;rate=24000"}
+    assert result["meanwhile"] == 'turn 2: heard "what time is it"; previous "book_ticket to Rome".'
+    assert result["tool_reply"] == 'turn 1: book_ticket returned {"booked":true}.'
+    assert result["resumed"].startswith('turn 3: heard "recall"; previous "what time is it"; recall [')
+    first, second = fake.accepted
+    assert first.close_code != 1007 and second.close_code != 1007, (first.invalid, second.invalid)
+    assert second.resumed_handle is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.lowlevel
 
-from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream
+from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream, text_catalogue
 from geminid.protocol import live
 
 from .helpers import connect, connect_memory
@@ -25,7 +25,7 @@ async def _timeline(client, start):
 
 
 async def test_goaway_then_1008_when_client_ignores_it(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions())
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue()))
     async with connect_memory(fake, nursery) as client:
         start = trio.current_time()
         await client.setup()
@@ -40,7 +40,7 @@ async def test_goaway_then_1008_when_client_ignores_it(nursery, autojump_clock):
 
 
 async def test_millisecond_lifetime_and_goaway_capped(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(lifetime=0.05, goaway_before=60.0))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), lifetime=0.05, goaway_before=60.0))
     async with connect_memory(fake, nursery) as client:
         start = trio.current_time()
         await client.setup()
@@ -51,7 +51,7 @@ async def test_millisecond_lifetime_and_goaway_capped(nursery, autojump_clock):
 
 
 async def test_cancelled_cut_mode_closes_1000(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(lifetime=30.0, goaway_before=5.0, cut_mode="cancelled"))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), lifetime=30.0, goaway_before=5.0, cut_mode="cancelled"))
     async with connect_memory(fake, nursery) as client:
         start = trio.current_time()
         await client.setup()
@@ -61,7 +61,7 @@ async def test_cancelled_cut_mode_closes_1000(nursery, autojump_clock):
 
 
 async def test_cut_without_goaway(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(lifetime=10.0, goaway=False))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), lifetime=10.0, goaway=False))
     async with connect_memory(fake, nursery) as client:
         start = trio.current_time()
         await client.setup()
@@ -70,7 +70,7 @@ async def test_cut_without_goaway(nursery, autojump_clock):
 
 
 async def test_client_that_closes_after_goaway_is_not_cut(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(lifetime=100.0, goaway_before=10.0))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), lifetime=100.0, goaway_before=10.0))
     async with connect_memory(fake, nursery) as client:
         await client.setup()
         msg = await client.recv(limit=1000)

@@ -7,7 +7,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geminid.daemon.fake import FakeOptions, FakeUpstream
+from geminid.daemon.fake import FakeOptions, FakeUpstream, text_catalogue
 from geminid.daemon.fake import model as M
 
 from .helpers import connect, connect_memory, text_of
@@ -75,7 +75,8 @@ async def test_reply_streams_in_chunks_then_generation_and_turn_complete(start_f
     chunks = [m for m in msgs if "modelTurn" in m.get("serverContent", {})]
     assert len(chunks) == 4
     tail = [list(m["serverContent"]) for m in msgs[-2:]]
-    assert tail == [["generationComplete"], ["turnComplete"]]
+    # 2026 models send interactionStatus with every turnComplete (test_live_2026 for its values)
+    assert tail == [["generationComplete"], ["turnComplete", "interactionStatus"]]
     assert msgs[-2]["serverContent"]["generationComplete"] is True
     usage = msgs[-1]["usageMetadata"]
     assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["responseTokenCount"] > 0
@@ -97,7 +98,8 @@ async def test_turn_complete_false_appends_without_reply(start_fake):
     async with connect(fake) as client:
         await client.setup(resumption={})
         await client.say("first part", turn_complete=False)
-        # No reply: the next thing is the resumption update for the new state.
+        # No reply: 3.8 says it waits for more input, then the resumption update for the new state.
+        assert await client.recv() == {"serverContent": {"waitingForInput": True}}
         msg = await client.recv()
         assert msg["sessionResumptionUpdate"]["resumable"] is True
         await client.say("second part")
@@ -123,7 +125,7 @@ async def test_new_content_interrupts_reply(start_fake):
 
 
 async def test_pace_is_on_trios_clock(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(reply_pace=10.0, reply_chunks=3, empty_frames=False))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), reply_pace=10.0, reply_chunks=3, empty_frames=False))
     async with connect_memory(fake, nursery) as client:
         await client.setup()
         start = trio.current_time()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import trio
 
-from geminid.daemon.fake import FakeOptions, FakeUpstream
+from geminid.daemon.fake import FakeOptions, FakeUpstream, text_catalogue
 from geminid.daemon.fake.routing import ws_path
 from geminid.protocol import live
 
-from .helpers import connect, connect_memory, handles_in, text_of
+from .helpers import MODEL, connect, connect_memory, handles_in, text_of
 
-TOOLS = [{"functionDeclarations": [{"name": "get_weather"}]}]
+TOOLS = [{"functionDeclarations": [{"name": "get_weather", "behavior": "BLOCKING"}]}]
 
 
 def _updates(msgs):
@@ -109,7 +109,7 @@ async def test_resume_with_older_handle_rolls_back(start_fake):
 async def test_unknown_handle_closes_1008(start_fake):
     fake = await start_fake()
     async with connect(fake) as client:
-        await client.send(live.setup("models/x", session_resumption={"handle": "bogus"}))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"], session_resumption={"handle": "bogus"}))
         code, reason = await client.closed()
     assert (code, reason) == (1008, "Requested entity was not found.")
 
@@ -120,12 +120,12 @@ async def test_expire_handles_makes_resume_fail(start_fake):
         handle = (await client.setup(resumption={}))[1]["sessionResumptionUpdate"]["newHandle"]
     fake.expire_handles()
     async with connect(fake) as client:
-        await client.send(live.setup("models/gemini-live-fake", session_resumption={"handle": handle}))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"], session_resumption={"handle": handle}))
         assert await client.closed() == (1008, "Requested entity was not found.")
 
 
 async def test_handle_ttl_after_connection_end(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(handle_ttl=100.0))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), handle_ttl=100.0))
     async with connect_memory(fake, nursery) as client:
         handle = (await client.setup(resumption={}))[1]["sessionResumptionUpdate"]["newHandle"]
         await trio.sleep(500)  # the TTL counts from the end of the connection, not from issue
@@ -134,17 +134,17 @@ async def test_handle_ttl_after_connection_end(nursery, autojump_clock):
         await client.setup(resumption={"handle": handle})  # still valid at 99 s
     await trio.sleep(100.5)
     async with connect_memory(fake, nursery) as client:
-        await client.send(live.setup("models/gemini-live-fake", session_resumption={"handle": handle}))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"], session_resumption={"handle": handle}))
         assert await client.closed() == (1008, "Requested entity was not found.")
 
 
 async def test_millisecond_ttl(nursery, autojump_clock):
-    fake = FakeUpstream(FakeOptions(handle_ttl=0.005))
+    fake = FakeUpstream(FakeOptions(catalogue=text_catalogue(), handle_ttl=0.005))
     async with connect_memory(fake, nursery) as client:
         handle = (await client.setup(resumption={}))[1]["sessionResumptionUpdate"]["newHandle"]
     await trio.sleep(0.01)
     async with connect_memory(fake, nursery) as client:
-        await client.send(live.setup("models/gemini-live-fake", session_resumption={"handle": handle}))
+        await client.send(live.setup(MODEL, response_modalities=["TEXT"], session_resumption={"handle": handle}))
         assert (await client.closed())[0] == 1008
 
 
@@ -153,7 +153,7 @@ async def test_resume_while_old_connection_open_closes_1011(start_fake):
     async with connect(fake) as old:
         handle = (await old.setup(resumption={}))[1]["sessionResumptionUpdate"]["newHandle"]
         async with connect(fake) as new:
-            await new.send(live.setup("models/gemini-live-fake", session_resumption={"handle": handle}))
+            await new.send(live.setup(MODEL, response_modalities=["TEXT"], session_resumption={"handle": handle}))
             code, _ = await new.closed()
         assert code == 1011
         await old.say("still here")  # the old connection is unaffected
@@ -165,7 +165,7 @@ async def test_resume_with_other_model_closes_1007(start_fake):
     async with connect(fake) as client:
         handle = (await client.setup(resumption={}))[1]["sessionResumptionUpdate"]["newHandle"]
     async with connect(fake) as client:
-        await client.send(live.setup("models/other", session_resumption={"handle": handle}))
+        await client.send(live.setup("models/gemini-2.5-flash-native-audio-preview-12-2025", session_resumption={"handle": handle}))
         assert (await client.closed())[0] == 1007
 
 
@@ -188,7 +188,8 @@ async def test_transparent_index_counts_non_setup_messages(start_fake):
         first = await client.setup(resumption={"transparent": True})
         assert "lastConsumedClientMessageIndex" not in first[1]["sessionResumptionUpdate"]
         await client.say("a", turn_complete=False)  # index 0
-        upd = (await client.recv())["sessionResumptionUpdate"]
+        # (after 3.8's waitingForInput)
+        upd = (await client.recv_until(lambda m: "sessionResumptionUpdate" in m))[-1]["sessionResumptionUpdate"]
         assert upd["lastConsumedClientMessageIndex"] == "0"
         await client.send(live.realtime_audio(bytes(640)))  # index 1: no update of its own
         await client.say("b")  # index 2

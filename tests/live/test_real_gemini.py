@@ -5,9 +5,9 @@ connect within 3 s; otherwise it is skipped with the reason. With a key::
 
     GEMINI_API_KEY=... .venv/bin/python -m pytest tests/live -v
 
-``GEMINI_LIVE_MODEL`` picks the model (default ``models/gemini-2.0-flash-live-001``);
-``GEMINI_LIVE_MODALITY=AUDIO`` is for audio-only models (the reply is then read from the output
-transcription).
+``GEMINI_LIVE_MODEL`` picks the model (default ``models/gemini-3.8-live``);
+``GEMINI_LIVE_MODALITY`` defaults to ``AUDIO`` (3.8 replies in audio only; the reply is then read
+from the output transcription); ``TEXT`` is for models that accept it.
 
 What it proves: the real registry (in process), on the default endpoint, holds a conversation
 across a reconnect that we force by closing the socket from our side
@@ -38,8 +38,8 @@ from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
 
 HOST = "generativelanguage.googleapis.com"
-MODEL = os.environ.get("GEMINI_LIVE_MODEL") or "models/gemini-2.0-flash-live-001"
-MODALITY = (os.environ.get("GEMINI_LIVE_MODALITY") or "TEXT").upper()
+MODEL = os.environ.get("GEMINI_LIVE_MODEL") or "models/gemini-3.8-live"
+MODALITY = (os.environ.get("GEMINI_LIVE_MODALITY") or "AUDIO").upper()  # 3.8 replies in audio only
 WORDS = ["marmalade", "zeppelin", "quokka", "saffron", "obsidian", "bramble", "kumquat", "juniper",
          "lighthouse", "tangerine", "walrus", "origami"]
 
@@ -129,7 +129,7 @@ async def test_the_same_scenario_against_the_fake(tmp_path: Path) -> None:
     conversation kept it)."""
     async with trio.open_nursery() as nursery:
         fake = await nursery.start(FakeUpstream(FakeOptions(reply_pace=0.005)).serve)
-        await secret_word_scenario(fake.url(), "test-key", tmp_path / "state", MODEL, "TEXT")
+        await secret_word_scenario(fake.url(), "test-key", tmp_path / "state", MODEL, "AUDIO")
         assert [c.resumed_handle is not None for c in fake.accepted] == [False, True]
         assert (fake.accepted[0].closed_by, fake.accepted[0].close_code) == ("client", 1000)
         nursery.cancel_scope.cancel()

@@ -17,7 +17,7 @@ from daemon_proc import SENTINEL_KEY, DaemonProc
 from geminid.protocol import live
 from geminid.protocol.client import open_client
 
-SETUP = live.setup("gemini-2.0-flash-live-001", response_modalities=["TEXT"])["setup"]
+SETUP = live.setup("gemini-3.8-live", response_modalities=["TEXT"])["setup"]  # conftest: text_catalogue()
 
 
 def turn_end(method: str, params: dict) -> bool:

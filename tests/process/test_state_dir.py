@@ -22,7 +22,7 @@ from geminid.protocol import live
 from geminid.protocol.client import RemoteError, open_client
 from geminid.protocol.errors import NOT_DURABLE
 
-SETUP = live.setup("gemini-2.0-flash-live-001", response_modalities=["TEXT"])["setup"]
+SETUP = live.setup("gemini-3.8-live", response_modalities=["TEXT"])["setup"]  # conftest: text_catalogue()
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to run the daemon as uid 65534 / to mount)")
 

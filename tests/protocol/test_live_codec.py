@@ -21,7 +21,7 @@ def refused(obj, **kw) -> L.LiveValidationError:
 
 def test_setup_builder_is_canonical_camel_case():
     msg = L.setup(
-        "gemini-2.0-flash-live-001",
+        "gemini-3.8-live",
         generation_config={"temperature": 0.2, "speech_config": {"voice_config": {}}},
         system_instruction="be brief",
         session_resumption={},
@@ -36,7 +36,7 @@ def test_setup_builder_is_canonical_camel_case():
     )
     assert msg == {
         "setup": {
-            "model": "models/gemini-2.0-flash-live-001",
+            "model": "models/gemini-3.8-live",
             "generationConfig": {
                 "temperature": 0.2,
                 "speechConfig": {"voiceConfig": {}},

@@ -239,6 +239,8 @@ _ACCESSORS = [
     "usage", "time_left", "new_handle", "resumable", "last_consumed_index", "turn_complete",
     "generation_complete", "interrupted", "turn_boundary", "function_calls", "cancelled_ids",
     "text", "audio_chunks", "input_transcription", "output_transcription",
+    "interaction_status", "interaction_complete", "waiting_for_input", "turn_complete_reason",
+    "interim_input_transcription",
 ]  # fmt: skip
 
 server_keys = st.sampled_from(sorted({n for m in S.MESSAGES.values() for n in m.lookup})) | st.text(

@@ -18,17 +18,17 @@ from geminid.daemon import checkpoint
 from geminid.daemon.checkpoint import CheckpointStore, decode_record
 from geminid.daemon.config import Config, SessionConfig, UpstreamConfig
 from geminid.daemon.events import Event
-from geminid.daemon.fake import FakeOptions, FakeUpstream
+from geminid.daemon.fake import FakeOptions, FakeUpstream, text_catalogue
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry, start_core
 from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import live
 
-TEXT_SETUP = live.setup("gemini-2.0-flash-live-001", response_modalities=["TEXT"])["setup"]
+TEXT_SETUP = live.setup("gemini-3.8-live", response_modalities=["TEXT"])["setup"]
 TOOL_SETUP = live.setup(
-    "gemini-2.0-flash-live-001",
+    "gemini-3.8-live",
     response_modalities=["TEXT"],
-    tools=[{"functionDeclarations": [{"name": "get_weather", "description": "weather for a city"}]}],
+    tools=[{"functionDeclarations": [{"name": "get_weather", "description": "weather for a city", "behavior": "BLOCKING"}]}],
 )["setup"]
 
 
@@ -110,7 +110,9 @@ async def open_core(
     cfg = cfg or make_config(state_dir)
     dials: list[str] = []
     async with trio.open_nursery() as nursery:
-        fake = await nursery.start(FakeUpstream(fake_options or FakeOptions(reply_pace=0.005)).serve)
+        # TEXT on gemini-3.8-live (text_catalogue): these tests read text replies; Vertex lists text
+        # output for 3.8 and the Developer API's answer is UNCONFIRMED, so the fake accepts it here.
+        fake = await nursery.start(FakeUpstream(fake_options or FakeOptions(catalogue=text_catalogue(), reply_pace=0.005)).serve)
         connector = None
         if memory:
             async def connector(ep: Endpoint) -> trio.abc.Stream:

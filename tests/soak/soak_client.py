@@ -56,10 +56,11 @@ def make_setup(session: str, *, tools: bool) -> dict:
     kwargs: dict[str, Any] = {}
     if tools:
         kwargs["tools"] = [
-            {"functionDeclarations": [{"name": "get_weather", "description": "weather for a city"}]}
+            {"functionDeclarations": [{"name": "get_weather", "description": "weather for a city",
+                                       "behavior": "BLOCKING"}]}
         ]
     return live.setup(
-        "gemini-2.0-flash-live-001",
+        "gemini-3.8-live",  # TEXT: the soak's fakes use text_catalogue() (see soak_lib)
         response_modalities=["TEXT"],
         system_instruction=session_instruction(session),
         **kwargs,

@@ -65,7 +65,7 @@ from soak_client import (
 
 from geminid.daemon import logsetup
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
-from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream, Fault
+from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream, Fault, text_catalogue
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import start_core
 from geminid.daemon.server import serve_unix
@@ -332,7 +332,9 @@ async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResul
     try:
         with broken(params.break_mode), trio.fail_after(params.time_limit):
             async with trio.open_nursery() as nursery:
-                fake = await nursery.start(FakeUpstream(FakeOptions(
+                # TEXT on gemini-3.8-live (text_catalogue): these tests read text replies; Vertex lists text
+                # output for 3.8 and the Developer API's answer is UNCONFIRMED, so the fake accepts it here.
+                fake = await nursery.start(FakeUpstream(FakeOptions(catalogue=text_catalogue(),
                     reply_pace=0.004, reply_chunks=3, seed=params.seed, lifetime=6.0,
                     goaway_before=1.5,
                 )).serve)

@@ -85,9 +85,9 @@ async def test_turn_sent_while_an_older_handle_is_in_flight_is_not_lost(tmp_path
     the acknowledged turn is gone. (The module docstring says such content "is kept and
     replayed"; the code drops it.)
     """
-    from geminid.daemon.fake import FakeOptions
+    from geminid.daemon.fake import FakeOptions, text_catalogue
 
-    opts = FakeOptions(latency=0.3, reply_pace=0.001, reply_chunks=1)
+    opts = FakeOptions(catalogue=text_catalogue(), latency=0.3, reply_pace=0.001, reply_chunks=1)
     async with open_core(tmp_path / "state", fake_options=opts) as core:
         rec = await core.open()
         await rec.wait(lambda r: "live" in r.statuses())
@@ -115,9 +115,9 @@ async def test_audio_written_while_an_older_handle_is_in_flight_is_replayed(tmp_
     message before the one it answers, so a handle never covers the last answered turn: the
     next resume replays "two", which the restored state already holds - a duplicate turn.
     """
-    from geminid.daemon.fake import FakeOptions
+    from geminid.daemon.fake import FakeOptions, text_catalogue
 
-    opts = FakeOptions(latency=0.3, reply_pace=0.001, reply_chunks=1)
+    opts = FakeOptions(catalogue=text_catalogue(), latency=0.3, reply_pace=0.001, reply_chunks=1)
     async with open_core(tmp_path / "state", fake_options=opts) as core:
         rec = await core.open()
         await rec.wait(lambda r: "live" in r.statuses())
