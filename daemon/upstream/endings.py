@@ -11,12 +11,15 @@ from __future__ import annotations
 import enum
 import socket
 import ssl
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
 from geminid.protocol.errors import FrameError
+
+if TYPE_CHECKING:
+    from trio_websocket import ConnectionClosed, ConnectionRejected
 
 
 class EndingKind(enum.Enum):
@@ -87,6 +90,9 @@ def ending_from_frame_error(exc: FrameError) -> Ending:
 
 def ending_from_exception(exc: BaseException, *, stage: str) -> Ending | None:
     """Map a transport exception to an Ending; None if it is not one of ours (a real bug)."""
+    # Here, not at the top: trio_websocket (+ wsproto, h11) is ~50 ms a start-up can skip.
+    from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+
     if isinstance(exc, Ended):
         return exc.ending
     if isinstance(exc, ConnectionRejected):
