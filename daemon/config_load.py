@@ -36,7 +36,6 @@ against the current directory for flags and environment; ``~`` is expanded.
 from __future__ import annotations
 
 import argparse
-import difflib
 import grp
 import json
 import math
@@ -366,6 +365,8 @@ def _check(k: Key, value: Any, raw: Any) -> None:
 
 
 def _suggest(name: str, options: list[str]) -> str:
+    import difflib  # only for a misspelt key: not worth its import at every start
+
     close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 

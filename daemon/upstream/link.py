@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import structlog
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from geminid.protocol import live
 from geminid.protocol.errors import FrameError
@@ -30,6 +30,9 @@ from .auth import Credentials
 from .endings import Ended
 from .endpoint import Endpoint
 from .translate import ending_from_closed, ending_from_exception, ending_from_frame_error
+
+if TYPE_CHECKING:
+    from trio_websocket import WebSocketConnection
 
 log = structlog.get_logger("geminid.upstream")
 
@@ -59,6 +62,9 @@ class UpstreamLink:
     """An open, set-up connection. Only the session actor's tasks touch it."""
 
     def __init__(self, ws: WebSocketConnection, stream: trio.abc.Stream) -> None:
+        from trio_websocket import ConnectionClosed  # loaded by then: open_link imported it
+
+        self._closed: type[ConnectionClosed] = ConnectionClosed
         self._ws = ws
         self._stream = stream
         self.bytes_up = 0
@@ -67,7 +73,7 @@ class UpstreamLink:
     async def send(self, wire: str) -> None:
         try:
             await self._ws.send_message(wire)
-        except ConnectionClosed as exc:
+        except self._closed as exc:
             raise Ended(ending_from_closed(exc)) from None
         self.bytes_up += len(wire)
 
@@ -76,7 +82,7 @@ class UpstreamLink:
         while True:
             try:
                 data = await self._ws.get_message()
-            except ConnectionClosed as exc:
+            except self._closed as exc:
                 raise Ended(ending_from_closed(exc)) from None
             self.bytes_down += len(data)
             try:
@@ -110,6 +116,9 @@ async def open_link(nursery: trio.Nursery, dial: Dial, setup_wire: str) -> tuple
     caller's per-connection nursery (it raises ConnectionRejected there, hence
     :func:`ending_from_group`).
     """
+    # Here, not at the top: trio_websocket (+ wsproto, h11) is ~50 ms a start-up can skip.
+    from trio_websocket import wrap_client_stream
+
     ep = dial.endpoint
     stream: trio.abc.Stream | None = None
     started = trio.current_time()

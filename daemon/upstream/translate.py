@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import socket
 import ssl
+from typing import TYPE_CHECKING
 
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
 from geminid.protocol.errors import FrameError
 
 from .auth import CredentialError
 from .endings import DialFault, Ended, Ending, EndingKind
+
+if TYPE_CHECKING:
+    # trio-websocket (with wsproto and h11) loads on the first dial, not at start-up.
+    from trio_websocket import ConnectionClosed, ConnectionRejected
 
 
 def ending_from_closed(exc: ConnectionClosed) -> Ending:
@@ -32,6 +36,9 @@ def ending_from_frame_error(exc: FrameError) -> Ending:
 
 def ending_from_exception(exc: BaseException, *, stage: str) -> Ending | None:
     """Map a transport exception to an Ending; None if it is not one of ours (a real bug)."""
+    # Here, not at the top: trio_websocket (+ wsproto, h11) is ~50 ms a start-up can skip.
+    from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
+
     if isinstance(exc, Ended):
         return exc.ending
     if isinstance(exc, ConnectionRejected):

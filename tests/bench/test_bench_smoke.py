@@ -20,6 +20,8 @@ MINIMAL = {
     "bench_scale.py": ["-n", "5", "-c", "5"],
     "bench_startup.py": ["-n", "1", "--sessions", "2"],
     "bench_checkpoint.py": ["-n", "5", "--load", "2"],
+    "bench_ws_layers.py": ["-n", "200", "--repeats", "1"],
+    "bench_json.py": ["-n", "200", "--repeats", "1"],
 }
 
 

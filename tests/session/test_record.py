@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from geminid.daemon.session.record import PendingMessage, SessionRecord, fingerprint
 from geminid.protocol import live
 
-SETUP = live.setup("gemini-2.0-flash-live-001", response_modalities=["TEXT"])["setup"]
+SETUP = live.setup("gemini-3.8-live", response_modalities=["AUDIO"])["setup"]
 KEYS = ["version", "session", "setup", "fingerprint", "handle", "handle_issued_at", "last_alive_at",
         "created_at", "seq_reserved", "event_reserved", "pending", "pending_tools", "lost_tools",
         "transcript", "reconnects", "context_lost", "failed"]

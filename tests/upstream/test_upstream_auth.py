@@ -24,7 +24,7 @@ from geminid.daemon.upstream import (
 )
 from geminid.protocol import live
 
-MODEL = "models/gemini-live-fake"
+MODEL = "models/gemini-3.8-live"
 SETUP = live.encode(live.setup(MODEL))
 
 

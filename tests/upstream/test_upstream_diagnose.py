@@ -30,7 +30,7 @@ from geminid.daemon.upstream import (
 )
 from geminid.protocol import live
 
-SETUP = live.encode(live.setup("models/gemini-live-fake"))
+SETUP = live.encode(live.setup("models/gemini-3.8-live"))
 DNS = Ending(EndingKind.NETWORK, reason="gaierror", fault=DialFault.DNS)
 REFUSED = Ending(EndingKind.NETWORK, reason="refused", fault=DialFault.REFUSED)
 TLS = Ending(EndingKind.NETWORK, reason="ssl", fault=DialFault.TLS)

@@ -77,7 +77,7 @@ async def _dial(endpoint: Endpoint, credentials) -> Ending | None:
     dial = Dial(endpoint, credentials, 10, 10, 1 << 20)
     try:
         async with trio.open_nursery() as nursery:
-            link, _ = await open_link(nursery, dial, live.encode(live.setup("models/gemini-live-fake")))
+            link, _ = await open_link(nursery, dial, live.encode(live.setup("models/gemini-3.8-live")))
             await link.close()
             nursery.cancel_scope.cancel()
     except Ended as exc:

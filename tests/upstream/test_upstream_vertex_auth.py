@@ -237,10 +237,10 @@ def test_the_module_imports_without_google_auth():
 
 # --- the bearer reaches a real server: the fake's Vertex route -----------------------------------
 
-MODEL = "gemini-live-fake"
+MODEL = "gemini-3.8-live"
 
 
-async def _dial(endpoint: Endpoint, credentials, model: str = "models/gemini-live-fake") -> Ending | None:
+async def _dial(endpoint: Endpoint, credentials, model: str = "models/gemini-3.8-live") -> Ending | None:
     dial = Dial(endpoint, credentials, 10, 10, 1 << 20)
     try:
         async with trio.open_nursery() as nursery:
