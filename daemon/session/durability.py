@@ -72,6 +72,7 @@ class Durability:
         self._reserving = False
         self._reserved_event = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._lazy = trio.Event()
 
     def start(self, nursery: trio.Nursery) -> None:
         """Commits and reservations run as tasks of ``nursery`` (the actor's, while it runs)."""
@@ -92,6 +93,25 @@ class Durability:
     def persist(self) -> int:
         """Schedule a checkpoint of the current snapshot; returns its generation."""
         return self.store.mark_dirty(self.name, self.snapshot)
+
+    def persist_lazily(self) -> None:
+        """Checkpoint soon, not now (see :meth:`lazy_checkpoints`)."""
+        self._lazy.set()
+
+    async def lazy_checkpoints(self, delay: float) -> None:
+        """Write handle-only changes at most every ``delay`` seconds (a task of the actor).
+
+        A newer handle only ever makes a checkpoint *shorter* (it trims the replay buffer), and
+        an older checkpoint is always consistent on its own: its handle plus the messages that
+        handle does not cover. Restoring it after a crash resumes a little earlier and replays a
+        little more, losing nothing. So a handle, which the server sends after every turn, need
+        not cost an fsync on the relay path; turns and tool responses still do, before their ack.
+        """
+        while True:
+            await self._lazy.wait()
+            await trio.sleep(delay)
+            self._lazy = trio.Event()
+            self.persist()
 
     def delete(self) -> int:
         return self.store.mark_deleted(self.name)

@@ -37,7 +37,7 @@ import enum
 
 import attrs
 
-from .endings import Ending, EndingKind
+from .ending import Ending, EndingKind
 
 
 class Action(enum.Enum):

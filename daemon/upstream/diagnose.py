@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import attrs
 
-from .endings import DialFault, Ending, EndingKind
+from .ending import DialFault, Ending, EndingKind
 
 #: What each fault suggests, as (cause slug, reason text). The slug is for logs and metrics; the
 #: reason is what ``session.status`` shows.
