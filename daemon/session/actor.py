@@ -62,6 +62,7 @@ from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State
 from geminid.daemon.upstream import Backoff, Dial, UpstreamLink
 from geminid.protocol.errors import (
+    NotDurable,
     SessionFailed,
 )
 from geminid.protocol.notifications import (
@@ -209,10 +210,11 @@ class SessionActor(Relay):
         """Accept ``message`` synchronously: its seq when it is already acknowledged (audio and
         other realtime input, the relay's hot path: no task, no await), else an awaitable that
         yields the seq once it is durable. Errors are raised here, before anything is queued."""
-        seq, waiter = self._accept(message)
+        entry, waiter = self._accept(message)
+        seq = entry.seq
         if waiter is None and seq <= self.durability.seq_durable and not self._backlogged():
             return seq
-        return Deferred(self._acknowledge, seq, waiter)
+        return Deferred(self._acknowledge, entry, waiter)
 
     def _backlogged(self) -> bool:
         """A client sends faster than the live link drains: slow its acks down (backpressure)
@@ -220,7 +222,7 @@ class SessionActor(Relay):
         disconnected there is nothing to wait for; the byte bound and staleness apply."""
         return self.state.connected and self.buffer.unsent > UNSENT_HIGH
 
-    def _accept(self, message: dict[str, Any]) -> tuple[int, Waiter | None]:
+    def _accept(self, message: dict[str, Any]) -> tuple[Entry, Waiter | None]:
         if self.state.terminal or self._closing:
             raise SessionFailed(
                 f"session {self.name!r} is {self.state.value}"
@@ -236,16 +238,24 @@ class SessionActor(Relay):
         else:
             self._wake_writer()
         self._maybe_reserve()
-        return seq, waiter
+        return entry, waiter
 
-    async def _acknowledge(self, seq: int, waiter: Waiter | None) -> int:
+    async def _acknowledge(self, entry: Entry, waiter: Waiter | None) -> int:
+        seq = entry.seq
         while self._backlogged():
             if self._drained.is_set():
                 self._drained = trio.Event()  # one event shared by every waiting ack
             await self._drained.wait()
         await self.durability.acknowledged(seq, waiter)
         if seq > self.durability.seq_durable:
-            await self._await_reservation()
+            try:
+                await self.durability.await_reservation(
+                    lambda: self.next_seq, lambda: self.hub.next_seq, refuse_seq=seq
+                )
+            except NotDurable:
+                self.buffer.discard_unsent(entry)  # not acknowledged: not sent either, if unsent
+                self.metrics.not_durable += 1
+                raise
         return seq
 
     def _durable(self, entry: Entry, gen: int) -> None:
