@@ -107,6 +107,7 @@ async def open_core(
     key: str = "test-key",
     write_batch: Any = None,
     endpoint: str | None = None,
+    credentials: Any = None,
 ) -> AsyncIterator[Core]:
     cfg = cfg or make_config(state_dir)
     dials: list[str] = []
@@ -129,7 +130,7 @@ async def open_core(
         if records is None:
             records = store.load_all().records
         dial = Dial(
-            Endpoint.parse(endpoint or fake.url()), FixedKey(key), cfg.upstream.connect_timeout,
+            Endpoint.parse(endpoint or fake.url()), credentials or FixedKey(key), cfg.upstream.connect_timeout,
             cfg.upstream.setup_timeout, cfg.upstream.max_message_size, connector=connector,
         )
         metrics = Metrics()
