@@ -39,32 +39,35 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
-from geminid.daemon.session.core import Conn, SessionCore
+from geminid.daemon.session.core import Conn, Failed, SessionCore
 from geminid.daemon.session.durability import Deferred, Durability, Waiter
 from geminid.daemon.session.effects import (
     Effect,
     EndConnection,
     HandleDropped,
+    InvalidateCredential,
+    Misconfigured,
     Notify,
     Persist,
     SecretAdded,
     SecretRemoved,
+    Transition,
 )
 from geminid.daemon.session.record import SessionRecord, fingerprint
 from geminid.daemon.session.relay import HANDLE_CHECKPOINT_DELAY as HANDLE_CHECKPOINT_DELAY
 from geminid.daemon.session.relay import UNSENT_HIGH as UNSENT_HIGH
-from geminid.daemon.session.relay import Relay, handle_tag, short_ending
+from geminid.daemon.session.relay import Relay, handle_tag
 from geminid.daemon.session.replay import Entry, ReplayBuffer
 from geminid.daemon.session.toolcalls import ToolCalls
-from geminid.daemon.states import LocalReason, State, transition
-from geminid.daemon.upstream import Backoff, Dial, Ending, UpstreamLink, Verdict
+from geminid.daemon.states import LocalReason, State
+from geminid.daemon.upstream import Backoff, Dial, UpstreamLink
 from geminid.protocol.errors import (
+    NotDurable,
     SessionFailed,
 )
 from geminid.protocol.notifications import (
     EndReason,
     SessionEnded,
-    SessionStatus,
 )
 
 
@@ -96,8 +99,6 @@ class SessionActor(Relay):
         self.wall = wall
         self.log = structlog.get_logger("geminid.session").bind(session=name)
 
-        self.state = State.CONNECTING
-        self.status_reason: str | None = None
         self.created_at: float = wall()
         self.restored = record is not None
         self.buffer = ReplayBuffer(
@@ -122,7 +123,6 @@ class SessionActor(Relay):
         self._wake = trio.Event()
         self._timer_wake = trio.Event()
         self._drained = trio.Event()
-        self._lazy_checkpoint = trio.Event()
         #: Set once the session is to end for good: why (the enum decides), and the words.
         self._closing: str | None = None
         self._closing_kind: LocalReason | None = None
@@ -150,6 +150,15 @@ class SessionActor(Relay):
     @property
     def last_alive_at(self) -> float:
         return self.core.last_alive_at
+
+    @property
+    def state(self) -> State:
+        """The session state: decided by the core (:meth:`SessionCore._to`), read here."""
+        return self.core.state
+
+    @property
+    def status_reason(self) -> str | None:
+        return self.core.status_reason
 
     @property
     def backoff(self) -> Backoff:
@@ -201,10 +210,11 @@ class SessionActor(Relay):
         """Accept ``message`` synchronously: its seq when it is already acknowledged (audio and
         other realtime input, the relay's hot path: no task, no await), else an awaitable that
         yields the seq once it is durable. Errors are raised here, before anything is queued."""
-        seq, waiter = self._accept(message)
+        entry, waiter = self._accept(message)
+        seq = entry.seq
         if waiter is None and seq <= self.durability.seq_durable and not self._backlogged():
             return seq
-        return Deferred(self._acknowledge, seq, waiter)
+        return Deferred(self._acknowledge, entry, waiter)
 
     def _backlogged(self) -> bool:
         """A client sends faster than the live link drains: slow its acks down (backpressure)
@@ -212,7 +222,7 @@ class SessionActor(Relay):
         disconnected there is nothing to wait for; the byte bound and staleness apply."""
         return self.state.connected and self.buffer.unsent > UNSENT_HIGH
 
-    def _accept(self, message: dict[str, Any]) -> tuple[int, Waiter | None]:
+    def _accept(self, message: dict[str, Any]) -> tuple[Entry, Waiter | None]:
         if self.state.terminal or self._closing:
             raise SessionFailed(
                 f"session {self.name!r} is {self.state.value}"
@@ -228,16 +238,24 @@ class SessionActor(Relay):
         else:
             self._wake_writer()
         self._maybe_reserve()
-        return seq, waiter
+        return entry, waiter
 
-    async def _acknowledge(self, seq: int, waiter: Waiter | None) -> int:
+    async def _acknowledge(self, entry: Entry, waiter: Waiter | None) -> int:
+        seq = entry.seq
         while self._backlogged():
             if self._drained.is_set():
                 self._drained = trio.Event()  # one event shared by every waiting ack
             await self._drained.wait()
         await self.durability.acknowledged(seq, waiter)
         if seq > self.durability.seq_durable:
-            await self._await_reservation()
+            try:
+                await self.durability.await_reservation(
+                    lambda: self.next_seq, lambda: self.hub.next_seq, refuse_seq=seq
+                )
+            except NotDurable:
+                self.buffer.discard_unsent(entry)  # not acknowledged: not sent either, if unsent
+                self.metrics.not_durable += 1
+                raise
         return seq
 
     def _durable(self, entry: Entry, gen: int) -> None:
@@ -297,7 +315,7 @@ class SessionActor(Relay):
                 await self._persist()
                 task_status.started()
                 nursery.start_soon(self._inactivity_watch)
-                nursery.start_soon(self._lazy_checkpoints)
+                nursery.start_soon(self.durability.lazy_checkpoints, HANDLE_CHECKPOINT_DELAY)
                 await self._life()
                 nursery.cancel_scope.cancel()
         finally:
@@ -334,7 +352,7 @@ class SessionActor(Relay):
                 if effect.urgent:
                     self.durability.persist()
                 else:
-                    self._lazy_checkpoint.set()
+                    self.durability.persist_lazily()
             elif isinstance(effect, SecretAdded):
                 logsetup.register_secret(effect.value)
             elif isinstance(effect, SecretRemoved):
@@ -346,26 +364,27 @@ class SessionActor(Relay):
             elif isinstance(effect, EndConnection):
                 if self._conn is not None:
                     self._end_connection(self._conn, effect.reason.value)
+            elif isinstance(effect, Transition):
+                self._transitioned(effect)
+            elif isinstance(effect, Misconfigured):
+                # Once per session: the operator's hint. Retries go on (an outage recovers).
+                self.log.warning("session.misconfigured", cause=effect.cause, reason=effect.reason,
+                                 attempts=effect.attempts)
+            elif isinstance(effect, InvalidateCredential):
+                self.dial.credentials.invalidate()
 
     # ------------------------------------------------------------------ transitions & events --
 
-    def _to(self, new: State, *, cause: str, **fields: Any) -> None:
-        if new is self.state and new not in (State.CONNECTING, State.RESUMING):
-            return
-        old = self.state
-        self.state = transition(old, new)
-        if not new.connected:
+    def _transitioned(self, move: Transition) -> None:
+        """The core moved the session: log it once, publish the status."""
+        if not move.new.connected:
             self._drained.set()  # nothing to drain into now: release acks held for backpressure
-        note = SessionStatus(status=new.value, cause=cause, **fields)
-        self.status_reason = note.reason or cause
-        params = note.to_params()
-        del params["status"]
-        self.log.info("session.transition", **{"from": old.value, "to": new.value}, **params)
-        self.hub.notify(note)
+        self.log.info("session.transition", **move.log_fields())
+        self.hub.notify(move.status)
 
-    async def _finish_failed(self, verdict: Verdict, ending: Ending, note: str | None = None) -> None:
-        reason = note or f"{verdict.cause}: {short_ending(ending)}"
-        self._to(State.FAILED, cause=verdict.cause, reason=reason)
+    async def _finish_failed(self, failed: Failed) -> None:
+        reason, verdict = failed.reason, failed.verdict
+        self._apply(failed.effects)
         # Its own event at error level: the operator's alert (README: level == "error") fires
         # on a session that gave up, not on the info-level transition line.
         self.log.error("session.failed", cause=verdict.cause, reason=reason)
@@ -382,7 +401,7 @@ class SessionActor(Relay):
         self.handle = None
         gen = self.durability.delete()
         await self.durability.wait_quietly(gen)
-        self._to(State.CLOSED, cause="closed", reason=reason)
+        self._apply(self.core.closed(reason))
         ended = EndReason.TIMEOUT if self._closing_kind is LocalReason.INACTIVITY else EndReason.CLOSED
         self.hub.notify(SessionEnded(ended, reason))
 
@@ -390,21 +409,6 @@ class SessionActor(Relay):
         self.log.info("session.stopped", handle=handle_tag(self.handle))
         gen = self.durability.persist()
         await self.durability.wait_quietly(gen)
-
-    async def _lazy_checkpoints(self) -> None:
-        """Write handle-only changes at most every HANDLE_CHECKPOINT_DELAY seconds.
-
-        A newer handle only ever makes a checkpoint *shorter* (it trims the replay buffer), and
-        an older checkpoint is always consistent on its own: its handle plus the messages that
-        handle does not cover. Restoring it after a crash resumes a little earlier and replays a
-        little more, losing nothing. So a handle, which the server sends after every turn, need
-        not cost an fsync on the relay path; turns and tool responses still do, before their ack.
-        """
-        while True:
-            await self._lazy_checkpoint.wait()
-            await trio.sleep(HANDLE_CHECKPOINT_DELAY)
-            self._lazy_checkpoint = trio.Event()
-            self.durability.persist()
 
     async def _inactivity_watch(self) -> None:
         timeout = self.cfg.session.inactivity_timeout

@@ -29,18 +29,25 @@ from geminid.daemon.session.effects import (
     Effect,
     EndConnection,
     HandleDropped,
+    InvalidateCredential,
+    Misconfigured,
     Persist,
     SecretAdded,
     SecretRemoved,
+    Transition,
 )
 from geminid.daemon.session.record import PendingMessage, SessionRecord
 from geminid.daemon.session.replay import Entry, Kind, classify_message
-from geminid.daemon.states import LocalReason
+from geminid.daemon.states import LocalReason, State, transition
+
+# The pure upstream modules only (no link, no transport): see tests/session/test_layering_core.py.
 from geminid.daemon.upstream.backoff import Backoff, BackoffPolicy
 from geminid.daemon.upstream.classify import Action, Context, Verdict, classify
+from geminid.daemon.upstream.diagnose import DialHistory
 from geminid.daemon.upstream.endings import Ending, EndingKind
 from geminid.protocol import live
 from geminid.protocol.errors import LiveMessageError
+from geminid.protocol.notifications import SessionContext, SessionStatus
 
 #: A connection live this long before its goAway rotation counts as healthy (no backoff).
 GOAWAY_MIN_LIVE = 0.25
@@ -75,7 +82,8 @@ class DialPlan:
 
 @attrs.frozen
 class Retry:
-    """Dial again after ``delay`` seconds (0: at once)."""
+    """Dial again after ``delay`` seconds (0: at once). ``effects`` end with the move to
+    ``backoff`` when there is a wait."""
 
     classified: Verdict
     delay: float
@@ -92,6 +100,9 @@ class Failed:
     verdict: Verdict
     live_for: float | None
     note: str | None = None
+    #: The failure in words (the status's and ``session.failed``'s reason).
+    reason: str = ""
+    effects: list[Effect] = attrs.Factory(list)
 
 
 @attrs.frozen
@@ -122,12 +133,38 @@ class SessionCore:
         #: Why the context was lost, until the next live connection announces it.
         self.context_lost_pending: str | None = None
         self.conn: Conn | None = None
+        #: The session state machine (:mod:`geminid.daemon.states`): the core decides every move.
+        self.state = State.CONNECTING
+        #: The last status's reason (or cause), for summaries and refusals.
+        self.status_reason: str | None = None
+        #: Dial failures since the session started, as far as they bear on the endpoint.
+        self.history = DialHistory()
+        self._misconfigured_said = False
+        #: The credential was already refreshed after a 401 in this incident (until live again).
+        self._credential_refreshed = False
         self._attempt = 0
         self._fresh_reason: str | None = None
         #: The conversation's tail, for re-seeding a fresh session and for the checkpoint.
         self.transcript: collections.deque[dict[str, Any]] = collections.deque(maxlen=session.transcript_tail)
         self._model_text: list[str] = []
         self._audio_since_turn = False
+
+    # -- the state machine ---------------------------------------------------------------
+
+    def _to(self, new: State, *, cause: str, **fields: Any) -> list[Effect]:
+        """Move to ``new`` (refused by :func:`~geminid.daemon.states.transition` if not allowed).
+        Staying put is no move, except a re-dial (each dial is announced)."""
+        if new is self.state and new not in (State.CONNECTING, State.RESUMING):
+            return []
+        old = self.state
+        self.state = transition(old, new)
+        note = SessionStatus(status=new.value, cause=cause, **fields)
+        self.status_reason = note.reason or cause
+        return [Transition(old, new, note)]
+
+    def closed(self, reason: str) -> list[Effect]:
+        """The session is closed for good (by a client, by inactivity)."""
+        return self._to(State.CLOSED, cause="closed", reason=reason)
 
     # -- the checkpoint record -------------------------------------------------------------
 
@@ -277,6 +314,7 @@ class SessionCore:
         self.conn = Conn(resumed=resume, attempt=self._attempt)
         cause = self._fresh_reason or "dial"
         self._fresh_reason = None
+        effects += self._to(State.RESUMING if resume else State.CONNECTING, cause=cause, attempt=self._attempt)
         return DialPlan(resume, self._attempt, cause, effects)
 
     def setup_message(self, setup: dict[str, object], *, resume: bool) -> dict[str, object]:
@@ -303,7 +341,22 @@ class SessionCore:
         assert self.conn is not None
         self.conn.live_at = now
         self.last_alive_at = wall
+        self._credential_refreshed = False  # the incident is over
         self.activity.connection_opened(now)
+
+    def went_live(self, downtime_ms: float | None) -> tuple[SessionContext, list[Effect]]:
+        """Announce the live connection: what it says about the conversation, and the move."""
+        conn = self.conn
+        assert conn is not None
+        if conn.resumed:
+            context = SessionContext.RESTORED
+        elif self.context_lost_pending is not None:
+            context = SessionContext.LOST
+        else:
+            context = SessionContext.FRESH
+        return context, self._to(
+            State.LIVE, cause="setup_complete", attempt=conn.attempt, context=context, downtime_ms=downtime_ms
+        )
 
     def connection_closed(self, wall: float) -> None:
         if self.conn is not None and self.conn.live_at is not None:
@@ -319,15 +372,17 @@ class SessionCore:
         self.conn.local_reason = reason
         return True
 
-    def goaway(self, time_left: float | None, now: float) -> float:
+    def goaway(self, time_left: float | None, now: float) -> tuple[float, list[Effect]]:
         """The server will close: rotate at the next quiet point, at the latest by the deadline
-        (the time left minus a margin, at most half of it). Returns the seconds left."""
+        (the time left minus a margin, at most half of it). Returns the seconds left and the
+        move to ``draining`` (if live)."""
         assert self.conn is not None
         left = time_left if time_left is not None else 0.0
         self.conn.goaway_seen = True
         margin = min(self.policy.goaway_margin, left / 2)
         self.conn.deadline = now + max(0.0, left - margin)
-        return left
+        effects = self._to(State.DRAINING, cause="goaway", time_left=left) if self.state is State.LIVE else []
+        return left, effects
 
     def rotation(self) -> EndConnection | None:
         """After a server message: a drained connection rotates at the first quiet point."""
@@ -376,18 +431,32 @@ class SessionCore:
 
     # -- the end of a connection -----------------------------------------------------------
 
-    def ended(self, ending: Ending, now: float, rand: float) -> Retry | Failed:
-        """What an ending means: classify it, then ask the backoff (retry, fresh, or fail)."""
+    def ended(
+        self, ending: Ending, now: float, rand: float, *, summary: str | None = None,
+        credential_refreshable: bool = False,
+    ) -> Retry | Failed:
+        """What an ending means: classify it, then ask the backoff (retry, fresh, or fail).
+
+        ``summary`` is the ending in a few (redacted) words, for the status; the shell makes it,
+        because redaction is the log's business. ``credential_refreshable`` is the dial's
+        ``Credentials.refreshable``: a 401 then retries once with a fresh credential per
+        incident (until a connection goes live again), never twice.
+        """
         conn = self.conn
         assert conn is not None
         self.conn = None
         if conn.live_at is not None:
             self._attempt = 0
         live_for = (now - conn.live_at) if conn.live_at is not None else None
+        summary = summary if summary is not None else f"{ending.kind.value}: {ending.reason}"[:160]
         verdict = classify(
             ending,
-            Context(handle_sent=conn.resumed, goaway_seen=conn.goaway_seen, reached_live=conn.live_at is not None),
+            Context(
+                handle_sent=conn.resumed, goaway_seen=conn.goaway_seen, reached_live=conn.live_at is not None,
+                credential_refreshable=credential_refreshable and not self._credential_refreshed,
+            ),
         )
+        self.history = self.history.after(ending)
         # A dial refused before the setup was read (HTTP 429/503, TCP, handshake) says nothing
         # about the handle: only a failure after the setup counts as a failed resume.
         handle_judged = conn.resumed and ending.kind not in _BEFORE_SETUP
@@ -401,22 +470,45 @@ class SessionCore:
             verdict.action, live_for=judged_live, resumed=handle_judged, rand=rand
         )
         if verdict.action is Action.FATAL:
-            return Failed(verdict, verdict, live_for)
+            return self._failed(verdict, verdict, live_for, None, summary)
         if delay is None:
-            return Failed(
+            return self._failed(
                 verdict, Verdict(verdict.action, "retry_budget_exhausted"), live_for,
-                note=f"gave up after {self.backoff.attempt - 1} attempts; last: {verdict.cause}",
+                f"gave up after {self.backoff.attempt - 1} attempts; last: {verdict.cause}", summary,
             )
         effects: list[Effect] = []
+        if verdict.cause == "credential_refresh":
+            self._credential_refreshed = True
+            effects.append(InvalidateCredential())
         if self.handle is not None and (verdict.action is Action.FRESH_SESSION or self.backoff.must_go_fresh()):
             self._fresh_reason = (
                 "server no longer knows the resumption handle"
                 if verdict.action is Action.FRESH_SESSION
                 else f"{self.backoff.failed_resumes} resumes in a row failed"
             )
-            effects = self.drop_handle(self._fresh_reason)
+            effects += self.drop_handle(self._fresh_reason)
             self.backoff = attrs.evolve(self.backoff, failed_resumes=0)
+        if delay > 0:
+            reason = summary
+            suspicion = self.history.suspicion()
+            if suspicion is not None:
+                # The status says what is probably wrong instead of "network" every 10 s.
+                reason = f"{suspicion.cause}: {suspicion.reason} (last: {summary})"
+                if not self._misconfigured_said:
+                    self._misconfigured_said = True
+                    effects.append(Misconfigured(suspicion.cause, suspicion.reason, suspicion.attempts))
+            effects += self._to(
+                State.BACKOFF, cause=verdict.cause, attempt=self.backoff.attempt, retry_in=round(delay, 3),
+                reason=reason,
+            )
         return Retry(verdict, delay, live_for, effects)
+
+    def _failed(
+        self, classified: Verdict, verdict: Verdict, live_for: float | None, note: str | None, summary: str
+    ) -> Failed:
+        reason = note or f"{verdict.cause}: {summary}"
+        effects = self._to(State.FAILED, cause=verdict.cause, reason=reason)
+        return Failed(classified, verdict, live_for, note=note, reason=reason, effects=effects)
 
 
 def response_ids(canonical: dict[str, Any]) -> list[str | None]:

@@ -71,7 +71,10 @@ class Durability:
         self.event_durable = 0
         self._reserving = False
         self._reserved_event = trio.Event()
+        #: Why the last reservation attempt failed (None: it succeeded, or none failed yet).
+        self._reservation_error: CheckpointWriteError | None = None
         self._nursery: trio.Nursery | None = None
+        self._lazy = trio.Event()
 
     def start(self, nursery: trio.Nursery) -> None:
         """Commits and reservations run as tasks of ``nursery`` (the actor's, while it runs)."""
@@ -92,6 +95,25 @@ class Durability:
     def persist(self) -> int:
         """Schedule a checkpoint of the current snapshot; returns its generation."""
         return self.store.mark_dirty(self.name, self.snapshot)
+
+    def persist_lazily(self) -> None:
+        """Checkpoint soon, not now (see :meth:`lazy_checkpoints`)."""
+        self._lazy.set()
+
+    async def lazy_checkpoints(self, delay: float) -> None:
+        """Write handle-only changes at most every ``delay`` seconds (a task of the actor).
+
+        A newer handle only ever makes a checkpoint *shorter* (it trims the replay buffer), and
+        an older checkpoint is always consistent on its own: its handle plus the messages that
+        handle does not cover. Restoring it after a crash resumes a little earlier and replays a
+        little more, losing nothing. So a handle, which the server sends after every turn, need
+        not cost an fsync on the relay path; turns and tool responses still do, before their ack.
+        """
+        while True:
+            await self._lazy.wait()
+            await trio.sleep(delay)
+            self._lazy = trio.Event()
+            self.persist()
 
     def delete(self) -> int:
         return self.store.mark_deleted(self.name)
@@ -165,8 +187,10 @@ class Durability:
         try:
             await self.store.wait_durable(self.name, gen)
         except CheckpointWriteError as exc:
+            self._reservation_error = exc
             self.log.error("checkpoint.failed", error=str(exc), what="seq reservation")
         else:
+            self._reservation_error = None
             self.seq_durable = max(self.seq_durable, seq)
             self.event_durable = max(self.event_durable, event)
         finally:
@@ -178,8 +202,29 @@ class Durability:
         """Every seq up to ``last_seq`` and every event before ``next_event`` is reserved on disk."""
         return last_seq <= self.seq_durable and next_event <= self.event_durable
 
-    async def await_reservation(self, next_seq: Callable[[], int], next_event: Callable[[], int]) -> None:
-        """Wait until what was handed out so far is covered by a durable reservation."""
+    async def await_reservation(
+        self, next_seq: Callable[[], int], next_event: Callable[[], int], *, refuse_seq: int | None = None
+    ) -> None:
+        """Wait until what was handed out so far is covered by a durable reservation.
+
+        Inside the daemon (server events, start-up) it waits for as long as the disk takes:
+        there is nobody to refuse. For a client's ack (``refuse_seq``: the seq being
+        acknowledged) a failing disk is answered :class:`NotDurable` at once instead, while the
+        store is unhealthy or as soon as the reservation's write fails: every retry would fail
+        too, and the client would wait forever on an ack (with ``checkpoint.failed`` every second).
+        """
         while not self.covers(next_seq() - 1, next_event()):
+            if refuse_seq is not None and not self.store.healthy:
+                raise self._refused(refuse_seq, self._reservation_error)
             self.maybe_reserve(next_seq(), next_event(), force=not self._reserving)
             await self._reserved_event.wait()
+            if refuse_seq is not None and self._reservation_error is not None:
+                raise self._refused(refuse_seq, self._reservation_error)
+
+    @staticmethod
+    def _refused(seq: int, exc: CheckpointWriteError | None) -> NotDurable:
+        why = f" ({exc.message})" if exc is not None else ""
+        return NotDurable(
+            f"message not acknowledged: its seq reservation could not be written{why}",
+            data={"seq": seq, "reason": "state directory not writable"},
+        )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import attrs
 
-from geminid.daemon.states import LocalReason
-from geminid.protocol.notifications import Notification
+from geminid.daemon.states import LocalReason, State
+from geminid.protocol.notifications import Notification, SessionStatus
 
 
 @attrs.frozen
@@ -55,4 +55,47 @@ class HandleDropped:
     reason: str
 
 
-Effect = Notify | Persist | EndConnection | SecretAdded | SecretRemoved | HandleDropped
+@attrs.frozen
+class Transition:
+    """The core moved the session from ``old`` to ``new`` (allowed by :data:`~geminid.daemon.states.ALLOWED`).
+
+    The shell logs it once (``session.transition``, with ``from``/``to`` and the status's params)
+    and publishes ``status`` as is: the log line and the wire are built from the same value.
+    """
+
+    old: State
+    new: State
+    status: SessionStatus
+
+    @property
+    def cause(self) -> str:
+        return self.status.cause
+
+    def log_fields(self) -> dict[str, object]:
+        """The ``session.transition`` fields (as they always were): from, to, then the params."""
+        params = self.status.to_params()
+        del params["status"]
+        return {"from": self.old.value, "to": self.new.value, **params}
+
+
+@attrs.frozen
+class Misconfigured:
+    """Every dial since the session started failed the same way before reaching the server: the
+    endpoint is probably wrong (:class:`~geminid.daemon.upstream.diagnose.Suspicion`). Raised once
+    per session; the session keeps retrying on its schedule (a real outage must not be given up on)."""
+
+    cause: str
+    reason: str
+    attempts: int
+
+
+@attrs.frozen
+class InvalidateCredential:
+    """The server refused the dial's credential (HTTP 401) and it can be fetched anew: the next
+    dial must present a fresh one (``Credentials.invalidate``)."""
+
+
+Effect = (
+    Notify | Persist | EndConnection | SecretAdded | SecretRemoved | HandleDropped | Transition | Misconfigured
+    | InvalidateCredential
+)

@@ -34,7 +34,6 @@ from geminid.daemon.upstream import (
     Ending,
     EndingKind,
     UpstreamLink,
-    Verdict,
     ending_from_group,
     open_link,
 )
@@ -49,7 +48,7 @@ from geminid.protocol.notifications import (
 #: Server message kinds the daemon owns and does not forward to clients (connection churn and
 #: resumption handles are the daemon's business; clients see session.status instead).
 _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
-#: Handle-only checkpoint changes are written at most this often (see _lazy_checkpoints).
+#: Handle-only checkpoint changes are written at most this often (see Durability.lazy_checkpoints).
 HANDLE_CHECKPOINT_DELAY = 1.0
 #: Messages queued but not yet written to a live link, past which acks wait (backpressure).
 UNSENT_HIGH = 256
@@ -77,7 +76,6 @@ class Relay:
     rng: random.Random
     wall: Callable[[], float]
     log: Any
-    state: State
     restored: bool
     reconnects: int
     core: SessionCore
@@ -97,7 +95,6 @@ class Relay:
     _wake: trio.Event
     _timer_wake: trio.Event
     _drained: trio.Event
-    _lazy_checkpoint: trio.Event
 
     if TYPE_CHECKING:
         @property
@@ -106,10 +103,11 @@ class Relay:
         def backoff(self) -> Any: ...
         @property
         def handle_issued_at(self) -> float | None: ...
-        def _to(self, new: State, *, cause: str, **fields: Any) -> None: ...
+        @property
+        def state(self) -> State: ...
         def _apply(self, effects: list[Effect]) -> None: ...
         async def _finished_if_asked(self) -> bool: ...
-        async def _finish_failed(self, verdict: Verdict, ending: Ending, note: str | None = None) -> None: ...
+        async def _finish_failed(self, failed: Failed) -> None: ...
         def _maybe_reserve(self, force: bool = False) -> None: ...
         async def _await_reservation(self) -> None: ...
         def _wake_writer(self) -> None: ...
@@ -119,12 +117,14 @@ class Relay:
             if await self._finished_if_asked():
                 return
             plan = self.core.dial(self.wall())
-            self._apply(plan.effects)
-            self._to(State.RESUMING if plan.resume else State.CONNECTING, cause=plan.cause, attempt=plan.attempt)
+            self._apply(plan.effects)  # (ending with the move to connecting/resuming)
             ending = await self._connect_and_relay(plan.resume, plan.attempt)
             if await self._finished_if_asked():
                 return
-            decision = self.core.ended(ending, trio.current_time(), self.rng.random())
+            decision = self.core.ended(
+                ending, trio.current_time(), self.rng.random(), summary=short_ending(ending),
+                credential_refreshable=self.dial.credentials.refreshable,
+            )
             verdict, live_for = decision.classified, decision.live_for
             self.metrics.reconnect(verdict.cause)
             self.log.info(
@@ -138,12 +138,10 @@ class Relay:
                 live_s=round(live_for, 3) if live_for is not None else None,
             )
             if isinstance(decision, Failed):
-                await self._finish_failed(decision.verdict, ending, note=decision.note)
+                await self._finish_failed(decision)
                 return
-            self._apply(decision.effects)
+            self._apply(decision.effects)  # (ending with the move to backoff if there is a wait)
             if decision.delay > 0:
-                self._to(State.BACKOFF, cause=verdict.cause, attempt=self.backoff.attempt,
-                         retry_in=round(decision.delay, 3), reason=short_ending(ending))
                 with trio.CancelScope() as scope:
                     self._wait_scope = scope
                     await trio.sleep(decision.delay)
@@ -302,7 +300,7 @@ class Relay:
             self._on_server_content(msg, conn)
         elif kind == "toolCall":
             self.core.tool_call(msg)
-            self._lazy_checkpoint.set()  # so that a restart can report the call as lost
+            self.durability.persist_lazily()  # so that a restart can report the call as lost
         elif kind == "toolCallCancellation":
             self.tools.cancelled_by_server(msg.cancelled_ids)
         elif kind == "sessionResumptionUpdate":
@@ -333,10 +331,9 @@ class Relay:
         self._apply(effects)
 
     def _on_goaway(self, msg: live.ServerMessage, conn: Conn) -> None:
-        time_left = self.core.goaway(msg.time_left, trio.current_time())
+        time_left, effects = self.core.goaway(msg.time_left, trio.current_time())
         self.log.info("upstream.goaway", time_left_s=time_left)
-        if self.state is State.LIVE:
-            self._to(State.DRAINING, cause="goaway", time_left=time_left)
+        self._apply(effects)
         self._wake_writer()
         self._poke_timers()
 
@@ -370,21 +367,17 @@ class Relay:
             downtime_ms = round((trio.current_time() - self.down_since) * 1000, 1)
             self.metrics.downtime += trio.current_time() - self.down_since
         self.down_since = None
-        if conn.resumed:
-            context = SessionContext.RESTORED
+        context, effects = self.core.went_live(downtime_ms)
+        if context is SessionContext.RESTORED:
             self.metrics.resumes += 1
             self.log.info(
                 "session.resumed", attempt=conn.attempt, downtime_ms=downtime_ms,
                 handle_age_s=round(self.wall() - self.handle_issued_at, 1) if self.handle_issued_at else None,
             )
-        elif self.core.context_lost_pending is not None:
-            context = SessionContext.LOST
-        else:
-            context = SessionContext.FRESH
         if self._connected_once or self.restored:
             self.reconnects += 1
         self._connected_once = True
-        self._to(State.LIVE, cause="setup_complete", attempt=conn.attempt, context=context, downtime_ms=downtime_ms)
+        self._apply(effects)
         if context is SessionContext.LOST and self.core.context_lost_pending is not None:
             reason = self.core.context_lost_pending
             self.log.warning("session.context_lost", reason=reason)

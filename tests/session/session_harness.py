@@ -106,6 +106,8 @@ async def open_core(
     records: dict[str, dict] | None = None,
     key: str = "test-key",
     write_batch: Any = None,
+    endpoint: str | None = None,
+    credentials: Any = None,
 ) -> AsyncIterator[Core]:
     cfg = cfg or make_config(state_dir)
     dials: list[str] = []
@@ -130,7 +132,7 @@ async def open_core(
         if records is None:
             records = store.load_all().records
         dial = Dial(
-            Endpoint.parse(fake.url()), FixedKey(key), cfg.upstream.connect_timeout,
+            Endpoint.parse(endpoint or fake.url()), credentials or FixedKey(key), cfg.upstream.connect_timeout,
             cfg.upstream.setup_timeout, cfg.upstream.max_message_size, connector=connector,
         )
         metrics = Metrics()

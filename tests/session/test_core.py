@@ -24,10 +24,11 @@ from geminid.daemon.session.effects import (
     Persist,
     SecretAdded,
     SecretRemoved,
+    Transition,
 )
 from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
 from geminid.daemon.session.toolcalls import ToolCalls
-from geminid.daemon.states import LocalReason
+from geminid.daemon.states import ALLOWED, IllegalTransition, LocalReason, State
 from geminid.daemon.upstream import Action, BackoffPolicy, Ending, EndingKind
 from geminid.protocol import live
 
@@ -70,6 +71,21 @@ class CoreModel(RuleBasedStateMachine):
         self.generating = False
         self.goaway = False
         self.rotated = False
+        self.state = State.CONNECTING  # the model's idea of the session state
+        self.moves = 0
+
+    def _moves(self, effects: list, *expected: State) -> list:
+        """Every transition the core returns is allowed, starts where the last one ended, leads
+        where the model expects, and is the last word on the state; returns the other effects."""
+        moves = [e for e in effects if isinstance(e, Transition)]
+        assert [m.new for m in moves] == list(expected)
+        for move in moves:
+            assert move.old is self.state and move.new in ALLOWED[move.old]
+            assert move.status.status == move.new.value and move.log_fields()["to"] == move.new.value
+            self.state = move.new
+            self.moves += 1
+        assert self.core.state is self.state
+        return [e for e in effects if not isinstance(e, Transition)]
 
     # -- time ----------------------------------------------------------------------------
 
@@ -89,6 +105,8 @@ class CoreModel(RuleBasedStateMachine):
         expired = self.handle is not None and self.wall - self.handle_seen > TTL
         plan = self.core.dial(self.wall)
         assert plan.resume == (self.handle is not None and not expired)
+        self._moves(plan.effects, State.RESUMING if plan.resume else State.CONNECTING)
+        assert plan.effects[-1].status.cause == plan.cause and plan.effects[-1].status.attempt == plan.attempt
         if expired:
             assert HandleDropped("resumption handle expired") in plan.effects
             assert SecretRemoved(self.handle) in plan.effects
@@ -101,6 +119,9 @@ class CoreModel(RuleBasedStateMachine):
     @rule()
     def setup_complete(self) -> None:
         self.core.opened(self.now, self.wall)
+        context, effects = self.core.went_live(None)
+        self._moves(effects, State.LIVE)
+        assert effects[0].status.context is context
         self.buf.new_connection(self.now)
         self.unsent = self.sent + self.unsent  # replayed from the cursor, in order
         self.sent = []
@@ -119,7 +140,11 @@ class CoreModel(RuleBasedStateMachine):
         decision = self.core.ended(ending, self.now, rand=0.5)
         assert isinstance(decision, Retry)
         assert decision.classified.action in (Action.RESUME_NOW, Action.RESUME_AFTER_BACKOFF)
-        if decision.effects:
+        # A wait is announced as backoff (with its delay); an immediate re-dial moves nothing yet.
+        others = self._moves(decision.effects, *([State.BACKOFF] if decision.delay > 0 else []))
+        if decision.delay > 0:
+            assert decision.effects[-1].status.retry_in == round(decision.delay, 3)
+        if others:
             # Only resumes that keep failing before live give the handle up (never a drop of a
             # live connection, and never without a handle).
             assert not was_live and self.handle is not None
@@ -129,6 +154,16 @@ class CoreModel(RuleBasedStateMachine):
         if was_live:
             self.handle_seen = self.wall
         self.phase = "idle"
+
+    @precondition(lambda self: self.phase != "closed")
+    @rule(was_dialling=st.booleans())
+    def session_closed(self, was_dialling: bool) -> None:
+        """Closed by a client (whatever it was doing): terminal, nothing moves it again."""
+        self._moves(self.core.closed("closed by client"), State.CLOSED)
+        assert self.core.status_reason == "closed by client"
+        with pytest.raises(IllegalTransition):
+            self.core.dial(self.wall)
+        self.phase = "closed"
 
     # -- client and server ---------------------------------------------------------------
 
@@ -181,7 +216,8 @@ class CoreModel(RuleBasedStateMachine):
     @precondition(lambda self: self.phase == "live" and not self.goaway)
     @rule(time_left=st.sampled_from([0.0, 4.0, 30.0]))
     def goaway_arrives(self, time_left: float) -> None:
-        self.core.goaway(time_left, self.now)
+        _, effects = self.core.goaway(time_left, self.now)
+        self._moves(effects, State.DRAINING)
         self.goaway = True
         deadline = self.now + max(0.0, time_left - min(5.0, time_left / 2))
         assert self.core.wake_at(0) == deadline
@@ -246,6 +282,7 @@ def test_a_fatal_ending_fails_and_a_stall_is_decided_by_the_timer():
     core.dial(0.0)
     decision = core.ended(Ending(EndingKind.REJECTED, http_status=401), 0.5, rand=0.0)
     assert isinstance(decision, Failed) and decision.verdict.cause == "bad_key"
+    core = make_core()  # a failed session is terminal (a revived one is a new actor and core)
     core.dial(1.0)
     core.opened(1.0, 1.0)
     core.buffer.new_connection(1.0)
@@ -301,3 +338,73 @@ def test_the_model_reply_lands_in_the_transcript_at_its_boundary():
     assert not core.transcript
     assert core.server_content(server(live.turn_complete())).boundary
     assert list(core.transcript) == [{"role": "model", "text": "hello"}]
+
+
+def test_a_failure_is_the_last_transition_and_carries_its_reason():
+    core = make_core()
+    core.dial(0.0)
+    decision = core.ended(Ending(EndingKind.REJECTED, http_status=403), 0.5, rand=0.0, summary="HTTP 403")
+    assert isinstance(decision, Failed)
+    (move,) = decision.effects
+    assert isinstance(move, Transition) and (move.old, move.new) == (State.CONNECTING, State.FAILED)
+    assert move.status.reason == decision.reason == "bad_key: HTTP 403" and move.cause == "bad_key"
+    assert core.state is State.FAILED and core.status_reason == "bad_key: HTTP 403"
+    with pytest.raises(IllegalTransition):
+        core.closed("too late")
+
+
+def refused() -> Ending:
+    from geminid.daemon.upstream.endings import DialFault
+
+    return Ending(EndingKind.NETWORK, reason="ConnectionRefusedError: refused", fault=DialFault.REFUSED)
+
+
+def test_the_same_dial_fault_three_times_from_the_start_is_reported_as_misconfiguration_once():
+    from geminid.daemon.session.effects import Misconfigured
+
+    core = make_core()
+    reasons, hints = [], []
+    for attempt in range(5):
+        core.dial(float(attempt))
+        decision = core.ended(refused(), attempt + 0.1, rand=0.5, summary="network: refused")
+        assert isinstance(decision, Retry) and decision.delay > 0  # still retrying on the schedule
+        hints += [e for e in decision.effects if isinstance(e, Misconfigured)]
+        (move,) = [e for e in decision.effects if isinstance(e, Transition)]
+        reasons.append(move.status.reason)
+    assert reasons[:2] == ["network: refused"] * 2
+    assert all(r.startswith("endpoint_refused: ") and r.endswith("(last: network: refused)") for r in reasons[2:])
+    assert [h.cause for h in hints] == ["endpoint_refused"] and hints[0].attempts == 3
+
+
+def test_no_misconfiguration_once_any_dial_reached_the_server():
+    core = make_core()
+    core.dial(0.0)
+    core.ended(Ending(EndingKind.REJECTED, http_status=503), 0.1, rand=0.5, summary="HTTP 503")
+    for attempt in range(1, 5):
+        core.dial(float(attempt))
+        decision = core.ended(refused(), attempt + 0.1, rand=0.5, summary="network: refused")
+        assert isinstance(decision, Retry)
+        assert decision.effects[-1].status.reason == "network: refused"
+
+
+def test_a_refreshable_credential_is_refreshed_once_per_incident_after_a_401():
+    from geminid.daemon.session.effects import InvalidateCredential
+
+    core = make_core()
+    for _ in range(2):  # two incidents, each with its one refresh
+        core.dial(0.0)
+        first = core.ended(Ending(EndingKind.REJECTED, http_status=401), 0.1, rand=0.0, credential_refreshable=True)
+        assert isinstance(first, Retry) and first.classified.cause == "credential_refresh"
+        assert InvalidateCredential() in first.effects and first.delay == 0
+        core.dial(0.2)
+        core.opened(0.3, 0.3)  # the fresh credential worked: the incident is over
+        core.ended(Ending(EndingKind.CLOSED, code=1011), 5.0, rand=0.0)
+    core.dial(6.0)
+    core.ended(Ending(EndingKind.REJECTED, http_status=401), 6.1, rand=0.0, credential_refreshable=True)
+    core.dial(6.2)
+    second = core.ended(Ending(EndingKind.REJECTED, http_status=401), 6.3, rand=0.0, credential_refreshable=True)
+    assert isinstance(second, Failed) and second.verdict.cause == "bad_key"  # never twice in one incident
+    core2 = make_core()
+    core2.dial(0.0)
+    key = core2.ended(Ending(EndingKind.REJECTED, http_status=401), 0.1, rand=0.0, credential_refreshable=False)
+    assert isinstance(key, Failed) and key.verdict.cause == "bad_key"

@@ -98,6 +98,13 @@ async def test_audio_buffered_during_an_outage_is_dropped_when_stale(state_dir, 
         await rec.wait(lambda r: "backoff" in r.statuses())
         for _ in range(5):
             await core.registry.send("s", live.realtime_audio(b"\0" * 640))
+        # Keep the outage going until the audio is stale (the backoff's jitter may make three
+        # refusals shorter than the staleness): one more refusal per backoff until then.
+        sent_at = trio.current_time()
+        while trio.current_time() - sent_at <= core.cfg.session.audio_staleness:
+            backoffs = rec.statuses().count("backoff")
+            core.fake.refuse_next(1, status=503)
+            await rec.wait(lambda r, n=backoffs: r.statuses().count("backoff") > n, timeout=600)
         await core.say("s", "still here")
         await rec.wait(lambda r: r.turn_ends() == 1, timeout=600)
         actor = core.actor()
