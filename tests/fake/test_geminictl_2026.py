@@ -20,7 +20,7 @@ from geminid.daemon.fake import catalogue as C
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import SessionRegistry
 from geminid.daemon.server import serve_unix
-from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint
+from geminid.daemon.upstream import BackoffPolicy, Dial, Endpoint, FixedKey
 from geminid.protocol import ctl
 
 
@@ -46,7 +46,7 @@ async def daemon(nursery, sockdir, tmp_path):
         )
         store = CheckpointStore(cfg.state_dir)
         await nursery.start(store.run)
-        dial = Dial(Endpoint.parse(fake.url()), lambda: "k", 5, 5, 1 << 24)
+        dial = Dial(Endpoint.parse(fake.url()), FixedKey("k"), 5, 5, 1 << 24)
         registry = SessionRegistry(cfg, store, dial, Metrics(), upstream_kind="fake")
         await nursery.start(registry.run, {})
         path = await nursery.start(serve_unix, registry, cfg.server)

@@ -7,12 +7,12 @@ import trio
 from session_harness import open_core
 from structlog.testing import capture_logs
 
-from geminid.daemon.fake import FakeOptions
+from geminid.daemon.fake import FakeOptions, text_catalogue
 
 
 async def test_a_failed_session_logs_session_failed_at_error_level(state_dir):
     with capture_logs() as logs:
-        async with open_core(state_dir, fake_options=FakeOptions(api_key="right-key"), key="wrong-key") as core:
+        async with open_core(state_dir, fake_options=FakeOptions(catalogue=text_catalogue(), api_key="right-key"), key="wrong-key") as core:
             rec = await core.open()
             await rec.wait(lambda r: "failed" in r.statuses())
             await trio.sleep(0.1)
