@@ -94,6 +94,8 @@ class FakeConnection:
         self.tools = ToolDesk(self)
         self.hearing = Hearing(self)
         self._consumed = 0
+        # Fault-trigger counters, bumped by the speaker and the tool desk. This and
+        # _maybe_resumable_update keep their names: tests/soak patches them.
         self._counts = {"chunks": 0, "tool_call": 0, "turns": 0}
         self._log = log.bind(conn=record.id)
 
@@ -429,7 +431,7 @@ class FakeConnection:
             return False
         return not self.tools.holds_handles(self.opts.resumable_pending_calls)
 
-    def _busy_update(self) -> None:
+    def busy_update(self) -> None:
         if self.admitted.resumption:
             self._update("", False)
 

@@ -72,7 +72,7 @@ class Speaker:
 
     def start(self, gen: Gen) -> Gen:
         self.gen = gen
-        self.conn._busy_update()
+        self.conn.busy_update()
         return gen
 
     def stream(self, gen: Gen) -> None:
