@@ -30,7 +30,6 @@ the daemon does.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import math
 import os
@@ -44,6 +43,7 @@ import trio
 from .constants import PROTOCOL_VERSION, SOCKET_ENV
 from .constants import default_socket_path as _daemon_default_socket_path
 from .errors import ConnectionLost, DaemonUnreachable, RemoteError
+from .eventbuffer import EventBuffer
 from .framing import LineFramer, Oversize
 from .jsonrpc import (
     ErrorResponse,
@@ -107,7 +107,6 @@ class Client:
         self.path = Path(path)
         self.reconnect = reconnect
         self._backoff = (backoff_initial, backoff_cap)
-        self._max_events = max_events
         self._trace = trace
         self._client_name = client_name
         self._ids = itertools.count(1)
@@ -116,11 +115,9 @@ class Client:
         self._send_lock = trio.StrictFIFOLock()
         self._connected = trio.Event()
         self._closed = False
-        self._events: collections.deque[tuple[str, Any]] = collections.deque()
+        #: The bounded, de-duplicating event buffer (shared with the asyncio client).
+        self._buffer = EventBuffer(max_events)
         self._events_lot = trio.lowlevel.ParkingLot()
-        self._lag: dict[str, list[int]] = {}
-        #: session -> the last event seq received (``since`` for a re-attach).
-        self.last_seq: dict[str, int] = {}
         #: sessions attached through this client (re-attached after a reconnect).
         self.attached: set[str] = set()
         self.hello: dict[str, Any] = {}
@@ -193,6 +190,11 @@ class Client:
             return value
         raise value
 
+    @property
+    def last_seq(self) -> dict[str, int]:
+        """session -> the last event seq received (``since`` for a re-attach)."""
+        return self._buffer.last_seq
+
     def events(self) -> _EventIterator:
         """Notifications in arrival order, as (method, params), via ``async for``. Ends when the
         client is closed or (without ``reconnect``) when the connection is lost. A plain async
@@ -201,10 +203,8 @@ class Client:
 
     async def _next_event(self) -> tuple[str, dict[str, Any]]:
         while True:
-            if self._events:
-                item = self._events.popleft()
-                if self._lag and len(self._events) <= self._max_events // 2:
-                    self._flush_lag()
+            item = self._buffer.pop()
+            if item is not None:
                 return item
             if self._closed or (self._stream is None and not self.reconnect and self._ever):
                 raise StopAsyncIteration
@@ -233,35 +233,8 @@ class Client:
                 raise ConnectionLost(f"connection to {self.path} lost: {exc}") from None
 
     def _queue_event(self, method: str, params: Any) -> None:
-        if not isinstance(params, dict):
-            params = {"params": params}
-        session = params.get("session")
-        seq = params.get("seq")
-        if isinstance(session, str):
-            if method == "session.lagged":
-                last = params.get("last")
-                if isinstance(last, int):
-                    self.last_seq[session] = max(self.last_seq.get(session, 0), last)
-            elif isinstance(seq, int) and not isinstance(seq, bool):
-                known = self.last_seq.get(session)
-                if known is not None and seq <= known:
-                    return  # duplicate of something already received (at-least-once delivery)
-                self.last_seq[session] = seq
-                lag = self._lag.get(session)
-                if lag is not None:
-                    lag[1] = seq
-                    return
-                if len(self._events) >= self._max_events:
-                    self._lag[session] = [seq, seq]
-                    return
-        self._events.append((method, params))
-        self._events_lot.unpark_all()
-
-    def _flush_lag(self) -> None:
-        for session, (first, last) in list(self._lag.items()):
-            self._events.append(("session.lagged", {"session": session, "first": first, "last": last}))
-        self._lag.clear()
-        self._events_lot.unpark_all()
+        if self._buffer.push(method, params):
+            self._events_lot.unpark_all()
 
     def _fail_pending(self, exc: BaseException) -> None:
         for slot in list(self._pending.values()):

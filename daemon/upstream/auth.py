@@ -42,6 +42,26 @@ import trio
 
 from ..logsetup import forget_secret, register_secret
 
+
+class PinnedSecrets:
+    """A rotating credential's values as the log redactor must know them.
+
+    The current value and the one before stay registered: a log line about the dial that used
+    the previous token may still come after a rotation or refresh. Older ones are forgotten, so
+    a daemon that rotates tokens for days does not grow its redaction pattern without bound.
+    """
+
+    def __init__(self) -> None:
+        self._pinned: list[str] = []
+
+    def pin(self, token: str) -> str:
+        if token not in self._pinned:
+            register_secret(token, pin=True)
+            self._pinned.append(token)
+            while len(self._pinned) > 2:
+                forget_secret(self._pinned.pop(0))
+        return token
+
 #: The Gemini Developer API's key header.
 API_KEY_HEADER = b"x-goog-api-key"
 #: The header of bearer (Vertex) and ephemeral tokens.
@@ -155,7 +175,7 @@ class EphemeralToken:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         #: Tokens registered with the redactor, newest last (at most two).
-        self._pinned: list[str] = []
+        self._secrets = PinnedSecrets()
 
     async def auth_for_dial(self) -> DialAuth:
         token = await trio.to_thread.run_sync(self._read)
@@ -171,13 +191,7 @@ class EphemeralToken:
             raise CredentialError(
                 f"upstream.auth_token_file {str(self.path)!r}: must hold one token on one line"
             )
-        if token not in self._pinned:
-            # The token before stays pinned for one rotation (a log line about its dial may follow).
-            register_secret(token, pin=True)
-            self._pinned.append(token)
-            while len(self._pinned) > 2:
-                forget_secret(self._pinned.pop(0))
-        return token
+        return self._secrets.pin(token)
 
     def invalidate(self) -> None:
         """Nothing is cached: the next dial reads the file again."""

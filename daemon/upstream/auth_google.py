@@ -38,8 +38,8 @@ import structlog
 import trio
 
 from ..errors import ConfigError
-from ..logsetup import forget_secret, redact_text, register_secret
-from .auth import AUTHORIZATION_HEADER, CredentialError, DialAuth
+from ..logsetup import redact_text
+from .auth import AUTHORIZATION_HEADER, CredentialError, DialAuth, PinnedSecrets
 
 log = structlog.get_logger("geminid.upstream")
 
@@ -167,7 +167,7 @@ class VertexCredentials:
         #: Token endpoint calls made (metrics, tests).
         self.refreshes = 0
         #: Tokens registered with the redactor, newest last (at most two).
-        self._pinned: list[str] = []
+        self._secrets = PinnedSecrets()
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> VertexCredentials:
@@ -235,12 +235,7 @@ class VertexCredentials:
         The previous token stays for one generation because a log line about the dial that used
         it may still come after the refresh.
         """
-        if token not in self._pinned:
-            register_secret(token, pin=True)
-            self._pinned.append(token)
-            while len(self._pinned) > 2:
-                forget_secret(self._pinned.pop(0))
-        return token
+        return self._secrets.pin(token)
 
     async def _refresh(self) -> None:
         self.refreshes += 1
