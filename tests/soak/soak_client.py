@@ -56,8 +56,14 @@ def make_setup(session: str, *, tools: bool) -> dict:
     kwargs: dict[str, Any] = {}
     if tools:
         kwargs["tools"] = [
-            {"functionDeclarations": [{"name": "get_weather", "description": "weather for a city",
-                                       "behavior": "BLOCKING"}]}
+            # The parameter schema matters: the fake fills in declared parameters only (a real
+            # model calls a function without parameters with ``args: {}``), and the reply to a
+            # tool turn carries the turn's token only if ``_answer`` finds it in the args.
+            {"functionDeclarations": [{
+                "name": "get_weather", "description": "weather for a city", "behavior": "BLOCKING",
+                "parameters": {"type": "OBJECT", "properties": {"query": {"type": "STRING"}},
+                               "required": ["query"]},
+            }]}
         ]
     return live.setup(
         "gemini-3.8-live",  # TEXT: the soak's fakes use text_catalogue() (see soak_lib)

@@ -42,6 +42,7 @@ import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,10 @@ class SoakParams:
     reply_timeout: float = 10.0
     #: how long the end of the run waits for every session to be live with an empty buffer
     quiet_timeout: float = 30.0
+    #: faults the run must have injected while turns were being sent (None: ``turns // 20``).
+    #: Faults come by the clock and turns as fast as the daemon answers, so a fast run would
+    #: otherwise see fewer faults: the drivers send extra turns until this many have landed.
+    min_faults: int | None = None
     verbose: bool = True
 
 
@@ -176,6 +181,10 @@ class Injector:
     def _one(self):
         conns = self.fake.open_connections()
         return self.rng.choice(conns) if conns else None
+
+    @property
+    def injected(self) -> int:
+        return sum(self.counts.values())
 
     async def run(self) -> None:
         while True:
@@ -248,6 +257,8 @@ class Driver:
         self.reply_timeout = reply_timeout
         self.chunk = 0
         self.staleness = staleness
+        #: the number of the last turn ``run`` sent
+        self.last = 0
 
     async def _send(self, sent: Sent, message: dict) -> bool:
         sent.t_send = trio.current_time()
@@ -299,8 +310,11 @@ class Driver:
         if trio.current_time() - t0 > 1.0:
             self.log.slow.append((n, "audio", round(trio.current_time() - t0, 2)))
 
-    async def run(self, turns: int) -> None:
-        for n in range(1, turns + 1):
+    async def run(self, turns: int, more: Callable[[], bool] = lambda: False) -> None:
+        """``turns`` turns, then more while ``more()`` says so (the run is not yet under fire)."""
+        n = 0
+        while n < turns or more():
+            n += 1
             r = self.rng.random()
             if r < 0.15:
                 await self.audio(n)
@@ -308,6 +322,7 @@ class Driver:
                 await self.turn(n, "tool")
             else:
                 await self.turn(n, "text")
+            self.last = n
 
 
 async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResult:
@@ -386,18 +401,19 @@ async def _drive(params, rng, fake, registry, metrics, sock, names, per_session,
         # Let every session reach live once before the chaos starts.
         for d in drivers:
             await d.view.wait_for(lambda d=d: "live" in d.view.statuses, 10)
+        min_faults = params.turns // 20 if params.min_faults is None else params.min_faults
         async with trio.open_nursery() as inner:
             inner.start_soon(injector.run)
             async with trio.open_nursery() as work:
                 for d, turns in zip(drivers, per_session, strict=True):
-                    work.start_soon(d.run, turns)
+                    work.start_soon(d.run, turns, lambda: injector.injected < min_faults)
             inner.cancel_scope.cancel()
         # Quiesce: no new faults; clear what is armed; one last turn per session.
         fake._script.clear()
         fake._refusals.clear()
         async with trio.open_nursery() as work:
-            for d, turns in zip(drivers, per_session, strict=True):
-                work.start_soon(d.turn, turns + 1, "final", params.quiet_timeout)
+            for d in drivers:
+                work.start_soon(d.turn, d.last + 1, "final", params.quiet_timeout)
         quiet = await _wait_quiet(clients[0], names, params.quiet_timeout)
         sessions = {s["session"]: s for s in await clients[0].client.sessions()}
         violations: list[str] = []
