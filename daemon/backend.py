@@ -33,7 +33,7 @@ import attrs
 
 from geminid.daemon.config import DEFAULT_ENDPOINT, Config, UpstreamConfig
 from geminid.daemon.errors import ConfigError
-from geminid.daemon.upstream import ApiKey, Credentials, EphemeralToken, FixedKey
+from geminid.daemon.upstream import ApiKey, CredentialError, Credentials, EphemeralToken, FixedKey
 from geminid.daemon.upstream.endpoint import Endpoint, vertex_model
 
 BACKENDS = ("gemini-api", "vertex")
@@ -106,7 +106,10 @@ def check_upstream(up: UpstreamConfig, environ: Mapping[str, str]) -> None:
             raise ConfigError(
                 "upstream.auth_token_file: set either an API key or an ephemeral token file, not both"
             )
-        EphemeralToken(up.auth_token_file)._read()  # the same one-line error a dial would give
+        try:
+            EphemeralToken(up.auth_token_file).read_now()  # the same words a dial would give
+        except CredentialError as exc:
+            raise ConfigError(str(exc), data={"key": "upstream.auth_token_file", "source": None}) from None
 
 
 def build_backend(cfg: Config, *, fake_url: str | None = None, fake_key: str = "") -> Backend:
