@@ -88,10 +88,6 @@ class UpstreamConfig:
     #: Developer API: a file holding an ephemeral token (``Authorization: Token``, the
     #: ``BidiGenerateContentConstrained`` method), re-read before each dial.
     auth_token_file: Path | None = None
-    #: Transparent mode's ``lastConsumedClientMessageIndex`` convention: ``"auto"`` (detected
-    #: from the first updates) or ``"<base>-<scope>"``: ``0-connection``, ``1-connection``,
-    #: ``0-session``, ``1-session`` (the service's is unconfirmed).
-    consumed_index: str = "auto"
 
 
 @attrs.frozen

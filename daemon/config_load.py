@@ -191,10 +191,6 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shutdown_timeout": (_ge0, ">= 0"),
     # -- upstream backend (issue #14) --
     "upstream.backend": (_in("gemini-api", "vertex"), "one of gemini-api, vertex"),
-    "upstream.consumed_index": (
-        _in("auto", "0-connection", "1-connection", "0-session", "1-session"),
-        "one of auto, 0-connection, 1-connection, 0-session, 1-session",
-    ),
 }
 
 

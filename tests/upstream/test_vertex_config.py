@@ -127,10 +127,8 @@ def test_a_token_file_with_a_key_or_on_vertex_is_refused(tmp_path):
     one_line_exit_2(geminid(tmp_path, "check-config", toml), "upstream.auth_token_file")
 
 
-def test_unknown_backend_and_consumed_index_values_are_refused(tmp_path):
+def test_an_unknown_backend_is_refused(tmp_path):
     one_line_exit_2(geminid(tmp_path, "check-config", '[upstream]\nbackend = "azure"\n'), "upstream.backend")
-    one_line_exit_2(geminid(tmp_path, "check-config", '[upstream]\nconsumed_index = "2-session"\n'),
-                    "upstream.consumed_index")
 
 
 def test_the_token_file_backend_uses_the_constrained_method_and_is_no_embedded_fake(tmp_path):

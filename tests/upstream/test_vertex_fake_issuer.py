@@ -116,3 +116,58 @@ async def test_the_developer_path_ignores_the_issuer(fake, tokens):
     # The issuer guards Vertex only; the Developer API route keeps the api_key rule.
     dev = Endpoint.parse(fake.url())
     assert await dial_once(dev, Presents("any-key")) is None
+
+
+# --- the fake's lastConsumedClientMessageIndex conventions ----------------------------------------
+
+
+async def indexes_over_two_connections(fake: FakeUpstream) -> list[list[int]]:
+    """Send two turns, resume from the last handle, send one more: the last index of each connection."""
+    from geminid.daemon.upstream import FixedKey
+
+    dial = Dial(endpoint_of(fake), FixedKey("k"), 10, 10, 1 << 20)
+    seen: list[list[int]] = []
+    handle = None
+    for turns in (2, 1):
+        setup = live.setup("gemini-3.8-live", response_modalities=["TEXT"])
+        setup["setup"]["sessionResumption"] = {"transparent": True, **({"handle": handle} if handle else {})}
+        mine: list[int] = []
+        async with trio.open_nursery() as nursery:
+            link, _ = await open_link(nursery, dial, live.encode(setup))
+            for i in range(turns):
+                await link.send(live.encode(live.client_content(f"t{i}")))
+                with trio.fail_after(5):
+                    while True:
+                        msg = await link.receive()
+                        if msg.kind == "sessionResumptionUpdate" and msg.resumable and msg.new_handle:
+                            handle = msg.new_handle
+                            if msg.last_consumed_index is not None:
+                                mine.append(msg.last_consumed_index)
+                        if msg.turn_complete:
+                            break
+            with trio.move_on_after(0.3):  # the updates after the last reply
+                while True:
+                    msg = await link.receive()
+                    if msg.kind == "sessionResumptionUpdate" and msg.new_handle:
+                        handle = msg.new_handle if msg.resumable else handle
+                        if msg.last_consumed_index is not None:
+                            mine.append(msg.last_consumed_index)
+            await link.close()
+            nursery.cancel_scope.cancel()
+        seen.append([max(mine)])
+    return seen
+
+
+@pytest.mark.parametrize(("convention", "expected"), [
+    ("0-connection", [[1], [0]]),
+    ("1-connection", [[2], [1]]),
+    ("0-session", [[1], [2]]),
+    ("1-session", [[2], [3]]),
+])
+async def test_the_fake_offers_each_index_convention(nursery, convention, expected):
+    from geminid.daemon.fake import text_catalogue
+
+    fake = await nursery.start(FakeUpstream(FakeOptions(
+        catalogue=text_catalogue(), reply_pace=0.001, consumed_index=convention,
+    )).serve)
+    assert await indexes_over_two_connections(fake) == expected
