@@ -15,6 +15,7 @@ Time is real (google-auth stamps expiries with the wall clock): the refresh marg
 from __future__ import annotations
 
 import datetime
+import io
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 import trio
 from vertex_token_server import TokenServer
 
+from geminid.daemon import logsetup
 from geminid.daemon.backend import build_backend
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
 from geminid.daemon.fake import FakeOptions, FakeUpstream, text_catalogue
@@ -56,6 +58,15 @@ def vertex_config(tmp_path: Path, sock: Path, fake: FakeUpstream, key_file: Path
 
 
 async def test_a_vertex_session_lives_through_token_expiries_and_rotations(nursery, tmp_path):
+    logs = io.StringIO()
+    logsetup.configure_logging("debug", "json", stream=logs)
+    try:
+        await run_vertex_session(nursery, tmp_path, logs)
+    finally:
+        logsetup.configure_logging("info", "json", stream=io.StringIO())
+
+
+async def run_vertex_session(nursery, tmp_path: Path, logs: io.StringIO) -> None:
     sock_dir = Path("/tmp") / f"gv{time.monotonic_ns() % 10**9}"
     sock_dir.mkdir()
     with TokenServer() as tokens:
@@ -119,7 +130,12 @@ async def test_a_vertex_session_lives_through_token_expiries_and_rotations(nurse
         assert tokens.calls <= len(fake.accepted) + 1
         assert tokens.calls <= elapsed / 0.5 + 2
         assert len(sent) > 2 * tokens.calls
-        # Tokens never reach the checkpoint.
+        # Tokens and handles never reach a log line (debug level included) or the checkpoint.
+        out = logs.getvalue()
+        assert out.count('"upstream.token_refreshed"') == tokens.calls  # the log was captured
+        assert not [t for t in tokens.issued if t in out]
+        handles = [h for r in fake.accepted for h in r.handles]
+        assert handles and not [h for h in handles if h in out]
     for p in (tmp_path / "state").rglob("*"):
         if p.is_file():
             text = p.read_text(errors="replace")
