@@ -32,6 +32,7 @@ import structlog
 import trio
 
 from geminid.daemon import __version__, logsetup, pidlock, sdnotify, statedir
+from geminid.daemon.backend import Backend, build_backend, vertex_endpoint
 from geminid.daemon.checkpoint import CheckpointStore
 from geminid.daemon.config import Config
 from geminid.daemon.config_load import load_config, reload_api_key
@@ -62,7 +63,10 @@ async def run_daemon(
     environ = os.environ if environ is None else environ
     notifier = notifier or sdnotify.Notifier()
     metrics = Metrics()
-    credentials: Credentials = FixedKey(_FAKE_KEY) if cfg.embedded_fake else ApiKey(cfg.upstream.api_key)
+    # The backend (issue #14): an API key, an ephemeral token file or Vertex AI credentials
+    # (resolved here: ADC may ask the metadata server; a failure is one line, exit 2).
+    backend = None if cfg.embedded_fake else build_backend(cfg)
+    credentials: Credentials = FixedKey(_FAKE_KEY) if backend is None else backend.credentials
     log.info("daemon.starting", **starting_fields(cfg))
     # Before anything is created or loaded: the socket's lock (a second daemon on this socket
     # stops here), then the state dir's (a second daemon on another socket stops here) and its
@@ -80,7 +84,8 @@ async def run_daemon(
         raise
     try:
         return await _run_claimed(
-            cfg, credentials, metrics, notifier, environ, args, listen_sock, socket_lock, task_status
+            cfg, credentials, metrics, notifier, environ, args, listen_sock, socket_lock, task_status,
+            backend,
         )
     finally:
         state.release()
@@ -95,14 +100,39 @@ def starting_fields(cfg: Config) -> dict[str, object]:
     return {
         "version": __version__,
         "pid": os.getpid(),
-        "upstream": "embedded-fake" if cfg.embedded_fake else "gemini",
+        "upstream": "embedded-fake" if cfg.embedded_fake else upstream_kind(cfg),
         # Scheme, host and path only: a query string could carry a credential.
         "endpoint": "embedded-fake" if cfg.embedded_fake
         else urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", "")),
         "key_source": cfg.upstream.api_key_source,
+        **backend_fields(cfg),
         "socket": str(cfg.server.socket_path),
         "state_dir": str(cfg.state_dir),
     }
+
+
+def upstream_kind(cfg: Config) -> str:
+    """The backend's name for logs and status: ``gemini``, ``gemini-ephemeral`` or ``vertex``."""
+    if cfg.upstream.backend == "vertex":
+        return "vertex"
+    return "gemini-ephemeral" if cfg.upstream.auth_token_file is not None else "gemini"
+
+
+def backend_fields(cfg: Config) -> dict[str, object]:
+    """Vertex's project and location, the token file's path (never a token)."""
+    up = cfg.upstream
+    if up.backend == "vertex":
+        ep = vertex_endpoint(up)
+        return {
+            "endpoint": f"{ep.scheme}://{ep.authority}{ep.resource.partition('?')[0]}",
+            "vertex_project": up.vertex_project, "vertex_location": up.vertex_location,
+            "credentials": str(up.vertex_credentials_file) if up.vertex_credentials_file
+            else "application default credentials",
+            "transparent": up.transparent,
+        }
+    if up.auth_token_file is not None:
+        return {"token_file": str(up.auth_token_file)}
+    return {}
 
 
 async def _run_claimed(
@@ -115,16 +145,19 @@ async def _run_claimed(
     listen_sock: socket.socket | None,
     socket_lock: int | None,
     task_status: trio.TaskStatus[SessionRegistry],
+    backend: Backend | None = None,
 ) -> int:
     live_cfg = cfg  # swapped on SIGHUP
     try:
         async with trio.open_nursery() as root:
-            endpoint_url = cfg.upstream.endpoint
-            if cfg.embedded_fake:
-                endpoint_url = await _start_embedded_fake(root)
+            if backend is None:
+                endpoint = Endpoint.parse(await _start_embedded_fake(root))
+            else:
+                endpoint = backend.endpoint
             dial = Dial(
-                endpoint=Endpoint.parse(endpoint_url),
+                endpoint=endpoint,
                 credentials=credentials,
+                model_name=backend.model_name if backend is not None else None,
                 connect_timeout=cfg.upstream.connect_timeout,
                 setup_timeout=cfg.upstream.setup_timeout,
                 max_message_size=cfg.upstream.max_message_size,
@@ -137,7 +170,7 @@ async def _run_claimed(
                     # The store runs in root: it outlives the sessions, to flush at the end.
                     registry = await start_core(
                         core, cfg, dial, metrics, store=store, store_nursery=root, records=report.records,
-                        upstream_kind="embedded-fake" if cfg.embedded_fake else "gemini",
+                        upstream_kind=backend.kind if backend is not None else "embedded-fake",
                     )
                     server_scope = trio.CancelScope()
                     socket_path = await core.start(

@@ -68,11 +68,26 @@ class UpstreamConfig:
     keepalive_interval: float = 30.0
     keepalive_timeout: float = 90.0
     #: Vertex-style transparent resumption (lastConsumedClientMessageIndex). On the Developer
-    #: API this is an unknown field and fatal, so it is off by default.
+    #: API this is an unknown field and fatal, so it is off there; with ``backend = "vertex"``
+    #: the loader turns it on unless it is set explicitly.
     transparent: bool = False
     #: Where the key came from, for check-config and logs (never the key itself), e.g.
     #: ``"env GEMINI_API_KEY"`` or ``"file /etc/geminid/api_key"``. Set by config_load.
     api_key_source: str | None = None
+
+    # -- backend and short-lived credentials (issue #14; README "Vertex AI") ------------------
+    #: ``"gemini-api"`` (the Developer API with an API key) or ``"vertex"`` (Vertex AI with
+    #: OAuth bearer tokens from google-auth, refreshed before each dial).
+    backend: str = "gemini-api"
+    #: Vertex: the Google Cloud project (required) and the region of the endpoint.
+    vertex_project: str | None = None
+    vertex_location: str = "us-central1"
+    #: Vertex: a service-account or authorized-user JSON file; unset = Application Default
+    #: Credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, workload identity, metadata server).
+    vertex_credentials_file: Path | None = None
+    #: Developer API: a file holding an ephemeral token (``Authorization: Token``, the
+    #: ``BidiGenerateContentConstrained`` method), re-read before each dial.
+    auth_token_file: Path | None = None
 
 
 @attrs.frozen
@@ -128,4 +143,8 @@ class Config:
     @property
     def embedded_fake(self) -> bool:
         """No key configured: ``geminid run`` serves sessions from the in-process fake."""
-        return self.upstream.api_key is None and self.upstream.api_key_file is None
+        up = self.upstream
+        return (
+            up.api_key is None and up.api_key_file is None
+            and up.backend == "gemini-api" and up.auth_token_file is None
+        )

@@ -189,6 +189,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "log.level": (_in(*_LOG_LEVELS), "one of " + ", ".join(_LOG_LEVELS)),
     "log.format": (_in(*_LOG_FORMATS), "one of " + ", ".join(_LOG_FORMATS)),
     "shutdown_timeout": (_ge0, ">= 0"),
+    # -- upstream backend (issue #14) --
+    "upstream.backend": (_in("gemini-api", "vertex"), "one of gemini-api, vertex"),
 }
 
 
@@ -679,6 +681,10 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         key_source = f"env {env_key}" if key_origin == "env" else key_origin
     merged["upstream.api_key_source"] = key_source
 
+    # -- upstream backend (issue #14): Vertex is transparent unless told otherwise.
+    if merged.get("upstream.backend") == "vertex":
+        merged.setdefault("upstream.transparent", True)
+
     section_values: dict[str, dict[str, Any]] = {}
     top: dict[str, Any] = {"source": source}
     for name, value in merged.items():
@@ -690,6 +696,10 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     cfg = _build(section_values, top)
     if cfg.upstream.api_key is not None:
         logsetup.register_secret(cfg.upstream.api_key.reveal(), pin=True)
+    # -- upstream backend (issue #14): no project, no google-auth, unreadable credentials.
+    from geminid.daemon.backend import check_upstream
+
+    check_upstream(cfg.upstream, environ)
     return cfg
 
 

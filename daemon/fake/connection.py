@@ -316,6 +316,8 @@ class FakeConnection:
             return
         body = msg[kind]
         self._consumed += 1  # this message's index is self._consumed - 1
+        if self.conversation is not None:
+            self.conversation.state.consumed += 1
         if kind == "clientContent":
             self.hearing.client_content(body)
         elif kind == "realtimeInput":
@@ -409,7 +411,11 @@ class FakeConnection:
     # ------------------------------------------------------------------ resumption
 
     def _update(self, handle: str, resumable: bool) -> None:
-        index = self._consumed - 1 if self.admitted.transparent and self._consumed > 0 else None
+        base, _, scope = self.opts.consumed_index.partition("-")
+        count = self._consumed
+        if scope == "session" and self.conversation is not None:
+            count = self.conversation.state.consumed
+        index = count - 1 + int(base) if self.admitted.transparent and count > 0 else None
         self.emit(live.session_resumption_update(handle, resumable, index))
 
     def _resumable_update(self) -> None:

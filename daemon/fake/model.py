@@ -227,6 +227,8 @@ class ConversationState:
     audio_ms: int = 0
     video_frames: int = 0
     system_instruction: str = ""
+    #: Client messages consumed over the conversation (a session-scoped transparent index).
+    consumed: int = 0
 
     def copy(self) -> ConversationState:
         """A snapshot for a handle. History entries are never changed once appended, so the

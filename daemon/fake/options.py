@@ -6,6 +6,8 @@ All durations are seconds on **trio's clock** (``trio.current_time``), so that a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
 from .catalogue import Catalogue, catalogue_2026
@@ -58,6 +60,14 @@ class FakeOptions:
       ``turnComplete`` and IDLE (UNCONFIRMED; False: not resumable until IDLE).
     - ``resumable_pending_calls``: a pending NON_BLOCKING call does not hold handles back
       (UNCONFIRMED; False: no resumable handle while any call is pending).
+    - ``bearer_check``: on the Vertex path, a bearer token passes only when this says it is
+      valid now (a token issuer the test controls: an OAuth endpoint on loopback that
+      google-auth calls); an expired or unknown token is refused with HTTP 401 at the upgrade,
+      as the real service does. None: the ``api_key`` rule applies to Vertex too.
+    - ``consumed_index``: the convention of ``lastConsumedClientMessageIndex`` (UNCONFIRMED for
+      the real service): ``"0-connection"`` (0-based, counted per connection; the default),
+      ``"1-connection"``, ``"0-session"`` or ``"1-session"`` (counted over the conversation,
+      carried by its handles across resumes).
     - ``host``/``port``: where :meth:`FakeUpstream.serve` binds.
     - ``handshake_timeout``/``close_timeout``: bounds on the HTTP upgrade and on the closing
       handshake after the fake sent a close frame.
@@ -84,6 +94,11 @@ class FakeOptions:
     plain_interaction_status: bool = True
     resumable_in_progress: bool = False
     resumable_pending_calls: bool = False
+    bearer_check: Callable[[str], bool] | None = None
+    consumed_index: str = attrs.field(
+        default="0-connection",
+        validator=attrs.validators.in_(("0-connection", "1-connection", "0-session", "1-session")),
+    )
     host: str = "127.0.0.1"
     port: int = 0
     handshake_timeout: float = 30.0

@@ -14,6 +14,7 @@ Credentials: ``x-goog-api-key`` header, ``?key=``, ``Authorization: Token T`` /
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import attrs
@@ -87,3 +88,13 @@ def auth_status(presented: list[str], accepted: str | None) -> int | None:
     if accepted is None or accepted in presented:
         return None
     return 403
+
+
+def bearer_status(headers: list[tuple[bytes, bytes]], valid: Callable[[str], bool]) -> int | None:
+    """Vertex with a token issuer: None if the request's bearer token is valid now, else 401."""
+    for name, value in headers:
+        if name.decode("latin-1").strip().lower() == "authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip() and valid(token.strip()):
+                return None
+    return 401

@@ -143,6 +143,8 @@ class FakeUpstream:
             status = routing.auth_status(
                 routing.credentials(request.headers, query), self.options.api_key
             )
+            if status is None and route.vertex and self.options.bearer_check is not None:
+                status = routing.bearer_status(request.headers, self.options.bearer_check)
             record.auth_ok = status is None
         if status is not None:
             record.status = status

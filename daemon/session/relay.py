@@ -150,7 +150,7 @@ class Relay:
     async def _connect_and_relay(self, resume: bool, attempt: int) -> Ending:
         assert self.core.conn is not None
         conn = self._conn = self.core.conn
-        setup_wire = live.encode(self.core.setup_message(self.setup, resume=resume))
+        setup_wire = live.encode(self.dial.upstream_setup(self.core.setup_message(self.setup, resume=resume)))
         self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle))
         ending: Ending
         try:

@@ -181,6 +181,10 @@ class EphemeralToken:
         token = await trio.to_thread.run_sync(self._read)
         return DialAuth(headers=((AUTHORIZATION_HEADER, b"Token " + token.encode()),))
 
+    def read_now(self) -> str:
+        """Read the token file once, synchronously (the config check at start); CredentialError."""
+        return self._read()
+
     def _read(self) -> str:
         try:
             token = self.path.read_text(encoding="utf-8").strip()

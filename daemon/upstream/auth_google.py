@@ -117,6 +117,11 @@ def _google_auth() -> Any:
     return google.auth
 
 
+def require_google_auth() -> None:
+    """Raise the one-line ConfigError when the ``vertex`` extra is not installed (config checks)."""
+    _google_auth()
+
+
 class _BoundedRequest:
     """google-auth's requests transport with a timeout on every call (it defaults to 120 s)."""
 

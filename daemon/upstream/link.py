@@ -26,6 +26,7 @@ import trio
 from geminid.protocol import live
 from geminid.protocol.errors import FrameError
 
+from ..errors import ConfigError
 from .auth import Credentials
 from .endings import Ended
 from .endpoint import Endpoint
@@ -56,6 +57,23 @@ class Dial:
     #: Test seam: open the byte stream some other way (e.g. trio.testing.memory_stream_pair, so
     #: that MockClock's autojump never races real socket I/O). None = TCP (+TLS for wss).
     connector: Callable[[Endpoint], Awaitable[trio.abc.Stream]] | None = None
+    #: The upstream's name for the setup's model (Vertex: the full resource name); None = as given.
+    model_name: Callable[[str], str] | None = None
+
+    def upstream_setup(self, message: dict[str, object]) -> dict[str, object]:
+        """``{"setup": ...}`` with the model named as this upstream wants it (a copy; pure).
+
+        A name the rule refuses is sent as it is: the server's refusal (1008, model not found)
+        is then classified like any other, instead of crashing the dial here.
+        """
+        body = message.get("setup")
+        if self.model_name is None or not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return message
+        try:
+            model = self.model_name(body["model"])
+        except ConfigError:
+            return message
+        return {**message, "setup": {**body, "model": model}}
 
 
 class UpstreamLink:

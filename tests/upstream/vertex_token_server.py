@@ -14,6 +14,7 @@ import http.server
 import json
 import secrets
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ class TokenServer:
         self.fixed_token: str | None = None
         self.bad_assertions = 0
         self.issued: list[str] = []
+        #: token -> wall-clock second it expires at (what :meth:`valid` checks, for the fake).
+        self.expires_at: dict[str, float] = {}
         #: Cleared: requests wait for it (set by the test).
         self.gate = threading.Event()
         self.gate.set()
@@ -84,7 +87,20 @@ class TokenServer:
                 return self.fail
             token = self.fixed_token or f"ya29.test-{self.calls}-{secrets.token_hex(12)}"
             self.issued.append(token)
+            self.expires_at[token] = time.time() + self.expires_in
             return 200, {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
+
+    def valid(self, token: str) -> bool:
+        """The fake's ``bearer_check``: a token this server issued and that has not expired."""
+        with self.lock:
+            expires = self.expires_at.get(token)
+        return expires is not None and time.time() < expires
+
+    def expired(self) -> int:
+        """How many issued tokens have expired by now."""
+        now = time.time()
+        with self.lock:
+            return sum(1 for at in self.expires_at.values() if at <= now)
 
     def _valid(self, assertion: str) -> bool:
         try:
