@@ -93,11 +93,17 @@ class SessionStatus:
 
 @attrs.frozen
 class SessionLagged:
-    """Events ``first..last`` (inclusive) were not delivered to this client (no seq of its own)."""
+    """Events ``first..last`` (inclusive) were not delivered to this client (no seq of its own).
+
+    ``missed``: how many events of that range were published (after a daemon restart, seqs that
+    were reserved but never used are no events); None when that cannot be known (a kill -9 of the
+    daemon: the events published after its last checkpoint write are not counted anywhere).
+    """
 
     METHOD: ClassVar[str] = "session.lagged"
     first: int
     last: int
+    missed: int | None = None
 
     def to_params(self) -> dict[str, Any]:
         return _params(self)

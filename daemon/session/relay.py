@@ -185,7 +185,8 @@ class Relay:
             self._conn_scope = None
             self._conn = None
         if conn.live_at is not None:
-            self.down_since = trio.current_time()
+            if self.down_since is None:  # (set when the relay ended: the drop, not after the close)
+                self.down_since = trio.current_time()
             self.connected_since = None
         return ending
 
@@ -251,6 +252,7 @@ class Relay:
             return found
         finally:
             self._relay_scope = None
+            self.down_since = trio.current_time()  # downtime counts from the drop
             self.core.connection_closed(self.wall())
         if ending is None:
             ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "relay ended")
