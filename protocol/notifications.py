@@ -62,8 +62,15 @@ class SessionMessage:
 
     METHOD: ClassVar[str] = "session.message"
     message: dict[str, Any]
+    #: The frame belongs to a reply that started again from its beginning: it answers a message
+    #: that was replayed after a reconnect or a daemon restart, and that an earlier connection
+    #: had already sent (so an earlier reply to it may have been partly delivered: a voice client
+    #: should not speak its first half twice).
+    replayed: bool = False
 
     def to_params(self) -> dict[str, Any]:
+        if self.replayed:
+            return {"message": self.message, "replayed": True}
         return {"message": self.message}
 
 

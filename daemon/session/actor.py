@@ -63,6 +63,7 @@ from geminid.daemon.session.sending import Sender
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State
 from geminid.daemon.upstream import Backoff, Dial, UpstreamLink
+from geminid.protocol import live
 from geminid.protocol.notifications import (
     EndReason,
     SessionEnded,
@@ -132,6 +133,10 @@ class SessionActor(Sender, Relay):
         self._relay_scope: trio.CancelScope | None = None
         self._ended = trio.Event()
         self._stopped_cleanly = False
+        #: The highest seq an earlier connection wrote, and the replayed eliciting messages.
+        self._sent_through = 0
+        self._replayed: set[int] = set()
+        self._in_replayed_reply = False
         if record is not None:
             self._restore(record)
 
@@ -370,6 +375,27 @@ class SessionActor(Sender, Relay):
     def _wake_writer(self) -> None:
         self._wake.set()
 
+    def _mark_replays(self) -> None:
+        """A new connection: the eliciting messages an earlier connection (or, restored, the
+        previous daemon) may have sent, whose replies now start again from their beginning."""
+        if self.buffer.cursor:
+            self._sent_through = max(self._sent_through, list(self.buffer)[self.buffer.cursor - 1].seq)
+        self._replayed = {e.seq for e in self.buffer if e.elicits and e.seq <= self._sent_through}
+        self._in_replayed_reply = False
+
+    def _replaying_reply(self, msg: live.ServerMessage) -> bool:
+        """The server frame ``msg`` belongs to a reply to a replayed message (up to and with its
+        ``turnComplete``, which may come after the reply's end was counted)."""
+        if msg.kind != "serverContent" or not self._replayed:
+            return False
+        answering = self.buffer.replies.answering()
+        if answering is not None and answering in self._replayed:
+            self._in_replayed_reply = True
+        marked = self._in_replayed_reply
+        if msg.raw.get("serverContent", {}).get("turnComplete"):
+            self._in_replayed_reply = False
+        return marked
+
     # ------------------------------------------------------------------ checkpoint record --
 
     def snapshot(self) -> dict[str, Any]:
@@ -403,6 +429,8 @@ class SessionActor(Sender, Relay):
             self.hub.restored(r.event_last, r.event_reserved, clean=r.clean)
         self.hub.next_seq = max(self.hub.next_seq, r.event_reserved + 1)
         self.ids.restore(r.ids)
+        # The previous daemon may have sent any of them before it died.
+        self._sent_through = max((p.seq for p in r.pending), default=0)
         # The session has had no connection since its last one ended (before the restart).
         if r.last_alive_at:
             self.down_since = trio.current_time() - max(0.0, self.wall() - r.last_alive_at)

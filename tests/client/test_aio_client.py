@@ -130,7 +130,7 @@ async def test_reconnect_reattaches_since_the_last_seq(daemon):
             trio_side(daemon.start)
             evs = await take(c, 18)
             assert evs[0][0] == "client.reconnected"
-            assert evs[1] == ("session.lagged", {"session": "s", "first": 7, "last": 30})
+            assert evs[1] == ("session.lagged", {"session": "s", "first": 7, "last": 30, "missed": 24})
             assert [p["seq"] for _, p in evs[2:]] == list(range(31, 47))
             # A session that vanished during the outage is reported.
             trio_side(daemon.stop)
@@ -173,7 +173,7 @@ async def test_the_buffer_is_bounded_and_says_what_it_dropped(daemon):
 
     evs = await in_asyncio(main)
     assert [p["seq"] for _, p in evs[:10]] == list(range(2, 12))
-    assert evs[10] == ("session.lagged", {"session": "s", "first": 12, "last": 51})
+    assert evs[10] == ("session.lagged", {"session": "s", "first": 12, "last": 51, "missed": 40})
 
 
 async def test_it_gives_up_with_an_exception(daemon):
