@@ -382,7 +382,10 @@ class Client:
                     task_status.started()
         finally:
             self._stream = None
-            self._connected = trio.Event()
+            # A fresh event only once the old one fired: callers waiting on an unset one (a
+            # reconnection that failed in its handshake) must be woken by the next success.
+            if self._connected.is_set():
+                self._connected = trio.Event()
             await trio.aclose_forcefully(stream)
         if isinstance(failure, RemoteError):
             self.connection_error = failure

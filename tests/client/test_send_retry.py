@@ -72,3 +72,42 @@ async def test_without_reconnect_a_lost_send_raises_and_may_be_repeated_with_its
                     await trio.sleep(0.01)
             scope.cancel()
     assert service.ids == ["mine"]
+
+
+async def test_a_retried_send_survives_a_reconnection_that_fails_in_its_handshake(sockdir, nursery):
+    """The daemon is killed again right after accepting the client's reconnection (before the
+    handshake's reply): the send waiting for the connection must still go out on the next one."""
+    service = MemoryService()
+    cfg = ServerConfig(socket_path=sockdir / "g.sock")
+    scope = await _serve(nursery, service, cfg)
+    async with open_client(cfg.socket_path, reconnect=True, backoff_initial=0.01, backoff_cap=0.05) as c:
+        await c.open("s", {})
+        service.gates["s"] = trio.Event()
+        acks: list[int] = []
+
+        async def send() -> None:
+            acks.append(await c.send("s", {"x": 1}))
+
+        nursery.start_soon(send)
+        with trio.fail_after(10):
+            while not service.ids:
+                await trio.sleep(0.01)
+        scope.cancel()
+        await trio.sleep(0.05)
+        del service.gates["s"]
+        # A "daemon" that accepts one connection and dies before it answers the hello.
+        cfg.socket_path.unlink(missing_ok=True)
+        listener = trio.socket.socket(trio.socket.AF_UNIX)
+        await listener.bind(str(cfg.socket_path))
+        listener.listen()
+        with trio.fail_after(10):
+            conn, _ = await listener.accept()
+        conn.close()
+        listener.close()
+        cfg.socket_path.unlink(missing_ok=True)
+        scope = await _serve(nursery, service, cfg)
+        with trio.fail_after(10):
+            while not acks:
+                await trio.sleep(0.01)
+    scope.cancel()
+    assert len(service.ids) == 2 and service.ids[0] == service.ids[1]
