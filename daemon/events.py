@@ -48,10 +48,12 @@ class EventSink(Protocol):
 
 @attrs.frozen
 class Gap:
-    """Events ``first..last`` (inclusive) are not available any more."""
+    """Events ``first..last`` (inclusive) are not available any more; ``missed`` of them were
+    published (None: unknown, see :meth:`EventHub.restored`)."""
 
     first: int
     last: int
+    missed: int | None = None
 
 
 class EventHub:
@@ -63,6 +65,20 @@ class EventHub:
         self._sinks: dict[int, EventSink] = {}
         #: seq of the next event; restored from the checkpoint's reservation after a restart.
         self.next_seq = first_seq
+        #: Seqs a previous daemon reserved but (``_unused``) never published, or (``_unsure``)
+        #: may have published after its last checkpoint write (it was killed): (first, last).
+        self._unused: tuple[int, int] | None = None
+        self._unsure: tuple[int, int] | None = None
+
+    def restored(self, event_last: int, event_reserved: int, *, clean: bool) -> None:
+        """A restart: the previous daemon had published events up to ``event_last`` when it wrote
+        its last checkpoint, and reserved seqs up to ``event_reserved``. After a clean stop, the
+        seqs in between were never used, and no gap report counts them. After a kill -9 they may
+        have been used (events published after that write): a gap over them is reported with
+        ``missed`` unknown."""
+        if event_reserved > event_last:
+            rest = (event_last + 1, event_reserved)
+            self._unused, self._unsure = (rest, None) if clean else (None, rest)
 
     @property
     def last_seq(self) -> int:
@@ -95,8 +111,22 @@ class EventHub:
             return None, []
         backlog = [e for e in self._ring if e.seq > since]
         oldest = backlog[0].seq if backlog else self.next_seq
-        gap = Gap(since + 1, oldest - 1) if oldest - 1 > since else None
+        gap = self._gap(since + 1, oldest - 1) if oldest - 1 > since else None
         return gap, backlog
+
+    def _gap(self, first: int, last: int) -> Gap | None:
+        """The real gap in ``first..last``: without the seqs a previous daemon never used."""
+        if self._unused is not None:
+            lo, hi = self._unused
+            before = (first, min(last, lo - 1)) if first < lo else None
+            after = (max(first, hi + 1), last) if last > hi else None
+            parts = [p for p in (before, after) if p is not None and p[0] <= p[1]]
+            if not parts:
+                return None
+            return Gap(parts[0][0], parts[-1][1], sum(b - a + 1 for a, b in parts))
+        if self._unsure is not None and first <= self._unsure[1] and last >= self._unsure[0]:
+            return Gap(first, last, None)
+        return Gap(first, last, last - first + 1)
 
     def unsubscribe(self, sink: EventSink) -> None:
         self._sinks.pop(id(sink), None)

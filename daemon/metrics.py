@@ -22,6 +22,8 @@ class Metrics:
     replayed: int = 0
     dropped_stale: int = 0
     not_durable: int = 0
+    #: sends answered from the id table (idempotent retries), not sent again.
+    duplicate_sends: int = 0
     tool_calls_lost: int = 0
     bytes_up: int = 0
     bytes_down: int = 0

@@ -31,6 +31,7 @@ from geminid.daemon.states import LocalReason, State
 from geminid.daemon.supervisor import RestartPolicy, supervise
 from geminid.daemon.upstream import Dial
 from geminid.protocol import live
+from geminid.protocol.acks import SendAck
 from geminid.protocol.constants import valid_session_name
 from geminid.protocol.errors import (
     BufferFull,
@@ -259,14 +260,14 @@ class SessionRegistry:
         log.info("session.opened", session=name, model=body.get("model"), fingerprint=fp)
         return OpenResult(name, self.actor(name).state.value, True, False, slot.hub.last_seq)
 
-    async def send(self, name: str, message: dict[str, Any]) -> int:
-        outcome = self.send_now(name, message)
-        return outcome if isinstance(outcome, int) else await outcome
+    async def send(self, name: str, message: dict[str, Any], msg_id: str | None = None) -> SendAck:
+        outcome = self.send_now(name, message, msg_id)
+        return outcome if isinstance(outcome, SendAck) else await outcome
 
-    def send_now(self, name: str, message: dict[str, Any]) -> int | Awaitable[int]:
+    def send_now(self, name: str, message: dict[str, Any], msg_id: str | None = None) -> SendAck | Awaitable[SendAck]:
         if self._stopping:
             raise ShuttingDown("the daemon is shutting down")
-        return self.actor(name).submit_now(message)
+        return self.actor(name).submit_now(message, msg_id)
 
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         slot = self._slot(name)

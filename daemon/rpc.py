@@ -28,6 +28,7 @@ from geminid.daemon import __version__
 from geminid.daemon.errors import CheckpointWriteError
 from geminid.daemon.events import Event, EventSink
 from geminid.daemon.service import SessionService
+from geminid.protocol.acks import MAX_ID_LENGTH, SendAck
 from geminid.protocol.constants import PROTOCOL_VERSION, valid_session_name
 from geminid.protocol.errors import (
     INTERNAL_ERROR,
@@ -292,13 +293,16 @@ class Dispatcher:
     def _send(self, ctx: ClientContext, p: _Params) -> Call:
         name = p.session()
         message = p.obj("message")
+        msg_id = p.opt_str("id")
         p.done()
+        if msg_id is not None and not 1 <= len(msg_id) <= MAX_ID_LENGTH:
+            raise _bad("params.id", f"must be 1-{MAX_ID_LENGTH} characters")
         self._check_durable("session.send")
         # Entered here, in request order; errors are raised here too. Audio is acknowledged at
         # once (no task: the hot path); durable kinds are awaited in their own task.
-        outcome = self.service.send_now(name, message)
-        if isinstance(outcome, int):
-            result = Result({"seq": outcome})
+        outcome = self.service.send_now(name, message, msg_id)
+        if isinstance(outcome, SendAck):
+            result = Result(outcome.to_result())
 
             async def done() -> Result:
                 return result
@@ -306,7 +310,7 @@ class Dispatcher:
             return Call("session.send", done)
 
         async def run() -> Result:
-            return Result({"seq": await outcome})
+            return Result((await outcome).to_result())
 
         return Call("session.send", run, concurrent=True)
 
@@ -321,13 +325,13 @@ class Dispatcher:
             ctx.subscribed(name, since)
             follow: list[bytes] = []
             if sub.gap is not None:
-                follow.append(lagged_line(name, sub.gap.first, sub.gap.last))
+                follow.append(lagged_line(name, sub.gap.first, sub.gap.last, sub.gap.missed))
             follow.extend(e.line for e in sub.backlog)
             value = {
                 "session": sub.session,
                 "last_seq": sub.last_seq,
                 "backlog": len(sub.backlog),
-                "gap": None if sub.gap is None else {"first": sub.gap.first, "last": sub.gap.last},
+                "gap": None if sub.gap is None else SessionLagged(sub.gap.first, sub.gap.last, sub.gap.missed).to_params(),
             }
             return Result(value, tuple(follow))
 
@@ -375,9 +379,10 @@ class Dispatcher:
         return Call("daemon.status", run)
 
 
-def lagged_line(session: str, first: int, last: int) -> bytes:
-    """The ``session.lagged`` notification: events ``first..last`` were not delivered."""
-    note = SessionLagged(first, last)
+def lagged_line(session: str, first: int, last: int, missed: int | None = None) -> bytes:
+    """The ``session.lagged`` notification: events ``first..last`` were not delivered
+    (``missed`` of them, when known: see :class:`~geminid.protocol.notifications.SessionLagged`)."""
+    note = SessionLagged(first, last, missed)
     return Event.build(0, note.METHOD, {"session": session, **note.to_params()}).line
 
 

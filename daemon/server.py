@@ -161,7 +161,7 @@ class ClientConnection:
     def _announce(self, name: str) -> None:
         first, last = self._lag.pop(name)
         self.lagged_sent += 1
-        self._push(lagged_line(name, first, last))
+        self._push(lagged_line(name, first, last, last - first + 1))
 
     def _flush_lag(self) -> None:
         if self._lag and len(self._out) <= self._low:

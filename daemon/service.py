@@ -14,6 +14,7 @@ import attrs
 
 from geminid.daemon.events import Event, EventSink, Gap
 from geminid.daemon.session.durability import Deferred as Deferred
+from geminid.protocol.acks import SendAck
 
 
 @attrs.frozen
@@ -41,12 +42,14 @@ class SessionService(Protocol):
     async def open(self, name: str, setup: dict[str, Any]) -> OpenResult:
         """Create the named session, or attach to it. Raises SetupMismatch on a different setup."""
 
-    async def send(self, name: str, message: dict[str, Any]) -> int:
-        """Accept one Gemini client message; return its seq once acknowledged (durable for
-        turns and tool responses). Raises UnknownSession, SessionFailed, BufferFull,
-        LiveMessageError, ToolCallLost, NotDurable."""
+    async def send(self, name: str, message: dict[str, Any], msg_id: str | None = None) -> SendAck:
+        """Accept one Gemini client message; return its seq (a :class:`SendAck`, an int) once
+        acknowledged (durable for turns and tool responses, or ``durable=False`` if their
+        checkpoint write failed). ``msg_id``: the client's id of an idempotent send; a repeat is
+        answered with the original seq (``duplicate=True``) and not sent again. Raises
+        UnknownSession, SessionFailed, BufferFull, LiveMessageError, ToolCallLost, NotDurable."""
 
-    def send_now(self, name: str, message: dict[str, Any]) -> int | Awaitable[int]:
+    def send_now(self, name: str, message: dict[str, Any], msg_id: str | None = None) -> SendAck | Awaitable[SendAck]:
         """Like ``send``, but synchronous up to the acknowledgement: returns the seq when the
         message is acknowledged on enqueue (audio, realtime input), else an awaitable of it
         (durable kinds). Raises the same errors, synchronously. The socket server uses it so

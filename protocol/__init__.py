@@ -16,6 +16,7 @@ from . import errors as errors
 from . import framing as framing
 from . import jsonrpc as jsonrpc
 from . import live as live
+from .acks import SendAck as SendAck
 from .aio_client import AioClient as AioClient
 from .client import Client as Client
 from .client import default_socket_path as default_socket_path
@@ -51,6 +52,7 @@ __all__ = [
     "NotDurable",
     "RemoteError",
     "RpcError",
+    "SendAck",
     "SessionError",
     "SessionFailed",
     "SetupMismatch",

@@ -21,7 +21,8 @@ ConnectionLost), same pure JSON-RPC code, and the same rules:
   ``session.lagged``. ``events()`` yields the client-local ``client.disconnected {reason}``,
   ``client.reconnected {attempt}`` and ``client.reattach_failed {session, code, message}``.
   Calls made while disconnected wait for the reconnection; calls in flight when it dropped fail
-  with ConnectionLost (the client cannot know whether the daemon executed them).
+  with ConnectionLost (the client cannot know whether the daemon executed them), except
+  ``send()``, which carries a message id and is repeated with it (exactly once, see ``send``).
 - **Giving up**: after ``give_up_after`` seconds without a connection (None: never), the client
   stops trying; ``events()`` and every call then raise :class:`ConnectionLost` saying so.
 - **A bounded buffer**: past ``max_events`` buffered events, new ones are dropped and one
@@ -36,10 +37,12 @@ import asyncio
 import contextlib
 import itertools
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from geminid.protocol.acks import SendAck
 from geminid.protocol.client import (
     ConnectionLost,
     DaemonUnreachable,
@@ -48,6 +51,7 @@ from geminid.protocol.client import (
     default_socket_path,
 )
 from geminid.protocol.constants import PROTOCOL_VERSION
+from geminid.protocol.errors import SHUTTING_DOWN
 from geminid.protocol.eventbuffer import EventBuffer
 from geminid.protocol.jsonrpc import (
     ErrorResponse,
@@ -160,9 +164,27 @@ class AioClient:
     async def open(self, session: str, setup: dict[str, Any]) -> dict[str, Any]:
         return _object(await self.call("session.open", {"session": session, "setup": setup}))
 
-    async def send(self, session: str, message: dict[str, Any]) -> int:
-        result = await self.call("session.send", {"session": session, "message": message})
-        return int(_object(result)["seq"])
+    async def send(self, session: str, message: dict[str, Any], *, id: str | None = None) -> SendAck:
+        """Send one Gemini client message; return its ack (a :class:`SendAck`, an int: the seq).
+
+        Idempotent, as the trio client's :meth:`geminid.protocol.client.Client.send`: every call
+        carries a message id (``id``, or a fresh random one); with ``reconnect=True`` a send whose
+        connection drops before its reply is repeated with the same id after the reconnection
+        (and one refused by a daemon that is shutting down, after the next connection), so it
+        reaches the session exactly once. It raises ConnectionLost only once the client gave up
+        (or without ``reconnect``: then repeat it with the same ``id``).
+        """
+        params = {"session": session, "message": message, "id": id or uuid.uuid4().hex}
+        while True:
+            try:
+                return SendAck.from_result(_object(await self.call("session.send", params)))
+            except ConnectionLost:
+                if not self.reconnect or self._closed or self._lost is not None:
+                    raise
+            except RemoteError as exc:
+                if exc.code != SHUTTING_DOWN or not self.reconnect or self._closed:
+                    raise
+                await asyncio.sleep(self._backoff[0])
 
     async def attach(self, session: str, since: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"session": session}

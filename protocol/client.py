@@ -18,7 +18,8 @@ exponential backoff and re-attaches every attached session with ``since`` = the 
 received, so the daemon replays what was missed, or announces the gap with ``session.lagged``.
 Calls made while disconnected wait for the reconnection (bound them with your own timeout);
 calls in flight when the connection dropped fail with ConnectionLost, since the client cannot
-know whether the daemon executed them (a ``session.send`` may then be repeated by the caller).
+know whether the daemon executed them, except ``send()``: it carries a message id and is repeated
+with it after the reconnection, so it completes exactly once (see :meth:`Client.send`).
 Besides the daemon's notifications, a reconnecting client's ``events()`` yields three
 client-local ones (never on the wire): ``client.disconnected {reason}``,
 ``client.reconnected {attempt}`` and ``client.reattach_failed {session, code, message}``.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,9 +42,10 @@ from typing import Any
 
 import trio
 
+from .acks import SendAck
 from .constants import PROTOCOL_VERSION, SOCKET_ENV
 from .constants import default_socket_path as _daemon_default_socket_path
-from .errors import ConnectionLost, DaemonUnreachable, RemoteError
+from .errors import SHUTTING_DOWN, ConnectionLost, DaemonUnreachable, RemoteError
 from .eventbuffer import EventBuffer
 from .framing import LineFramer, Oversize
 from .jsonrpc import (
@@ -129,9 +132,30 @@ class Client:
         result: dict[str, Any] = await self.call("session.open", {"session": session, "setup": setup})
         return result
 
-    async def send(self, session: str, message: dict[str, Any]) -> int:
-        result = await self.call("session.send", {"session": session, "message": message})
-        return int(result["seq"])
+    async def send(self, session: str, message: dict[str, Any], *, id: str | None = None) -> SendAck:
+        """Send one Gemini client message; return its ack (a :class:`SendAck`, an int: the seq).
+
+        Idempotent: every call carries a message id (``id``, or a fresh random one), which the
+        daemon de-duplicates durably. With ``reconnect=True``, a send whose connection drops
+        before its reply (the daemon restarted, even after kill -9) is repeated with the same id
+        once the client has reconnected, and a daemon that is shutting down is asked again after
+        the reconnection: the message reaches the session exactly once, and this returns its ack
+        (``duplicate`` if the daemon had accepted the first attempt). Bound the wait with your own
+        timeout. Without ``reconnect`` a drop raises ConnectionLost: call ``send`` again with the
+        same ``id`` to retry without a duplicate. ``ack.durable`` is False when the daemon could
+        not write the message's checkpoint: it is delivered, but not crash-safe (don't resend).
+        """
+        params = {"session": session, "message": message, "id": id or uuid.uuid4().hex}
+        while True:
+            try:
+                return SendAck.from_result(await self.call("session.send", params))
+            except ConnectionLost:
+                if not self.reconnect or self._closed:
+                    raise
+            except RemoteError as exc:
+                if exc.code != SHUTTING_DOWN or not self.reconnect or self._closed:
+                    raise
+                await trio.sleep(self._backoff[0])  # the connection closes soon: then wait for the next
 
     async def attach(self, session: str, since: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"session": session}
@@ -358,7 +382,10 @@ class Client:
                     task_status.started()
         finally:
             self._stream = None
-            self._connected = trio.Event()
+            # A fresh event only once the old one fired: callers waiting on an unset one (a
+            # reconnection that failed in its handshake) must be woken by the next success.
+            if self._connected.is_set():
+                self._connected = trio.Event()
             await trio.aclose_forcefully(stream)
         if isinstance(failure, RemoteError):
             self.connection_error = failure

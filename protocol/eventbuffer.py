@@ -5,8 +5,8 @@ carries the replies to its calls, so blocking it on a slow consumer of ``events(
 every call; an unbounded queue would let a stalled consumer eat the process's memory. So past
 ``max_events`` buffered events the buffer drops the new ones, remembers per session the range
 it dropped, and once the consumer has drained it to half, appends one
-``session.lagged {session, first, last}`` per session, exactly like the daemon does for a slow
-client. The consumer can fetch the range again with ``session.attach {since}``.
+``session.lagged {session, first, last, missed}`` per session (``missed``: how many events it
+dropped), exactly like the daemon does for a slow client. The consumer can fetch the range again with ``session.attach {since}``.
 
 It also keeps, per session, the last event seq received: the ``since`` of a re-attach after a
 reconnect, and the filter that drops a duplicate the daemon replays (at-least-once delivery).
@@ -28,7 +28,7 @@ class EventBuffer:
             raise ValueError("max_events must be >= 1")
         self.max_events = max_events
         self._items: collections.deque[Item] = collections.deque()
-        #: session -> [first, last] dropped while the buffer was full.
+        #: session -> [first, last, count] dropped while the buffer was full.
         self._lag: dict[str, list[int]] = {}
         #: session -> the last event seq received.
         self.last_seq: dict[str, int] = {}
@@ -55,9 +55,10 @@ class EventBuffer:
                 lag = self._lag.get(session)
                 if lag is not None:
                     lag[1] = seq
+                    lag[2] += 1
                     return False
                 if len(self._items) >= self.max_events:
-                    self._lag[session] = [seq, seq]
+                    self._lag[session] = [seq, seq, 1]
                     return False
         self._items.append((method, params))
         return True
@@ -69,7 +70,8 @@ class EventBuffer:
             return None
         item = self._items.popleft()
         if self._lag and len(self._items) <= self.max_events // 2:
-            for session, (first, last) in self._lag.items():
-                self._items.append(("session.lagged", {"session": session, "first": first, "last": last}))
+            for session, (first, last, missed) in self._lag.items():
+                self._items.append(("session.lagged", {"session": session, "first": first, "last": last,
+                                                       "missed": missed}))
             self._lag.clear()
         return item

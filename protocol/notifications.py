@@ -62,8 +62,15 @@ class SessionMessage:
 
     METHOD: ClassVar[str] = "session.message"
     message: dict[str, Any]
+    #: The frame belongs to a reply that started again from its beginning: it answers a message
+    #: that was replayed after a reconnect or a daemon restart, and that an earlier connection
+    #: had already sent (so an earlier reply to it may have been partly delivered: a voice client
+    #: should not speak its first half twice).
+    replayed: bool = False
 
     def to_params(self) -> dict[str, Any]:
+        if self.replayed:
+            return {"message": self.message, "replayed": True}
         return {"message": self.message}
 
 
@@ -93,11 +100,17 @@ class SessionStatus:
 
 @attrs.frozen
 class SessionLagged:
-    """Events ``first..last`` (inclusive) were not delivered to this client (no seq of its own)."""
+    """Events ``first..last`` (inclusive) were not delivered to this client (no seq of its own).
+
+    ``missed``: how many events of that range were published (after a daemon restart, seqs that
+    were reserved but never used are no events); None when that cannot be known (a kill -9 of the
+    daemon: the events published after its last checkpoint write are not counted anywhere).
+    """
 
     METHOD: ClassVar[str] = "session.lagged"
     first: int
     last: int
+    missed: int | None = None
 
     def to_params(self) -> dict[str, Any]:
         return _params(self)

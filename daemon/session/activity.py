@@ -86,6 +86,11 @@ class Replies:
     def reply_ended(self) -> None:
         self._answered += 1
 
+    def answering(self) -> int | None:
+        """The seq of the eliciting message the reply now streaming answers (replies come in
+        order), or None when none is owed."""
+        return self._eliciting[self._answered] if len(self._eliciting) > self._answered else None
+
     def awaiting(self) -> bool:
         """An eliciting message was written on this connection and its reply has not ended."""
         return len(self._eliciting) > self._answered

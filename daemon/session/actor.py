@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
@@ -40,7 +40,7 @@ from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
 from geminid.daemon.session.core import Conn, Failed, SessionCore
-from geminid.daemon.session.durability import Deferred, Durability, Waiter
+from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import (
     Effect,
     EndConnection,
@@ -57,21 +57,20 @@ from geminid.daemon.session.record import SessionRecord, fingerprint
 from geminid.daemon.session.relay import HANDLE_CHECKPOINT_DELAY as HANDLE_CHECKPOINT_DELAY
 from geminid.daemon.session.relay import UNSENT_HIGH as UNSENT_HIGH
 from geminid.daemon.session.relay import Relay, handle_tag
-from geminid.daemon.session.replay import Entry, ReplayBuffer
+from geminid.daemon.session.replay import ReplayBuffer
+from geminid.daemon.session.sendids import SentIds
+from geminid.daemon.session.sending import Sender
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State
 from geminid.daemon.upstream import Backoff, Dial, UpstreamLink
-from geminid.protocol.errors import (
-    NotDurable,
-    SessionFailed,
-)
+from geminid.protocol import live
 from geminid.protocol.notifications import (
     EndReason,
     SessionEnded,
 )
 
 
-class SessionActor(Relay):
+class SessionActor(Sender, Relay):
     def __init__(
         self,
         name: str,
@@ -105,6 +104,8 @@ class SessionActor(Relay):
             max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness
         )
         self.tools = ToolCalls()
+        #: Ids of idempotent sends (checkpointed with the messages, see sendids).
+        self.ids = SentIds()
         self.next_seq = 1
         self.durability = Durability(name, store, self.snapshot, self.log)
         self.reconnects = 0
@@ -131,6 +132,11 @@ class SessionActor(Relay):
         self._connected_once = False
         self._relay_scope: trio.CancelScope | None = None
         self._ended = trio.Event()
+        self._stopped_cleanly = False
+        #: The highest seq an earlier connection wrote, and the replayed eliciting messages.
+        self._sent_through = 0
+        self._replayed: set[int] = set()
+        self._in_replayed_reply = False
         if record is not None:
             self._restore(record)
 
@@ -195,77 +201,6 @@ class SessionActor(Relay):
             "last_seq": self.hub.last_seq,
             "restored": self.restored,
         }
-
-    async def submit(self, message: dict[str, Any]) -> int:
-        """Accept one client message. Returns its seq once acknowledged.
-
-        Turns, tool responses and context updates are acknowledged once durable (group-committed
-        with whatever else is being written); audio and other realtime input on enqueue. The
-        seq is assigned before the first await, so concurrent submits keep their call order.
-        """
-        outcome = self.submit_now(message)
-        return outcome if isinstance(outcome, int) else await outcome
-
-    def submit_now(self, message: dict[str, Any]) -> int | Awaitable[int]:
-        """Accept ``message`` synchronously: its seq when it is already acknowledged (audio and
-        other realtime input, the relay's hot path: no task, no await), else an awaitable that
-        yields the seq once it is durable. Errors are raised here, before anything is queued."""
-        entry, waiter = self._accept(message)
-        seq = entry.seq
-        if waiter is None and seq <= self.durability.seq_durable and not self._backlogged():
-            return seq
-        return Deferred(self._acknowledge, entry, waiter)
-
-    def _backlogged(self) -> bool:
-        """A client sends faster than the live link drains: slow its acks down (backpressure)
-        instead of letting the buffer grow until it evicts audio that was never sent. While
-        disconnected there is nothing to wait for; the byte bound and staleness apply."""
-        return self.state.connected and self.buffer.unsent > UNSENT_HIGH
-
-    def _accept(self, message: dict[str, Any]) -> tuple[Entry, Waiter | None]:
-        if self.state.terminal or self._closing:
-            raise SessionFailed(
-                f"session {self.name!r} is {self.state.value}"
-                + (f": {self.status_reason}" if self.status_reason else ""),
-                data={"status": self.state.value},
-            )
-        seq = self.next_seq
-        entry = self.core.accept(message, seq, trio.current_time())
-        self.next_seq += 1
-        waiter = None
-        if entry.kind.durable:
-            waiter = self.durability.commit(seq, partial(self._durable, entry), partial(self._not_durable, entry))
-        else:
-            self._wake_writer()
-        self._maybe_reserve()
-        return entry, waiter
-
-    async def _acknowledge(self, entry: Entry, waiter: Waiter | None) -> int:
-        seq = entry.seq
-        while self._backlogged():
-            if self._drained.is_set():
-                self._drained = trio.Event()  # one event shared by every waiting ack
-            await self._drained.wait()
-        await self.durability.acknowledged(seq, waiter)
-        if seq > self.durability.seq_durable:
-            try:
-                await self.durability.await_reservation(
-                    lambda: self.next_seq, lambda: self.hub.next_seq, refuse_seq=seq
-                )
-            except NotDurable:
-                self.buffer.discard_unsent(entry)  # not acknowledged: not sent either, if unsent
-                self.metrics.not_durable += 1
-                raise
-        return seq
-
-    def _durable(self, entry: Entry, gen: int) -> None:
-        entry.gen = gen  # released to the writer
-        self._wake_writer()
-
-    def _not_durable(self, entry: Entry) -> None:
-        if entry.gen < 0:
-            self.buffer.discard_unsent(entry)
-        self.metrics.not_durable += 1
 
     def touch(self) -> None:
         """A client opened or attached to the session: it is not idle (the inactivity timeout)."""
@@ -407,6 +342,7 @@ class SessionActor(Relay):
 
     async def _finish_stopped(self) -> None:
         self.log.info("session.stopped", handle=handle_tag(self.handle))
+        self._stopped_cleanly = True  # the last record: its event_last is the last event seq
         gen = self.durability.persist()
         await self.durability.wait_quietly(gen)
 
@@ -439,6 +375,27 @@ class SessionActor(Relay):
     def _wake_writer(self) -> None:
         self._wake.set()
 
+    def _mark_replays(self) -> None:
+        """A new connection: the eliciting messages an earlier connection (or, restored, the
+        previous daemon) may have sent, whose replies now start again from their beginning."""
+        if self.buffer.cursor:
+            self._sent_through = max(self._sent_through, list(self.buffer)[self.buffer.cursor - 1].seq)
+        self._replayed = {e.seq for e in self.buffer if e.elicits and e.seq <= self._sent_through}
+        self._in_replayed_reply = False
+
+    def _replaying_reply(self, msg: live.ServerMessage) -> bool:
+        """The server frame ``msg`` belongs to a reply to a replayed message (up to and with its
+        ``turnComplete``, which may come after the reply's end was counted)."""
+        if msg.kind != "serverContent" or not self._replayed:
+            return False
+        answering = self.buffer.replies.answering()
+        if answering is not None and answering in self._replayed:
+            self._in_replayed_reply = True
+        marked = self._in_replayed_reply
+        if msg.raw.get("serverContent", {}).get("turnComplete"):
+            self._in_replayed_reply = False
+        return marked
+
     # ------------------------------------------------------------------ checkpoint record --
 
     def snapshot(self) -> dict[str, Any]:
@@ -449,11 +406,13 @@ class SessionActor(Relay):
         return record
 
     def record(self) -> SessionRecord:
-        return self.core.record(
+        core = self.core.record(
             self.name, self.setup, created_at=self.created_at, seq_reserved=self.durability.seq_reserved,
             event_reserved=self.durability.event_reserved, reconnects=self.reconnects,
             failed=self.status_reason if self.state is State.FAILED else None,
         )
+        return attrs.evolve(core, ids=tuple(self.ids.items()), event_last=self.hub.last_seq,
+                            clean=self._stopped_cleanly)
 
     def _restore(self, record: dict[str, Any]) -> None:
         """Rebuild from a checkpoint record (already checksum-verified by the store).
@@ -466,6 +425,14 @@ class SessionActor(Relay):
         self.reconnects = r.reconnects
         # Continue strictly after everything that may have been handed out before the crash.
         self.next_seq = r.seq_reserved + 1
+        if self.hub.next_seq <= r.event_reserved:  # (a hub that lived on through a crash knows better)
+            self.hub.restored(r.event_last, r.event_reserved, clean=r.clean)
         self.hub.next_seq = max(self.hub.next_seq, r.event_reserved + 1)
+        self.ids.restore(r.ids)
+        # The previous daemon may have sent any of them before it died.
+        self._sent_through = max((p.seq for p in r.pending), default=0)
+        # The session has had no connection since its last one ended (before the restart).
+        if r.last_alive_at:
+            self.down_since = trio.current_time() - max(0.0, self.wall() - r.last_alive_at)
         self.durability.restored(self.next_seq - 1, self.hub.next_seq - 1)
         self._apply(self.core.restore(r, trio.current_time()))

@@ -1,12 +1,30 @@
 """Durability of one session: ack waiters, the commit, and the seq/event reservations.
 
-The only session code that calls :class:`~geminid.daemon.checkpoint.CheckpointStore`. Two
-promises rest on it:
+The only session code that calls :class:`~geminid.daemon.checkpoint.CheckpointStore`. The
+promises resting on it:
 
-- a turn, tool response or context update is acknowledged only once its checkpoint generation is
-  on disk (group-committed with whatever else is being written), and a message whose write failed
-  is neither acknowledged nor sent (a retry by the client must not produce a duplicate);
-- seqs and event seqs are reserved in blocks, durably, *before* they are handed out, so that a
+- **A turn is sent at once and acknowledged once durable.** A turn, tool response or context
+  update goes to the writer (the upstream) as soon as it is accepted; its checkpoint is written
+  in parallel (group-committed with whatever else is being written), and the client's ack waits
+  for that write. So a turn costs max(disk, network), not their sum.
+- **An acknowledged message survives kill -9 and is never duplicated**, even though it may reach
+  the server before it is on disk. Why a crash in that window is safe: a checkpoint is one
+  snapshot of the session taken on the loop when it is written, so it holds a message (pending, or
+  covered by the handle it holds) together with the message's client id (``params.id``, see
+  :mod:`geminid.daemon.session.sendids`) or neither. Take the last checkpoint written before the
+  kill, C. Every message accepted after C was sent after C was taken, so C's resumption handle,
+  received before C, cannot cover it: the restarted daemon resumes a conversation that never got
+  it. The message is in neither C's pending list nor C's id table, so a retry with the same id is
+  accepted and delivered once into that conversation. A message accepted before C is in C's id
+  table: a retry is answered with its original seq and not sent; the message itself is replayed
+  from C's pending list unless C's handle covers it (then the conversation already has it). Its
+  ack was never sent unless C (or a later write) held it, so no acknowledged message is missing
+  from a checkpoint.
+- **A message whose checkpoint write failed is still delivered, exactly once**, and acknowledged
+  with ``durable: false`` (:class:`~geminid.protocol.acks.SendAck`): it is in the send queue
+  already (perhaps sent), so refusing it would invite a resend, a duplicate. It would not survive
+  a kill -9 until a later write succeeds.
+- Seqs and event seqs are reserved in blocks, durably, *before* they are handed out, so that a
   restart after kill -9 never reuses a seq a client has seen (it continues after the block).
 """
 
@@ -127,40 +145,37 @@ class Durability:
 
     # -- acks ------------------------------------------------------------------------------
 
-    def commit(self, seq: int, on_durable: Callable[[int], None], on_failed: Callable[[], None]) -> Waiter:
-        """Checkpoint the message ``seq`` just accepted; its waiter is set once that is on disk.
-
-        ``on_durable(gen)`` releases the entry to the writer; ``on_failed()`` removes it if it was
-        not sent yet (and counts it).
-        """
+    def commit(self, seq: int) -> Waiter:
+        """Checkpoint the message ``seq`` just accepted (and already queued for the writer); its
+        waiter is set once that is on disk, or with :class:`NotDurable` if the write failed."""
         waiter = self.waiters[seq] = Waiter()
         gen = self.persist()
-        self._spawn(self._commit, seq, gen, waiter, on_durable, on_failed)
+        self._spawn(self._commit, seq, gen, waiter)
         return waiter
 
-    async def _commit(
-        self, seq: int, gen: int, waiter: Waiter, on_durable: Callable[[int], None], on_failed: Callable[[], None]
-    ) -> None:
+    async def _commit(self, seq: int, gen: int, waiter: Waiter) -> None:
         try:
             await self.store.wait_durable(self.name, gen)
         except CheckpointWriteError as exc:
-            # Not durable: not acknowledged, and not sent either.
-            on_failed()
+            # Not durable, but queued (perhaps sent) all the same: acknowledged ``durable: false``.
             waiter.error = NotDurable(
-                f"message not acknowledged: the checkpoint could not be written ({exc.message})",
+                f"message not durable: the checkpoint could not be written ({exc.message})",
                 data={"seq": seq},
             )
-        else:
-            on_durable(gen)
         waiter.done.set()
 
-    async def acknowledged(self, seq: int, waiter: Waiter | None) -> None:
-        """Wait for ``seq``'s commit (if durable) and for its seq reservation; raise its error."""
-        if waiter is not None:
-            await waiter.done.wait()
-            self.waiters.pop(seq, None)
-            if waiter.error is not None:
-                raise waiter.error
+    async def acknowledged(self, seq: int, waiter: Waiter | None) -> bool:
+        """Wait for ``seq``'s commit (if it has one). True if durable; False if the write failed;
+        raises if the session stopped first."""
+        if waiter is None:
+            return True
+        await waiter.done.wait()
+        self.waiters.pop(seq, None)
+        if isinstance(waiter.error, NotDurable):
+            return False
+        if waiter.error is not None:
+            raise waiter.error
+        return True
 
     def fail_waiters(self) -> None:
         """The actor stopped: release every ack still waiting, with an error."""

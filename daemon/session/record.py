@@ -9,7 +9,9 @@ Why a module of its own: the registry must decide whether a checksum-valid recor
 *before* it starts an actor for it (a record the actor cannot use would crash it on every restart,
 escalate, and take every other session down with it). :meth:`SessionRecord.from_dict` is that
 decision; the actor restores from the same object, so the pre-check and the restore cannot
-disagree. The keys read and written are exactly those of checkpoint version 1.
+disagree. The keys read and written are those of checkpoint version 1; ``ids``, ``event_last`` and
+``clean`` were added later, optional (a record without them reads as before, and an older
+daemon ignores them).
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ class SessionRecord:
     context_lost: str | None = None
     #: The reason of a failed session (None unless it failed).
     failed: str | None = None
+    #: Ids of the last idempotent sends with their seqs, oldest first (see session/sendids.py).
+    ids: tuple[tuple[str, int], ...] = ()
+    #: The last event seq published when this record was taken (events after it, up to
+    #: ``event_reserved``, were published only if the daemon died before its next write).
+    event_last: int = 0
+    #: Written by a clean stop (SIGTERM): then ``event_last`` is the last event seq, exactly.
+    clean: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -89,6 +98,9 @@ class SessionRecord:
             "reconnects": self.reconnects,
             "context_lost": self.context_lost,
             "failed": self.failed,
+            "ids": [[msg_id, seq] for msg_id, seq in self.ids],
+            "event_last": self.event_last,
+            "clean": self.clean,
         }
 
     @classmethod
@@ -115,6 +127,12 @@ class SessionRecord:
                 raise TypeError("checkpoint field 'pending' holds an entry without an int seq and a message")
             _, canonical = live.validate_client_message(item["message"])
             pending.append(PendingMessage(seq, canonical))
+        ids: list[tuple[str, int]] = []
+        for item in r.items("ids", list):
+            if (len(item) != 2 or not isinstance(item[0], str) or not isinstance(item[1], int)
+                    or isinstance(item[1], bool)):
+                raise TypeError("checkpoint field 'ids' holds an entry that is not [id, seq]")
+            ids.append((item[0], item[1]))
         transcript = r.items("transcript", dict)
         for turn in transcript:
             if not (isinstance(turn.get("role"), str) and isinstance(turn.get("text"), str)):
@@ -139,6 +157,9 @@ class SessionRecord:
             reconnects=r.get("reconnects", int) or 0,
             context_lost=r.get("context_lost", str),
             failed=failed if isinstance(failed, str) else None,
+            ids=tuple(ids),
+            event_last=r.get("event_last", int) or 0,
+            clean=record.get("clean") is True,
         )
 
     def pending_bytes(self) -> int:

@@ -111,6 +111,8 @@ class Relay:
         def _maybe_reserve(self, force: bool = False) -> None: ...
         async def _await_reservation(self) -> None: ...
         def _wake_writer(self) -> None: ...
+        def _mark_replays(self) -> None: ...
+        def _replaying_reply(self, msg: live.ServerMessage) -> bool: ...
 
     async def _life(self) -> None:
         while True:
@@ -185,7 +187,8 @@ class Relay:
             self._conn_scope = None
             self._conn = None
         if conn.live_at is not None:
-            self.down_since = trio.current_time()
+            if self.down_since is None:  # (set when the relay ended: the drop, not after the close)
+                self.down_since = trio.current_time()
             self.connected_since = None
         return ending
 
@@ -196,6 +199,7 @@ class Relay:
         self.log.info("upstream.connected", setup_ms=round(setup_s * 1000, 1), resume=conn.resumed)
         # "replayed" has one owner, the buffer's stats; the daemon-wide metric mirrors it.
         replaying = self._connected_once or self.restored
+        self._mark_replays()
         before = self.buffer.stats.replayed
         dropped = self.buffer.new_connection(now, replaying=replaying)
         self.metrics.replayed += self.buffer.stats.replayed - before
@@ -251,6 +255,7 @@ class Relay:
             return found
         finally:
             self._relay_scope = None
+            self.down_since = trio.current_time()  # downtime counts from the drop
             self.core.connection_closed(self.wall())
         if ending is None:
             ending = Ending(EndingKind.LOCAL, reason=conn.local_reason or "relay ended")
@@ -296,6 +301,7 @@ class Relay:
 
     async def _on_server_message(self, msg: live.ServerMessage, conn: Conn) -> None:
         kind = msg.kind
+        replayed = self._replaying_reply(msg)  # (before the frame may end the reply)
         if kind == "serverContent":
             self._on_server_content(msg, conn)
         elif kind == "toolCall":
@@ -314,7 +320,7 @@ class Relay:
             if self.hub.next_seq > self.durability.event_durable:
                 self._maybe_reserve(force=True)
                 await self._await_reservation()
-            self.hub.notify(SessionMessage(msg.raw))
+            self.hub.notify(SessionMessage(msg.raw, replayed=replayed))
             self._maybe_reserve()
         rotate = self.core.rotation()
         if rotate is not None:

@@ -25,6 +25,7 @@ from geminid.daemon.config import ServerConfig
 from geminid.daemon.events import EventHub, EventSink
 from geminid.daemon.server import serve_unix
 from geminid.daemon.service import Deferred, OpenResult, Subscription
+from geminid.protocol.acks import SendAck
 from geminid.protocol.client import Client, open_client
 from geminid.protocol.errors import SessionFailed, SetupMismatch, UnknownSession
 
@@ -46,6 +47,8 @@ class MemoryService:
         self.sessions: dict[str, _Session] = {}
         self.gates: dict[str, trio.Event] = {}
         self.fail_with: Exception | None = None
+        #: the params.id of every send, in arrival order (the clients send one each).
+        self.ids: list[str] = []
         self.started = time.monotonic()
 
     def hub(self, name: str) -> EventHub:
@@ -73,7 +76,9 @@ class MemoryService:
         s.hub.publish("session.status", {"status": "live", "context": "fresh"})
         return OpenResult(name, s.status, True, False, s.hub.last_seq)
 
-    async def send(self, name: str, message: dict[str, Any]) -> int:
+    async def send(self, name: str, message: dict[str, Any], msg_id: str | None = None) -> int:
+        if msg_id is not None:
+            self.ids.append(msg_id)
         if self.fail_with is not None:
             raise self.fail_with
         s = self._get(name)
@@ -102,8 +107,11 @@ class MemoryService:
                 s.hub.publish("session.message", {"message": m})
         return seq
 
-    def send_now(self, name: str, message: dict[str, Any]) -> Any:
-        return Deferred(self.send, name, message)
+    def send_now(self, name: str, message: dict[str, Any], msg_id: str | None = None) -> Any:
+        return Deferred(self._acked, name, message, msg_id)
+
+    async def _acked(self, name: str, message: dict[str, Any], msg_id: str | None) -> SendAck:
+        return SendAck(await self.send(name, message, msg_id))
 
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         s = self._get(name)

@@ -130,7 +130,7 @@ async def test_reconnect_reattaches_since_the_last_seq(daemon):
             trio_side(daemon.start)
             evs = await take(c, 18)
             assert evs[0][0] == "client.reconnected"
-            assert evs[1] == ("session.lagged", {"session": "s", "first": 7, "last": 30})
+            assert evs[1] == ("session.lagged", {"session": "s", "first": 7, "last": 30, "missed": 24})
             assert [p["seq"] for _, p in evs[2:]] == list(range(31, 47))
             # A session that vanished during the outage is reported.
             trio_side(daemon.stop)
@@ -173,7 +173,7 @@ async def test_the_buffer_is_bounded_and_says_what_it_dropped(daemon):
 
     evs = await in_asyncio(main)
     assert [p["seq"] for _, p in evs[:10]] == list(range(2, 12))
-    assert evs[10] == ("session.lagged", {"session": "s", "first": 12, "last": 51})
+    assert evs[10] == ("session.lagged", {"session": "s", "first": 12, "last": 51, "missed": 40})
 
 
 async def test_it_gives_up_with_an_exception(daemon):
@@ -194,3 +194,31 @@ async def test_it_gives_up_with_an_exception(daemon):
 
     a, b = await in_asyncio(main)
     assert a == b and a.startswith("gave up reconnecting to ")
+
+
+async def test_a_send_in_flight_when_the_daemon_dies_is_repeated_with_its_id(daemon):
+    """Issue #11 point 6: the asyncio client repeats the send with the same id after the
+    reconnection instead of raising ConnectionLost (the daemon de-duplicates by that id)."""
+    service = daemon.service
+
+    async def main() -> int:
+        async with await AioClient.connect(
+            daemon.cfg.socket_path, reconnect=True, backoff_initial=0.01, backoff_cap=0.05
+        ) as c:
+            await c.open("s", {})
+            service.gates["s"] = trio_side(_event)  # the ack will not come on this connection
+            task = asyncio.ensure_future(c.send("s", {"x": 1}))
+            while not service.ids:
+                await asyncio.sleep(0.01)
+            trio_side(daemon.stop)  # the connection drops with the send in flight
+            del service.gates["s"]
+            trio_side(daemon.start)
+            return int(await task)
+
+    seq = await in_asyncio(main)
+    assert len(service.ids) == 2 and service.ids[0] == service.ids[1]
+    assert seq == 2  # (the memory service gives the repeat a seq of its own: it keeps no table)
+
+
+async def _event() -> trio.Event:
+    return trio.Event()

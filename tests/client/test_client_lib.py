@@ -77,7 +77,7 @@ async def test_reconnect_reattaches_since_last_seq(sockdir, nursery):
         scope = await start()
         evs = await collect(c, 18, timeout=10)
         assert evs[0][0] == "client.reconnected"
-        assert evs[1] == ("session.lagged", {"session": "s", "first": 7, "last": 30})
+        assert evs[1] == ("session.lagged", {"session": "s", "first": 7, "last": 30, "missed": 24})
         assert [p["seq"] for _, p in evs[2:]] == list(range(31, 47))
         # a session that vanished during the outage is reported
         scope.cancel()
@@ -99,7 +99,7 @@ async def test_client_side_buffer_bound_yields_lagged(server, service):
         await c.status()  # round trip: every event is now at the client
         evs = await collect(c, 11)
         assert [p["seq"] for _, p in evs[:10]] == list(range(2, 12))
-        assert evs[10] == ("session.lagged", {"session": "s", "first": 12, "last": 51})
+        assert evs[10] == ("session.lagged", {"session": "s", "first": 12, "last": 51, "missed": 40})
 
 
 async def test_asyncio_client(server, service):

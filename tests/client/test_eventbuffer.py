@@ -36,8 +36,8 @@ def test_overflow_becomes_one_lagged_per_session_after_draining_to_half():
     out = drain(buf)
     assert out[:4] == [msg(1), msg(2), msg(3), msg(4)]
     assert sorted(out[4:], key=lambda i: i[1]["session"]) == [
-        ("session.lagged", {"session": "s", "first": 5, "last": 9}),
-        ("session.lagged", {"session": "t", "first": 5, "last": 5}),
+        ("session.lagged", {"session": "s", "first": 5, "last": 9, "missed": 5}),
+        ("session.lagged", {"session": "t", "first": 5, "last": 5, "missed": 1}),
     ]
 
 

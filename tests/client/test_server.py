@@ -71,9 +71,9 @@ async def test_every_method_and_notification(server, connect, traffic):
         for i in range(100):
             svc.publish("big", "session.message", {"message": {"i": i}})
         a = await c.attach("big", since=3)
-        assert a["gap"] == {"first": 4, "last": 37} and a["backlog"] == 64
+        assert a["gap"] == {"first": 4, "last": 37, "missed": 34} and a["backlog"] == 64
         evs = await collect(c, 65)
-        assert evs[0] == ("session.lagged", {"session": "big", "first": 4, "last": 37})
+        assert evs[0] == ("session.lagged", {"session": "big", "first": 4, "last": 37, "missed": 34})
         assert [p["seq"] for _, p in evs[1:]] == list(range(38, 102))
     assert {"session.lagged.params", "session.ended.params", "session.attach.result",
             "rpc.hello.result", "daemon.status.result", "session.list.result"} <= traffic.seen

@@ -18,7 +18,7 @@ PUBLIC: dict[str, list[str]] = {
     "geminid.protocol": [
         "PROTOCOL_VERSION", "AioClient", "BufferFull", "Client", "ConnectionLost",
         "DaemonUnreachable", "FrameError", "GeminidError", "LiveMessageError", "NotDurable",
-        "RemoteError", "RpcError", "SessionError", "SessionFailed", "SetupMismatch",
+        "RemoteError", "RpcError", "SendAck", "SessionError", "SessionFailed", "SetupMismatch",
         "ShuttingDown", "ToolCallLost", "UnknownSession", "constants", "default_socket_path",
         "errors", "framing", "jsonrpc", "live", "open_client", "valid_session_name",
     ],

@@ -137,11 +137,12 @@ async def test_model_switch_on_resume_is_impossible(state_dir):
         assert Fault  # noqa: B018 - imported for symmetry with other scenario files
 
 
-async def test_full_disk_refuses_the_ack_and_never_sends_the_turn(state_dir):
+async def test_a_turn_whose_checkpoint_failed_is_delivered_once_and_acked_not_durable(state_dir):
+    """Issue #13 point 1: the turn went upstream at once; its write failed. Refusing it would
+    invite a resend (a duplicate), so it is acknowledged ``durable: false`` and delivered once."""
     import errno
 
     from geminid.daemon.checkpoint import BatchResult, write_batch
-    from geminid.protocol.errors import NotDurable
 
     full = [False]
 
@@ -156,16 +157,14 @@ async def test_full_disk_refuses_the_ack_and_never_sends_the_turn(state_dir):
         rec = await core.open()
         await rec.wait(lambda r: "live" in r.statuses())
         full[0] = True
-        with pytest.raises(NotDurable) as info:
-            await core.say("s", "lost to a full disk")
-        assert "No space left" in info.value.message
-        await trio.sleep(0.2)
-        # Not acknowledged, so not sent either: a retry by the client cannot duplicate it.
-        assert conversation_turns(core.fake) in ([], [[]])
-        full[0] = False
-        await core.say("s", "disk has room again")
+        ack = await core.say("s", "sent to a full disk")
+        assert ack.durable is False and ack.duplicate is False
         await rec.wait(lambda r: r.turn_ends() == 1)
-        assert conversation_turns(core.fake) == [["disk has room again"]]
+        full[0] = False
+        ack2 = await core.say("s", "disk has room again")
+        assert ack2.durable is True and ack2 == ack + 1
+        await rec.wait(lambda r: r.turn_ends() == 2)
+        assert conversation_turns(core.fake) == [["sent to a full disk", "disk has room again"]]
         assert core.metrics.not_durable == 1
 
 

@@ -12,7 +12,7 @@ from geminid.protocol import live
 SETUP = live.setup("gemini-3.8-live", response_modalities=["AUDIO"])["setup"]
 KEYS = ["version", "session", "setup", "fingerprint", "handle", "handle_issued_at", "last_alive_at",
         "created_at", "seq_reserved", "event_reserved", "pending", "pending_tools", "lost_tools",
-        "transcript", "reconnects", "context_lost", "failed"]
+        "transcript", "reconnects", "context_lost", "failed", "ids", "event_last", "clean"]
 
 texts = st.text(alphabet="abcxyz \u00e9", min_size=1, max_size=8)
 records = st.builds(
@@ -34,6 +34,9 @@ records = st.builds(
     reconnects=st.integers(0, 99),
     context_lost=st.none() | texts,
     failed=st.none() | texts,
+    ids=st.lists(st.tuples(texts, st.integers(1, 2**40)), max_size=3).map(tuple),
+    event_last=st.integers(0, 2**40),
+    clean=st.booleans(),
 )
 
 

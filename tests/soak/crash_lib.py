@@ -24,7 +24,11 @@ K3  every turn whose ``session.send`` returned ``{seq}`` is in the conversation 
     order; a turn sent but not acked before a kill is there at most once;
 K4  every client saw contiguous event seqs or a ``session.lagged`` covering each gap;
 K5  the sentinel key appears in no daemon log and no file of the state dir;
-K6  every start reached READY=1; the final SIGTERM exits 0; no error-level log line.
+K6  every start reached READY=1; the final SIGTERM exits 0; no error-level log line;
+K7  exactly-once through the idempotent send: every ``send()`` returned an ack (the client repeats
+    a send cut off by a daemon kill with its message id; a driver whose client "dies" mid-send,
+    ``CLIENT_KILL_RATE`` of the turns, cuts its socket and repeats the send with the id it kept),
+    and K3 then finds each of those turns in the conversation exactly once.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ from geminid.daemon.fake import FakeOptions, FakeUpstream, text_catalogue
 from geminid.protocol import live
 from geminid.protocol.client import ConnectionLost, RemoteError, open_client
 
+#: The share of turns whose client dies mid-send (the send is then repeated with its id).
+CLIENT_KILL_RATE = 0.15
 _SCRUB_PREFIXES = ("GEMINID_", "GEMINI_", "NOTIFY_SOCKET", "LISTEN_", "WATCHDOG_",
                    "CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY",
                    "CONFIGURATION_DIRECTORY", "INVOCATION_ID")
@@ -226,6 +232,7 @@ class CrashDriver:
         self.killer, self.rng = killer, rng
         self.n = 0
         self.stop = False
+        self.client_kills = 0
 
     async def turn(self, final: bool = False, timeout: float = 5.0) -> None:
         self.n += 1
@@ -236,9 +243,15 @@ class CrashDriver:
         self.log.sent.append(sent)
         mark = len(self.view.text)
         self.killer.sending()
+        message = live.client_content(text)
+        msg_id = f"{tok}-{self.rng.randrange(16**8):08x}"  # the idempotent send's id
         try:
             with trio.fail_after(60):
-                sent.seq = await self.sc.client.send(self.session, live.client_content(text))
+                if self.rng.random() < CLIENT_KILL_RATE:
+                    await self._client_dies_mid_send(message, msg_id)
+                # The client repeats a send cut off by a daemon kill by itself (same id); after a
+                # client death the caller repeats it with the id it kept, like a restarted app.
+                sent.seq = await self.sc.client.send(self.session, message, id=msg_id)
         except (ConnectionLost, RemoteError, trio.TooSlowError) as exc:
             sent.error = f"{type(exc).__name__}: {exc}"
             await trio.sleep(0.05)
@@ -246,6 +259,17 @@ class CrashDriver:
         sent.t_ack = trio.current_time()
         if not await self.view.wait_for(lambda: tok in self.view.text[mark:], timeout):
             self.log.reply_timeouts += 1
+
+    async def _client_dies_mid_send(self, message: dict, msg_id: str) -> None:
+        """The client process dies 0-5 ms into a send: its call is abandoned and its connection
+        cut (the reconnecting client comes back as a new incarnation would)."""
+        self.client_kills += 1
+        with trio.move_on_after(self.rng.uniform(0, 0.005)):
+            await self.sc.client.send(self.session, message, id=msg_id)
+            return  # acked before it could die: the repeat below is a duplicate, answered so
+        stream = self.sc.client._stream  # (test code: the socket the dead process held)
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
 
     async def run(self) -> None:
         while not self.stop:
@@ -385,6 +409,7 @@ async def _loop(params, rng, fake, daemon, names, logs, violations) -> dict[str,
     for d in drivers:
         report.setdefault("reply_timeouts", 0)
         report["reply_timeouts"] += d.log.reply_timeouts
+    report["client_kills"] = sum(d.client_kills for d in drivers)
     report["views"] = views
     report["clients"] = clients
     report["kill_points"] = dict(killer.counts)
@@ -482,6 +507,9 @@ def check(fake, daemon: Daemon, names, logs, key: str, violations: list[str],
         for s in logs[name].sent:
             if s.error:
                 totals["send_errors"] += 1
+                # K7: send() is idempotent and retries across daemon restarts by itself (and the
+                # driver repeats it with its id after a client death): it never fails here.
+                violations.append(f"K7 {name}: send() of turn #{s.n} failed instead of retrying: {s.error}")
     report.update({
         "turns_acked": totals["acked"],
         "turns_unacked_at_kill": totals["unacked"],
@@ -491,6 +519,7 @@ def check(fake, daemon: Daemon, names, logs, key: str, violations: list[str],
         "connections_resumed": totals["conn_resumed"],
         "rollbacks_on_fake": totals["rollbacks"],
         "lagged_notices": totals["lagged"],
+        "send_errors": totals["send_errors"],
         "client_disconnects": sum(c.disconnects for c in clients),
         "log_levels": dict(levels),
     })

@@ -22,6 +22,7 @@ async def test_crash_loop(tmp_path):
     assert not result.violations, result.text()
     assert result.report["kills"] == params.kills
     assert result.report["turns_acked"] > params.kills
+    assert result.report["client_kills"] > 0 and result.report["send_errors"] == 0
 
 
 async def test_crash_loop_catches_a_broken_build(tmp_path):
