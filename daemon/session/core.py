@@ -225,10 +225,8 @@ class SessionCore:
         self.activity.touch(now)
         interrupting_end = False  # an audioStreamEnd/activityEnd closing an utterance
         _tool_bookkeeping(self.tools, entry, self._model)
-        if rkind is Kind.TURN:
-            text = content_text(canonical["clientContent"].get("turns", []))
-            if text:
-                self.transcript.append({"role": "user", "text": text})
+        if text := user_text(canonical):
+            self.transcript.append({"role": "user", "text": text})
         if rkind is Kind.AUDIO:
             self._audio_since_turn = True
         elif elicits:
@@ -539,6 +537,15 @@ def interrupts(canonical: dict[str, Any]) -> bool:
         return True
     body = canonical.get("realtimeInput") or {}
     return "text" in body or "activityStart" in body
+
+
+def user_text(canonical: dict[str, Any]) -> str:
+    """What the user said in a client message, for the transcript: a turn's text parts, or
+    realtime text (how 3.1 takes the conversation after its initial history)."""
+    if "clientContent" in canonical:
+        return content_text(canonical["clientContent"].get("turns", []))
+    text = (canonical.get("realtimeInput") or {}).get("text")
+    return text if isinstance(text, str) else ""
 
 
 def content_text(turns: list[dict[str, Any]]) -> str:
