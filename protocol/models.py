@@ -102,3 +102,9 @@ def declared_behaviors(tools: Any, rules: ModelRules) -> dict[str, str]:
                 behavior = rules.default_behavior
             out[decl["name"]] = behavior
     return out
+
+
+def setup_warnings(setup: Mapping[str, Any]) -> tuple[str, ...]:
+    """Warnings about a setup that the daemon forwards anyway (the server has the last word)."""
+    warning = retired_warning(str(setup.get("model") or ""))
+    return (warning,) if warning else ()
