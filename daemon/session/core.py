@@ -217,7 +217,7 @@ class SessionCore:
             )
         rkind, elicits = classify_message(kind, canonical)
         if rkind is Kind.TOOL_RESPONSE:
-            self.tools.check_response(response_ids(canonical))
+            self.tools.check_responses(canonical["toolResponse"].get("functionResponses", []), self._model)
         entry = Entry(seq, rkind, canonical, live.encode(canonical), now, elicits, gen=-1 if rkind.durable else 0)
         if rkind is Kind.AUDIO:
             self.buffer.drop_sent_stale_audio(now)

@@ -25,6 +25,7 @@ says why, instead of reaching the server, which closes the connection with 1007.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -111,8 +112,8 @@ class ToolCalls:
                 raise ToolCallLost(
                     f"tool call {call_id!r} was lost when the connection was resumed; the model "
                     "will ask again (see session.tool_call_lost), or send the result as text "
-                    "(session.send with late_tool_result)",
-                    data={"id": call_id},
+                    "(the error's data.as_text)",
+                    data={"id": call_id, "lost": "reconnect"},
                 )
             if call_id in self.cancelled:
                 raise ToolCallLost(
@@ -123,6 +124,19 @@ class ToolCalls:
             if call_id in self.answered:
                 raise LiveMessageError(f"tool call {call_id!r} was already answered", path=_PATH)
             raise LiveMessageError(f"no pending tool call has id {call_id!r}", path=_PATH)
+
+    def check_responses(self, responses: list[Mapping[str, Any]], model: str) -> None:
+        """:meth:`check_response` for a toolResponse's ``functionResponses``. A response to a
+        call lost to a reconnect is refused with ``data.as_text``: the same result as a
+        conversation message the client may send instead (:func:`late_result_message`; the
+        resumed server would not act on a response to a call it did not issue)."""
+        try:
+            self.check_response(r.get("id") for r in responses)
+        except ToolCallLost as exc:
+            if exc.data.get("lost") != "reconnect":
+                raise
+            lost = [r for r in responses if r.get("id") in self.lost]
+            raise ToolCallLost(exc.message, data={**exc.data, "as_text": late_result_message(lost, model)}) from None
 
     def responded(self, responses: Iterable[Mapping[str, Any] | str]) -> tuple[int, bool]:
         """The client's ``functionResponses`` were accepted. Returns how many replies they
@@ -165,6 +179,20 @@ class ToolCalls:
     def restore(self, pending: Iterable[str], lost: Iterable[str]) -> None:
         self.pending = set(pending)
         self.lost.extend(lost)
+
+
+def late_result_message(responses: Iterable[Mapping[str, Any]], model: str) -> dict[str, Any]:
+    """Late tool results as conversation text (pipecat PR #5497's workaround): a user turn on
+    models that take ``clientContent`` mid-session, realtime text on 3.1."""
+    lines = [
+        f"(The result of the earlier call {r.get('name') or '?'} (id {r.get('id')}), which was "
+        f"interrupted by a reconnect: {json.dumps(r.get('response'), sort_keys=True, ensure_ascii=False)})"
+        for r in responses
+    ]
+    text = "\n".join(lines)
+    if models.rules_for(model).initial_history_only:
+        return {"realtimeInput": {"text": text}}
+    return {"clientContent": {"turns": [{"role": "user", "parts": [{"text": text}]}], "turnComplete": True}}
 
 
 def _as_call(item: Mapping[str, Any] | str) -> Mapping[str, Any]:

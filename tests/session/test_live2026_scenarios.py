@@ -19,6 +19,7 @@ from geminid.daemon.config import SessionConfig, UpstreamConfig
 from geminid.daemon.fake import FakeOptions, Fault
 from geminid.daemon.fake.catalogue import catalogue_2026
 from geminid.protocol import live
+from geminid.protocol.errors import ToolCallLost
 
 EXT_SETUP = live.setup(
     "gemini-3.8-live-extended-thinking",
@@ -263,3 +264,25 @@ async def test_refused_modality_1007_fails_at_once(state_dir, autojump_clock):
         await rec.wait(lambda r: "failed" in r.statuses(), timeout=600)
         assert core.fake.dials == 1
 
+
+
+# -- a call lost to a reconnect: the late result as conversation text -----------------------------
+
+
+async def test_a_lost_calls_late_result_can_be_delivered_as_text(state_dir):
+    async with open_core(state_dir) as core:
+        rec = await core.open(setup=ASYNC_TOOL_SETUP)
+        await core.say("s", "weather in Oslo please")
+        await rec.wait(lambda r: any("toolCall" in m for m in r.messages()))
+        call = first_call(rec)
+        await core.fake.drop_all()
+        await rec.wait(lambda r: r.of("session.tool_call_lost"))
+        with pytest.raises(ToolCallLost) as lost:
+            await core.registry.send("s", respond(call, {"temp": "-4C"}))
+        as_text = lost.value.data["as_text"]
+        assert as_text["clientContent"]["turnComplete"] is True
+        await core.registry.send("s", as_text)
+        await rec.wait(lambda r: any('"-4C"' in t for t in conversation_turns(core.fake)[-1]))
+        text = next(t for t in conversation_turns(core.fake)[-1] if '"-4C"' in t)
+        assert call["id"] in text and "get_weather" in text
+        assert "failed" not in rec.statuses()
