@@ -782,4 +782,29 @@ def check_config_main(args: argparse.Namespace) -> int:
         return 2
     sys.stdout.write(render_config(cfg))
     sys.stdout.flush()
+    for warning in saved_session_warnings(cfg.state_dir):
+        print(f"geminid: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def saved_session_warnings(state_dir: Path) -> list[str]:
+    """Warnings about the sessions checkpointed in ``state_dir`` (the daemon restores them at
+    start): a setup naming a retired model (:mod:`geminid.protocol.models`). Read only."""
+    from geminid.daemon.checkpoint import SUFFIX, decode_record
+    from geminid.daemon.errors import CheckpointCorrupt
+    from geminid.protocol.models import setup_warnings
+
+    out: list[str] = []
+    try:
+        paths = sorted(state_dir.glob(f"*{SUFFIX}"))
+    except OSError:
+        return out
+    for path in paths:
+        name = path.name[: -len(SUFFIX)]
+        try:
+            setup = decode_record(path.read_bytes(), name).get("setup")
+        except (OSError, CheckpointCorrupt):
+            continue
+        if isinstance(setup, dict):
+            out.extend(f"session {name!r}: {w}" for w in setup_warnings(setup))
+    return out

@@ -40,6 +40,7 @@ from geminid.protocol.errors import (
     ShuttingDown,
     UnknownSession,
 )
+from geminid.protocol.models import setup_warnings
 from geminid.protocol.notifications import EndReason, SessionEnded
 
 log = structlog.get_logger("geminid.registry")
@@ -254,11 +255,16 @@ class SessionRegistry:
                 await self._start(slot)
             if actor is not None and actor.state is not State.CLOSED:
                 actor.touch()
-                return OpenResult(name, self.actor(name).state.value, False, slot.restored, slot.hub.last_seq)
+                return OpenResult(
+                    name, self.actor(name).state.value, False, slot.restored, slot.hub.last_seq, setup_warnings(body)
+                )
         slot = self._new_slot(name, body, None, restored=False)
         await self._start(slot)
         log.info("session.opened", session=name, model=body.get("model"), fingerprint=fp)
-        return OpenResult(name, self.actor(name).state.value, True, False, slot.hub.last_seq)
+        warnings = setup_warnings(body)
+        for warning in warnings:
+            log.warning("session.setup_warning", session=name, warning=warning)
+        return OpenResult(name, self.actor(name).state.value, True, False, slot.hub.last_seq, warnings)
 
     async def send(self, name: str, message: dict[str, Any], msg_id: str | None = None) -> SendAck:
         outcome = self.send_now(name, message, msg_id)

@@ -285,6 +285,7 @@ class Dispatcher:
                     "created": r.created,
                     "restored": r.restored,
                     "last_seq": r.last_seq,
+                    **({"warnings": list(r.warnings)} if r.warnings else {}),
                 }
             )
 

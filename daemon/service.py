@@ -26,6 +26,8 @@ class OpenResult:
     #: True when the session was restored from a checkpoint at daemon start.
     restored: bool
     last_seq: int
+    #: Things the client should know about its setup (a retired model), for the reply.
+    warnings: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -23,6 +23,8 @@ import enum
 
 import attrs
 
+from geminid.protocol import models
+
 
 class ToolMode(enum.Enum):
     """Which ``behavior`` a model's function declarations may carry."""
@@ -114,8 +116,9 @@ GEMINI_2_5_NATIVE_AUDIO = ModelSpec(
     interaction_status=False,
     interim_transcription=False,
 )
-#: Shut down 2025-12-09 (GEMINI_LIVE_2026.md §1): closed 1008 like an unknown id.
-RETIRED = ("gemini-2.0-flash-live-001", "gemini-live-2.5-flash-preview")
+#: Shut down 2025-12-09 (GEMINI_LIVE_2026.md §1): closed 1008 like an unknown id. One owner,
+#: shared with the daemon's warnings (geminid.protocol.models).
+RETIRED = models.RETIRED
 #: The fake before the catalogue: any id, TEXT by default, blocking tools, no interactionStatus.
 LEGACY = ModelSpec(
     name="(legacy)",

@@ -38,7 +38,8 @@ class ReplyFacts:
 
     #: The model started producing (content, or a tool call): the server is now mid-reply.
     started: bool = False
-    #: The reply ended here (the transcript flushes, the tool round trip closes).
+    #: The reply (the model's interaction) ended here: the transcript flushes, the tool round
+    #: trip closes, the session may be quiet.
     boundary: bool = False
     #: ...and that end answers the oldest unanswered eliciting message (counted for coverage).
     answers: bool = False
@@ -47,18 +48,31 @@ class ReplyFacts:
 def reply_facts(msg: live.ServerMessage, *, in_response: bool) -> ReplyFacts:
     """Read ``msg`` for the reply model. The only function that decides what ends a reply.
 
-    A turn boundary is any of turnComplete, generationComplete or interrupted (some models never
-    send turnComplete). It answers an eliciting message if a reply was in progress, or if it is
-    an interruption (the server's way to end a reply it had not started streaming yet).
+    A reply (the model's *interaction*) ends:
+
+    - at ``turnComplete`` with ``interactionStatus: IDLE`` (``REQUIRES_ACTION`` is its
+      deprecated alias), or at a ``turnComplete`` with no (or an unknown) status, for models
+      that send none; a ``turnComplete`` with ``IN_PROGRESS`` (an extended-thinking filler,
+      background reasoning, an asynchronous call still running) is **not** an end: the server
+      is still mid-interaction, so the session is not quiet and the filler answers nothing;
+    - at ``interrupted`` (the server's way to end a reply, even one it had not started
+      streaming yet): it answers the message it was replying to.
+
+    ``generationComplete`` is the end of one utterance, always followed by ``turnComplete``
+    (GEMINI_LIVE.md §2), so it ends nothing; ``waitingForInput: true`` (the model waits for the
+    user to go on) is not a turn end either.
     """
     if msg.kind == "toolCall":
         return ReplyFacts(started=True)
     if msg.kind != "serverContent":
         return ReplyFacts()
     producing = bool(msg.content.get("modelTurn") or msg.text or msg.output_transcription or msg.audio_chunks)
-    if msg.turn_boundary:
-        return ReplyFacts(started=producing and not in_response, boundary=True,
-                          answers=in_response or producing or msg.interrupted)
+    if msg.interrupted:
+        return ReplyFacts(boundary=True, answers=True)
+    if msg.turn_complete:
+        if msg.interaction_status is live.InteractionStatus.IN_PROGRESS:
+            return ReplyFacts(started=not in_response)  # mid-interaction, whatever came before
+        return ReplyFacts(boundary=True, answers=in_response or producing)
     return ReplyFacts(started=producing and not in_response)
 
 
@@ -67,24 +81,37 @@ class Replies:
 
     Coverage on the Developer API rests on this count: the server issues ``resumable: true``
     handles only at quiet points, so a handle covers every message up to the last eliciting
-    message whose reply has ended on this connection.
+    message whose reply has ended on this connection. Besides the client's turns, a response to
+    a NON_BLOCKING call that is not SILENT elicits a reply of its own when it is written while
+    the model is idle (written mid-interaction, its result is spoken within that interaction).
+    A reply that ends with no eliciting message left unanswered (the model spoke on its own) is
+    not counted: an over-count would let a handle trim a turn it does not cover.
     """
 
     def __init__(self) -> None:
         self._eliciting: collections.deque[int] = collections.deque()  # unanswered, in order
         self._answered = 0  # replies ended on this connection not yet matched to a handle
+        #: The model is mid-interaction (set by the activity model).
+        self.interaction_open = False
 
     def reset(self) -> None:
         """A new connection: nothing written on it yet, nothing answered."""
         self._eliciting.clear()
         self._answered = 0
+        self.interaction_open = False
 
     def sent(self, seq: int) -> None:
         """An eliciting message was written on this connection."""
         self._eliciting.append(seq)
 
+    def sent_tool_response(self, seq: int, replies: int) -> None:
+        """A tool response eliciting ``replies`` replies was written (see the class docstring)."""
+        if not self.interaction_open:
+            self._eliciting.extend([seq] * replies)
+
     def reply_ended(self) -> None:
-        self._answered += 1
+        if self._answered < len(self._eliciting):
+            self._answered += 1
 
     def answering(self) -> int | None:
         """The seq of the eliciting message the reply now streaming answers (replies come in
@@ -141,12 +168,14 @@ class Activity:
     def connection_opened(self, now: float) -> None:
         self.connected = True
         self.in_response = False
+        self.replies.interaction_open = False
         self.last_frame_at = now
         self.asked_at = 0.0
 
     def connection_closed(self) -> None:
         self.connected = False
         self.in_response = False
+        self.replies.interaction_open = False
 
     def frame_received(self, now: float) -> None:
         self.last_frame_at = now
@@ -167,6 +196,7 @@ class Activity:
             if facts.answers:
                 self.replies.reply_ended()
             self.in_response = False
+        self.replies.interaction_open = self.in_response
         return facts
 
     # -- questions -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from geminid.daemon.config import SessionConfig
+from geminid.daemon.session import reseed
 from geminid.daemon.session.activity import Activity, ReplyFacts
 from geminid.daemon.session.effects import (
     Effect,
@@ -38,12 +39,13 @@ from geminid.daemon.session.effects import (
 )
 from geminid.daemon.session.record import PendingMessage, SessionRecord
 from geminid.daemon.session.replay import Entry, Kind, classify_message
+from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State, transition
 
 # The pure upstream modules only (no link, no transport): see tests/session/test_layering_core.py.
 from geminid.daemon.upstream.backoff import Backoff, BackoffPolicy
 from geminid.daemon.upstream.classify import Action, Context, Verdict, classify
-from geminid.daemon.upstream.diagnose import DialHistory
+from geminid.daemon.upstream.diagnose import DialHistory, SetupHistory
 from geminid.daemon.upstream.endings import Ending, EndingKind
 from geminid.protocol import live
 from geminid.protocol.errors import LiveMessageError
@@ -68,6 +70,8 @@ class Conn:
     #: Set when we decided to end it ourselves (rotation, close, shutdown): the reason's text.
     local_reason: str | None = None
     first_usage_checked: bool = False
+    #: Some serverContent or toolCall arrived on this connection.
+    content_seen: bool = False
 
 
 @attrs.frozen
@@ -148,6 +152,9 @@ class SessionCore:
         self.transcript: collections.deque[dict[str, Any]] = collections.deque(maxlen=session.transcript_tail)
         self._model_text: list[str] = []
         self._audio_since_turn = False
+        self._model = ""
+        self._seed_setup: dict[str, Any] = {}
+        self.setup_history = SetupHistory()
 
     # -- the state machine ---------------------------------------------------------------
 
@@ -210,34 +217,31 @@ class SessionCore:
             )
         rkind, elicits = classify_message(kind, canonical)
         if rkind is Kind.TOOL_RESPONSE:
-            self.tools.check_response(response_ids(canonical))
+            self.tools.check_responses(canonical["toolResponse"].get("functionResponses", []), self._model)
         entry = Entry(seq, rkind, canonical, live.encode(canonical), now, elicits, gen=-1 if rkind.durable else 0)
         if rkind is Kind.AUDIO:
             self.buffer.drop_sent_stale_audio(now)
         self.buffer.append(entry)  # may raise BufferFull (nothing consumed, seq not used)
         self.activity.touch(now)
         interrupting_end = False  # an audioStreamEnd/activityEnd closing an utterance
-        if rkind is Kind.TOOL_RESPONSE:
-            self.tools.responded(response_ids(canonical))
-        if rkind is Kind.TURN:
-            text = content_text(canonical["clientContent"].get("turns", []))
-            if text:
-                self.transcript.append({"role": "user", "text": text})
+        _tool_bookkeeping(self.tools, entry, self._model)
+        if text := user_text(canonical):
+            self.transcript.append({"role": "user", "text": text})
         if rkind is Kind.AUDIO:
             self._audio_since_turn = True
         elif elicits:
             interrupting_end = self._audio_since_turn
             self._audio_since_turn = False
         if self.tools.pending and (interrupts(canonical) or (elicits and interrupting_end)):
-            # The server cancels a pending call when new input interrupts the model; a response
-            # sent after this would reach it with no pending call (1007). Refuse it here.
-            self.tools.interrupted()
+            self.tools.interrupted()  # the server cancels pending BLOCKING calls (ToolCalls.interrupted)
         return entry
 
     # -- server messages -------------------------------------------------------------------
 
     def server_content(self, msg: live.ServerMessage) -> ReplyFacts:
         """serverContent: the reply model, the transcript, the end of a tool round trip."""
+        if self.conn is not None:
+            self.conn.content_seen = True
         text = msg.text or msg.output_transcription
         if text:
             self._model_text.append(text)
@@ -252,13 +256,11 @@ class SessionCore:
 
     def tool_call(self, msg: live.ServerMessage) -> None:
         self.activity.server_message(msg)
-        self.tools.called(call.get("id") for call in msg.function_calls)
+        self.tools.called(msg.function_calls)
 
     def reconcile_tool_calls(self) -> tuple[list[str], int]:
-        """On a new connection every open tool call is gone (see ``ToolCalls.connection_lost``).
-        The turn that caused it is still in the replay buffer (its reply never ended) and will be
-        answered again, with a new call id; queued responses for lost calls are dropped.
-        Returns the lost ids and how many queued responses were dropped."""
+        """A new connection: every open call is lost (``ToolCalls.connection_lost``), its turn is
+        replayed; queued responses to lost calls are dropped. Returns the ids, the drop count."""
         queued = [i for e in self.buffer if e.kind is Kind.TOOL_RESPONSE for i in response_ids(e.message)]
         lost = self.tools.connection_lost(queued)
         if not lost:
@@ -272,7 +274,6 @@ class SessionCore:
         return wall - seen > self.policy.handle_ttl
 
     def drop_handle(self, reason: str) -> list[Effect]:
-        """Give up the handle: the next dial is fresh and announces the context as lost."""
         effects: list[Effect] = [SecretRemoved(self.handle)] if self.handle else []
         self.handle = None
         self.handle_issued_at = None
@@ -288,6 +289,8 @@ class SessionCore:
         """
         if not (msg.resumable and msg.new_handle):
             return 0, []
+        if self.activity.in_response and not self.transparent:
+            return 0, []  # mid-interaction (IN_PROGRESS): no quiet point, keep the last quiet handle
         old = self.handle
         self.handle = msg.new_handle
         self.handle_issued_at = wall
@@ -319,22 +322,25 @@ class SessionCore:
 
     def setup_message(self, setup: dict[str, object], *, resume: bool) -> dict[str, object]:
         """The setup of the next dial: the session's own plus the daemon-owned resumption."""
-        body = dict(setup)
+        self._model = str(setup.get("model") or "")
+        self.tools.declare(setup)
+        body = self._seed_setup = reseed.seeded_setup(dict(setup)) if not resume and self._seed_turns() else dict(setup)
         resumption: dict[str, object] = {"handle": self.handle} if resume else {}
         if self.transparent:
             resumption["transparent"] = True
         body["sessionResumption"] = resumption
         return {"setup": body}
 
-    def seed_message(self) -> dict[str, object] | None:
-        """Optionally re-seed a fresh session with the saved transcript (never on a resume)."""
+    def _seed_turns(self) -> list[dict[str, object]]:
         conn = self.conn
         if conn is None or conn.resumed or not self.policy.reseed or self.context_lost_pending is None:
-            return None
-        turns = [{"role": t["role"], "parts": [{"text": t["text"]}]} for t in self.transcript if t.get("text")]
-        if not turns:
-            return None
-        return {"clientContent": {"turns": turns, "turnComplete": False}}
+            return []
+        return reseed.seed_turns(self.transcript)
+
+    def seed_message(self) -> dict[str, object] | None:
+        """Optionally re-seed a fresh session with the saved transcript (:mod:`.reseed`)."""
+        turns = self._seed_turns()
+        return reseed.seed_message(turns, self._seed_setup) if turns else None
 
     def opened(self, now: float, wall: float) -> None:
         """setupComplete: the connection is live."""
@@ -436,12 +442,8 @@ class SessionCore:
         credential_refreshable: bool = False,
     ) -> Retry | Failed:
         """What an ending means: classify it, then ask the backoff (retry, fresh, or fail).
-
-        ``summary`` is the ending in a few (redacted) words, for the status; the shell makes it,
-        because redaction is the log's business. ``credential_refreshable`` is the dial's
-        ``Credentials.refreshable``: a 401 then retries once with a fresh credential per
-        incident (until a connection goes live again), never twice.
-        """
+        ``summary``: the ending in a few redacted words (the shell's, as redaction is the log's
+        business). ``credential_refreshable``: a 401 retries once per incident, never twice."""
         conn = self.conn
         assert conn is not None
         self.conn = None
@@ -457,6 +459,9 @@ class SessionCore:
             ),
         )
         self.history = self.history.after(ending)
+        self.setup_history = self.setup_history.after(ending, content_seen=conn.content_seen)
+        if (refused := self.setup_history.refused()) is not None:
+            return self._failed(verdict, Verdict(Action.FATAL, "invalid_config"), live_for, refused, summary)
         # A dial refused before the setup was read (HTTP 429/503, TCP, handshake) says nothing
         # about the handle: only a failure after the setup counts as a failed resume.
         handle_judged = conn.resumed and ending.kind not in _BEFORE_SETUP
@@ -511,6 +516,17 @@ class SessionCore:
         return Failed(classified, verdict, live_for, note=note, reason=reason, effects=effects)
 
 
+def _tool_bookkeeping(tools: ToolCalls, entry: Entry, model: str) -> None:
+    """What an accepted tool response or context update changes in the tool calls."""
+    if entry.kind is Kind.TOOL_RESPONSE:
+        responses = entry.message["toolResponse"].get("functionResponses", [])
+        entry.replies_owed, entry.silent = tools.responded(responses)
+    elif entry.kind is Kind.CONTEXT:
+        declared = (entry.message["contextUpdate"].get("tools") or {}).get("tools")
+        if declared is not None:
+            tools.redeclare(model, declared)
+
+
 def response_ids(canonical: dict[str, Any]) -> list[str | None]:
     return [r.get("id") for r in canonical["toolResponse"].get("functionResponses", [])]
 
@@ -521,6 +537,15 @@ def interrupts(canonical: dict[str, Any]) -> bool:
         return True
     body = canonical.get("realtimeInput") or {}
     return "text" in body or "activityStart" in body
+
+
+def user_text(canonical: dict[str, Any]) -> str:
+    """What the user said in a client message, for the transcript: a turn's text parts, or
+    realtime text (how 3.1 takes the conversation after its initial history)."""
+    if "clientContent" in canonical:
+        return content_text(canonical["clientContent"].get("turns", []))
+    text = (canonical.get("realtimeInput") or {}).get("text")
+    return text if isinstance(text, str) else ""
 
 
 def content_text(turns: list[dict[str, Any]]) -> str:

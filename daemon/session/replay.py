@@ -15,8 +15,12 @@ whatever the server had not consumed is replayed first, in order, before anythin
 - *Developer API* (no index): the server only issues ``resumable: true`` handles at quiet points,
   when it is neither generating nor waiting for a tool response. So a handle covers every message
   up to the last *eliciting* message (a turn with ``turnComplete``, text input,
-  ``audioStreamEnd``/``activityEnd``) whose response has ended on this connection (responses
-  end in order, one per eliciting message, counted by turn boundaries), plus the tool responses
+  ``audioStreamEnd``/``activityEnd``, or a NON_BLOCKING tool response that is not SILENT) whose
+  response has ended on this connection (responses end in order, one per eliciting message,
+  counted by the ends of the model's *interactions*: ``interactionStatus: IDLE``, or
+  ``turnComplete`` for models that send no status; an extended-thinking filler ending in
+  ``turnComplete`` + ``IN_PROGRESS`` answers nothing, see
+  :func:`geminid.daemon.session.activity.reply_facts`), plus the tool responses
   at the head. Anything written after that may still have been in flight when the handle was
   issued: non-eliciting content (audio, ``turnComplete: false`` turns) is kept and replayed.
   Replaying it risks a duplicate, dropping it risks a loss, and geminid never loses an
@@ -81,6 +85,11 @@ class Entry:
     elicits: bool = False
     #: Checkpoint generation that must be durable before this entry may be sent (0: none).
     gen: int = 0
+    #: A tool response: how many replies it elicits of its own (its NON_BLOCKING, not SILENT
+    #: responses; see :class:`~geminid.daemon.session.activity.Replies`), and whether it asks
+    #: for nothing at all (every response in it NON_BLOCKING and SILENT).
+    replies_owed: int = 0
+    silent: bool = False
 
     @property
     def size(self) -> int:
@@ -88,8 +97,9 @@ class Entry:
 
     @property
     def asks_reply(self) -> bool:
-        """Written, it makes the server owe us frames (a reply, or the rest of a tool round trip)."""
-        return self.elicits or self.kind is Kind.TOOL_RESPONSE
+        """Written, it makes the server owe us frames (a reply, or the rest of a tool round trip).
+        A SILENT tool response goes into the model's context and asks for nothing."""
+        return self.elicits or (self.kind is Kind.TOOL_RESPONSE and not self.silent)
 
 
 @attrs.define
@@ -168,6 +178,8 @@ class ReplayBuffer:
         self._conn_seqs.append(entry.seq)
         if entry.elicits:
             self.replies.sent(entry.seq)
+        elif entry.replies_owed:
+            self.replies.sent_tool_response(entry.seq, entry.replies_owed)
         return entry
 
     def new_connection(self, now: float, *, replaying: bool = True) -> list[Entry]:

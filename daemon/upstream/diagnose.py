@@ -101,3 +101,44 @@ def _family(fault: DialFault) -> DialFault:
 def _answered(ending: Ending) -> bool:
     return ending.kind in (EndingKind.REJECTED, EndingKind.CLOSED, EndingKind.SETUP_TIMEOUT,
                            EndingKind.STALL, EndingKind.LOCAL)
+
+
+#: Connections in a row closed 1011 "Internal error" before any server content, at which the
+#: setup itself is taken to be refused (GEMINI_LIVE_2026.md §6: TEXT on 3.1 is refused so).
+INTERNAL_BEFORE_CONTENT_LIMIT = 3
+
+
+@attrs.frozen
+class SetupHistory:
+    """Evidence that the server refuses the *setup* while saying "Internal error".
+
+    The service reports some configuration errors (a response modality the model does not
+    support, on 3.1) as a 1011 "Internal error encountered" close right after the setup, before
+    any content, on every attempt. One such close is an ordinary server error; the same close
+    :data:`INTERNAL_BEFORE_CONTENT_LIMIT` times in a row, with not a frame of content on any of
+    those connections, is a configuration error, and retrying it for minutes helps no one. A
+    real outage that looks like this recovers on the next session open. Pure and immutable.
+    """
+
+    limit: int = INTERNAL_BEFORE_CONTENT_LIMIT
+    #: How many endings in a row were 1011 "internal" with no server content.
+    internal_before_content: int = 0
+
+    def after(self, ending: Ending, *, content_seen: bool) -> SetupHistory:
+        internal = (
+            ending.kind is EndingKind.CLOSED and ending.code == 1011 and "internal" in ending.reason.lower()
+        )
+        if internal and not content_seen:
+            return attrs.evolve(self, internal_before_content=self.internal_before_content + 1)
+        return SetupHistory(self.limit)
+
+    def refused(self) -> str | None:
+        """The failure reason once the evidence suffices, else None."""
+        if self.internal_before_content < self.limit:
+            return None
+        return (
+            f"invalid config?: the server closed 1011 'Internal error' before any content on "
+            f"{self.internal_before_content} attempts in a row; it reports a setup it refuses this "
+            "way (e.g. a response modality the model does not support: gemini-3.x models answer "
+            "AUDIO only, with outputAudioTranscription for text)"
+        )

@@ -90,7 +90,8 @@ def test_idle_for_counts_from_the_last_touch():
 @given(st.lists(st.sampled_from(["send", "end"]), max_size=30))
 def test_replies_cover_exactly_the_answered_prefix(ops):
     """Model: replies end in order, one per eliciting message; a handle covers up to the last
-    answered one, and never a message whose reply has not ended."""
+    answered one, and never a message whose reply has not ended. A reply that ends with nothing
+    unanswered (the model spoke on its own) answers no later message (issue #10)."""
     r = Replies()
     sent: list[int] = []
     answered = 0
@@ -100,7 +101,7 @@ def test_replies_cover_exactly_the_answered_prefix(ops):
             r.sent(sent[-1])
         else:
             r.reply_ended()
-            answered += 1
+            answered = min(answered + 1, len(sent))
         assert r.awaiting() == (len(sent) > answered)
     n = min(answered, len(sent))
     assert r.covered_through() == (sent[n - 1] if n else None)
