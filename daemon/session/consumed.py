@@ -38,7 +38,11 @@ Two ambiguities can do that, and the first updates resolve both:
   the answer is short by at most its width: consumed messages may be replayed once (a
   duplicate, never a loss) until the next connection pins it.
 
-An explicit convention (config ``upstream.consumed_index``) starts with one candidate.
+A third source of duplicates is not an ambiguity of the index: a per-connection index says
+nothing about what the *previous* connection consumed after its last handle (the update after
+a resume names 0), so what was written there after it is replayed.
+
+``for_convention`` with one name starts with that single candidate (no config key reads it yet).
 """
 
 from __future__ import annotations
