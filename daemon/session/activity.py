@@ -122,6 +122,12 @@ class Replies:
         """An eliciting message was written on this connection and its reply has not ended."""
         return len(self._eliciting) > self._answered
 
+    def answered_through(self) -> int | None:
+        """The seq of the last eliciting message whose reply ended (not consumed, unlike
+        :meth:`covered_through`): the server surely consumed it."""
+        answered = min(self._answered, len(self._eliciting))
+        return self._eliciting[answered - 1] if answered else None
+
     def covered_through(self) -> int | None:
         """A resumable handle arrived (Developer API): the seq of the last eliciting message it
         covers (its reply ended), or None. Consumes the matched replies."""

@@ -298,7 +298,9 @@ class SessionCore:
         effects: list[Effect] = [SecretAdded(self.handle)]
         if old and old != self.handle:
             effects.append(SecretRemoved(old))
-        trimmed = self.buffer.covered_by_handle(msg.last_consumed_index if self.transparent else None)
+        trimmed = self.buffer.covered_by_handle(
+            msg.last_consumed_index if self.transparent else None, transparent=self.transparent
+        )
         # The first handle of a conversation is written at once; later ones lazily.
         effects.append(Persist(urgent=old is None))
         return trimmed, effects

@@ -10,8 +10,9 @@ whatever the server had not consumed is replayed first, in order, before anythin
 
 **When is a message covered by a handle?**
 
-- *Transparent mode* (Vertex): the update names ``lastConsumedClientMessageIndex``, the 0-based
-  index of the last consumed non-setup message on this connection. Exact.
+- *Transparent mode* (Vertex): the update names ``lastConsumedClientMessageIndex``, the index of
+  the last consumed non-setup message; its base and scope are detected from the updates
+  (:mod:`geminid.daemon.session.consumed`), trimming only what every possible reading covers.
 - *Developer API* (no index): the server only issues ``resumable: true`` handles at quiet points,
   when it is neither generating nor waiting for a tool response. So a handle covers every message
   up to the last *eliciting* message (a turn with ``turnComplete``, text input,
@@ -42,6 +43,7 @@ from typing import Any
 import attrs
 
 from geminid.daemon.session.activity import Replies
+from geminid.daemon.session.consumed import ConsumedIndex
 from geminid.protocol.errors import BufferFull
 
 
@@ -126,6 +128,8 @@ class ReplayBuffer:
         #: Eliciting messages written on this connection and replies ended: the activity
         #: model's count (geminid.daemon.session.activity), which coverage asks.
         self.replies = Replies()
+        #: The transparent index's convention, detected from the updates (geminid.daemon.session.consumed).
+        self.consumed = ConsumedIndex.for_convention()
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -214,6 +218,7 @@ class ReplayBuffer:
         if replaying:  # (the first connection of a session replays nothing: it sends)
             self.stats.replayed += len(self._entries)
         self.cursor = 0
+        self.consumed.new_connection(self._conn_base + len(self._conn_seqs))
         self._conn_seqs = []
         self._conn_base = 0
         self.replies.reset()
@@ -245,21 +250,27 @@ class ReplayBuffer:
         :meth:`geminid.daemon.session.activity.Activity.server_message`)."""
         self.replies.reply_ended()
 
-    def covered_by_handle(self, last_consumed_index: int | None) -> int:
+    def covered_by_handle(self, last_consumed_index: int | None, *, transparent: bool = False) -> int:
         """A resumable handle arrived: trim what it covers. Returns the number of entries trimmed.
 
-        ``last_consumed_index`` is the transparent-mode index (None on the Developer API).
+        ``last_consumed_index`` is the transparent-mode index (None on the Developer API, or in
+        transparent mode before anything was consumed, which the convention detection uses).
         """
+        if transparent and last_consumed_index is None:
+            self.consumed.observe(None, self._conn_base + len(self._conn_seqs))
+            return 0
         if last_consumed_index is not None:
-            pos = last_consumed_index - self._conn_base
-            if pos < 0:
-                return 0
-            pos = min(pos, len(self._conn_seqs) - 1)
+            # How many written on this connection are surely consumed, whatever the convention.
+            answered = self.replies.answered_through()
+            known = 0 if answered is None else sum(1 for s in self._conn_seqs if s <= answered)
+            sent = self._conn_base + len(self._conn_seqs)
+            count = self.consumed.observe(last_consumed_index, sent, self._conn_base + known)
+            pos = count - 1 - self._conn_base
             if pos < 0:
                 return 0
             limit = self._conn_seqs[pos]  # covered: every seq <= limit
             del self._conn_seqs[: pos + 1]
-            self._conn_base = last_consumed_index + 1
+            self._conn_base = count
             self.replies.consumed_through(limit)
             return self._trim(lambda seq: seq <= limit)
         # Developer API: the handle holds what the server had consumed when it issued it. That

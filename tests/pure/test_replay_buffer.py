@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
+from geminid.daemon.session.consumed import ConsumedIndex
 from geminid.protocol import live
 from geminid.protocol.errors import BufferFull
 
@@ -61,11 +62,24 @@ def test_transparent_index_trims_exactly():
     buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
     for s in (5, 6, 7, 8):
         buf.append(entry(s, Kind.TURN, elicits=False))
+    buf.consumed = ConsumedIndex.for_convention("0-connection")  # configured: exact at once
     drain(buf)
     buf.covered_by_handle(1)  # 0-based: messages 0 and 1 on this connection consumed
     assert [e.seq for e in buf] == [7, 8]
     buf.covered_by_handle(3)
     assert len(buf) == 0
+
+
+def test_transparent_index_ambiguous_base_trims_conservatively():
+    """Auto: index 1 with four written is 0-based (two consumed) or 1-based (one): trim one."""
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    for s in (5, 6, 7, 8):
+        buf.append(entry(s, Kind.TURN, elicits=False))
+    drain(buf)
+    buf.covered_by_handle(1)
+    assert [e.seq for e in buf] == [6, 7, 8]
+    buf.covered_by_handle(4)  # an index equal to the number written: 1-based, all consumed
+    assert len(buf) == 0 and buf.consumed.convention is None  # (scope still open)
 
 
 def test_stale_audio_dropped_on_replay_but_turns_never():

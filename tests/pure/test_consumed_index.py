@@ -1,0 +1,84 @@
+"""Property tests of the transparent index's convention detection (daemon/session/consumed.py).
+
+A model server counts consumed client messages per connection and over the conversation (reset
+by a fresh dial), and names them in the convention under test. Whatever the history of sends,
+consumption, updates and reconnects (resumed or fresh), the detector never calls a message
+consumed that the server had not consumed; at a quiet update (every reply ended, so the client
+knows how many were consumed) it is exact.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geminid.daemon.session.consumed import CONVENTIONS, ConsumedIndex
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.integers(1, 4)),
+        st.tuples(st.just("consume"), st.integers(1, 4)),
+        st.tuples(st.just("update"), st.booleans()),  # True: quiet (the client knows c)
+        st.tuples(st.just("reconnect"), st.booleans(), st.integers(0, 3)),  # resumed, writes first
+    ),
+    max_size=60,
+)
+
+
+def _index(convention: str, conn: int, session: int) -> int | None:
+    base, _, scope = convention.partition("-")
+    count = session if scope == "session" else conn
+    return count - 1 + int(base) if count > 0 else None
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("configured", [False, True])
+@settings(max_examples=300, deadline=None)
+@given(history=ops)
+def test_never_trims_unconsumed_and_exact_when_quiet(convention, configured, history):
+    detector = ConsumedIndex.for_convention(convention if configured else "auto")
+    sent = conn = session = 0
+    for op in history:
+        if op[0] == "send":
+            sent += op[1]
+        elif op[0] == "consume":
+            step = min(op[1], sent - conn)
+            conn, session = conn + step, session + step
+        elif op[0] == "update":
+            quiet = op[1]
+            got = detector.observe(_index(convention, conn, session), sent, conn if quiet else 0)
+            assert got <= conn, "a message the server had not consumed would be trimmed"
+            if quiet:
+                assert got == conn
+        else:
+            _, resumed, written_first = op
+            detector.new_connection(sent)
+            if not resumed:
+                session = 0
+            sent = conn = 0
+            # The service's update right after setup (count of this connection: 0), which the
+            # daemon may read only after it wrote some replay.
+            index = _index(convention, 0, session)
+            sent += written_first
+            got = detector.observe(index, sent, 0)
+            assert got == 0
+    alive = {f"{c.base}-{'session' if c.session else 'connection'}" for c in detector.candidates}
+    assert convention in alive, "the true convention was dropped"
+    if configured:
+        assert detector.convention == convention
+
+
+def test_first_quiet_update_settles_the_base():
+    d = ConsumedIndex.for_convention()
+    d.observe(2, 3, at_least=3)  # 0-based: three consumed (1-based would leave one unconsumed)
+    assert {c.base for c in d.candidates} == {0}
+
+
+def test_resume_update_before_any_write_proves_session_scope():
+    d = ConsumedIndex.for_convention()
+    d.observe(4, 5, at_least=5)
+    d.new_connection(5)
+    assert d.observe(4, 0) == 0  # a non-zero index with nothing written: session scope
+    assert d.convention == "0-session"
+    assert d.observe(6, 2, at_least=2) == 2

@@ -1,0 +1,58 @@
+"""Transparent replay through the daemon against the fake, for every index convention.
+
+The fake names ``lastConsumedClientMessageIndex`` 0- or 1-based, per connection or per session
+(``FakeOptions.consumed_index``); the daemon is not told which (``auto``) and must detect it.
+Turns and audio chunks are sent while connections are dropped: the model must hear every turn
+once and count every audio chunk once (0 lost, 0 duplicated). (The fake's ``transparent`` option puts the index on the Developer
+API path, which the harness dials; the Vertex path emits the same index.)
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from session_harness import conversation_turns, make_config, open_core
+
+from geminid.daemon.config import SessionConfig, UpstreamConfig
+from geminid.daemon.fake import FakeOptions, text_catalogue
+from geminid.daemon.session.consumed import CONVENTIONS
+from geminid.protocol import live
+
+
+async def run_with_drops(state_dir, convention: str) -> None:
+    cfg = make_config(
+        state_dir,
+        upstream=UpstreamConfig(transparent=True, stall_timeout=5),
+        session=SessionConfig(inactivity_timeout=0, audio_staleness=60.0),
+    )
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.002, consumed_index=convention,
+                       transparent=True)
+    async with open_core(state_dir, cfg=cfg, fake_options=opts) as core:
+        rec = await core.open()
+        sent: list[str] = []
+        chunks = 0
+        for round_ in range(6):
+            for i in range(3):
+                await core.registry.send("s", live.realtime_audio(b"\0\0" * 160))
+                chunks += 1
+                text = f"r{round_} t{i}"
+                await core.say("s", text)
+                sent.append(text)
+            # Quiet: every reply ended (the last handle covers everything written).
+            n = len(sent)
+            await rec.wait(lambda r, n=n: r.turn_ends() >= n)
+            await trio.sleep(0.05)
+            await core.fake.drop_all()
+        await rec.wait(lambda r: r.turn_ends() >= len(sent), timeout=30)
+        await trio.sleep(0.1)
+        assert conversation_turns(core.fake) == [sent]
+        (conv,) = core.fake.conversations.values()
+        assert conv.state.audio_chunks == chunks
+        assert len(core.fake.accepted) >= 6
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+async def test_drops_at_quiet_points_lose_and_duplicate_nothing(state_dir, convention):
+    """Auto detection under every convention: the replay is exact (a wrong base would lose or
+    duplicate one message per trim, a wrong scope would trim too much after a resume)."""
+    await run_with_drops(state_dir, convention)
