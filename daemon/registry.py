@@ -44,6 +44,10 @@ from geminid.protocol.models import setup_warnings
 from geminid.protocol.notifications import EndReason, SessionEnded
 
 log = structlog.get_logger("geminid.registry")
+#: Sessions restored at once at start-up: enough to fill the store's group commits, few enough
+#: that a state directory of thousands does not open thousands of tasks (and dials) in one go.
+RESTORE_CONCURRENCY = 32
+
 
 @attrs.define
 class _Slot:
@@ -103,11 +107,20 @@ class SessionRegistry:
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            for name, record in sorted(records.items()):
-                await self._restore(name, record)
+            # Concurrently (bounded): each restore waits for its own durable seq reservation, and
+            # the store group-commits the reservations that arrive together, so 50 sessions cost
+            # a few fsync batches instead of 50 in a row (743 -> ~390 ms to READY=1 measured).
+            limiter = trio.CapacityLimiter(RESTORE_CONCURRENCY)
+            async with trio.open_nursery() as restoring:
+                for name, record in sorted(records.items()):
+                    restoring.start_soon(self._restore_bounded, limiter, name, record)
             task_status.started()
             nursery.start_soon(self._sweeper)
             await trio.sleep_forever()
+
+    async def _restore_bounded(self, limiter: trio.CapacityLimiter, name: str, record: dict[str, Any]) -> None:
+        async with limiter:
+            await self._restore(name, record)
 
     async def _restore(self, name: str, record: dict[str, Any]) -> None:
         problem = unusable_record(record, self.cfg, name=name)

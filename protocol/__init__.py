@@ -11,13 +11,14 @@ The names below are the public surface, re-exported here (``tests/protocol/test_
 lists them); the modules stay importable under their own names (``geminid.protocol.client``...).
 """
 
+import typing as _typing
+
 from . import constants as constants
 from . import errors as errors
 from . import framing as framing
 from . import jsonrpc as jsonrpc
 from . import live as live
 from .acks import SendAck as SendAck
-from .aio_client import AioClient as AioClient
 from .client import Client as Client
 from .client import default_socket_path as default_socket_path
 from .client import open_client as open_client
@@ -38,6 +39,19 @@ from .errors import SetupMismatch as SetupMismatch
 from .errors import ShuttingDown as ShuttingDown
 from .errors import ToolCallLost as ToolCallLost
 from .errors import UnknownSession as UnknownSession
+
+if _typing.TYPE_CHECKING:
+    from .aio_client import AioClient as AioClient
+
+
+def __getattr__(name: str) -> object:
+    """``AioClient`` on first use: it imports asyncio (~45 ms), which the daemon never needs
+    and would otherwise pay at every start (``tests/test_startup_imports.py``)."""
+    if name == "AioClient":
+        from .aio_client import AioClient as AioClient
+
+        return AioClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "PROTOCOL_VERSION",

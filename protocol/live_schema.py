@@ -5,7 +5,7 @@ service, close 1007), which fields are nested messages, which are repeated, enum
 protobuf ``Struct``/``Value`` payloads whose keys are user data. That knowledge lives in
 ``schemas/live_schema.json``, generated from google-genai's pydantic types by
 ``tests/tools/gen_live_schema.py`` (the SDK is a test dependency only; a drift test regenerates
-and compares). This module loads it once at import and indexes it; it does no I/O afterwards.
+and compares). This module loads it once, on first use, and indexes it; it does no I/O afterwards.
 
 Field kinds in the file:
 ``message`` (``ref`` names the message), ``enum`` (``ref`` names the enum), ``string``, ``bool``,
@@ -99,13 +99,30 @@ def _load() -> tuple[dict[str, MessageSpec], dict[str, frozenset[str]], str, str
     return messages, enums, doc["client_root"], doc["server_root"], doc["source"]
 
 
-MESSAGES, ENUMS, CLIENT_ROOT, SERVER_ROOT, SOURCE = _load()
+@functools.cache
+def _schema() -> dict[str, Any]:
+    """The file, loaded and indexed on first use (~8 ms): a daemon start with no session to
+    restore never validates a message before READY=1, so it does not pay for it."""
+    messages, enums, client_root, server_root, source = _load()
+    return {
+        "MESSAGES": messages,
+        "ENUMS": enums,
+        "CLIENT_ROOT": client_root,
+        "SERVER_ROOT": server_root,
+        "SOURCE": source,
+        # Enum names compared case-insensitively: the SDK's enums are case-insensitive and users
+        # write ``"type": "string"`` in function schemas; an unknown name is still refused.
+        "ENUMS_FOLDED": {name: frozenset(v.upper() for v in values) for name, values in enums.items()},
+    }
 
-# Enum names compared case-insensitively: the SDK's enums are case-insensitive and users
-# write ``"type": "string"`` in function schemas; an unknown name is still refused.
-ENUMS_FOLDED: dict[str, frozenset[str]] = {
-    name: frozenset(v.upper() for v in values) for name, values in ENUMS.items()
-}
+
+def __getattr__(name: str) -> Any:
+    """``MESSAGES``, ``ENUMS``, ``ENUMS_FOLDED``, ``CLIENT_ROOT``, ``SERVER_ROOT``, ``SOURCE``."""
+    try:
+        return _schema()[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
 
 # proto ``oneof`` groups that the pydantic types do not record: (message) -> (oneof name, members).
 # The real server refuses a second member with "Oneof field '<name>' is already set".
@@ -130,10 +147,12 @@ ONEOFS: dict[str, tuple[str, frozenset[str]]] = {
 
 def message(name: str) -> MessageSpec:
     """The spec of message ``name``; KeyError for a name not in the schema (a bug, not input)."""
-    return MESSAGES[name]
+    messages: dict[str, MessageSpec] = _schema()["MESSAGES"]
+    return messages[name]
 
 
 def enum_accepts(enum_name: str, value: str) -> bool:
     """Whether ``value`` is a known name of the enum (case-insensitively)."""
-    values = ENUMS_FOLDED.get(enum_name)
+    folded: dict[str, frozenset[str]] = _schema()["ENUMS_FOLDED"]
+    values = folded.get(enum_name)
     return values is None or value.upper() in values

@@ -213,6 +213,11 @@ class Durability:
             self._reserved_event.set()
             self._reserved_event = trio.Event()
 
+    @property
+    def reservation_round(self) -> trio.Event:
+        """Set when the seq reservation in progress (or the next one) has finished, either way."""
+        return self._reserved_event
+
     def covers(self, last_seq: int, next_event: int) -> bool:
         """Every seq up to ``last_seq`` and every event before ``next_event`` is reserved on disk."""
         return last_seq <= self.seq_durable and next_event <= self.event_durable

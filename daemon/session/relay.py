@@ -25,7 +25,7 @@ from geminid.daemon.session.activity import Activity
 from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import Effect, EndConnection
-from geminid.daemon.session.replay import ReplayBuffer
+from geminid.daemon.session.replay import Entry, ReplayBuffer
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import State
 from geminid.daemon.upstream import (
@@ -52,6 +52,12 @@ _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"
 HANDLE_CHECKPOINT_DELAY = 1.0
 #: Messages queued but not yet written to a live link, past which acks wait (backpressure).
 UNSENT_HIGH = 256
+#: At most this many frames per upstream write (~40 KB of audio chunks): a long backlog still
+#: yields to the reader between writes.
+WRITE_BATCH_FRAMES = 32
+#: How often a writer held by a seq reservation in progress looks again (only on a slow disk:
+#: reservations are renewed half a block ahead of need).
+RESERVATION_POLL = 0.05
 
 
 def handle_tag(handle: str | None) -> str | None:
@@ -228,16 +234,37 @@ class Relay:
 
         async def writer() -> None:
             while True:
-                entry = self.buffer.peek()
-                if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=self.core.draining()):
+                # Every entry ready now, in order, goes out in one write (one syscall per batch,
+                # not per frame: PERF_PROFILE.md); the first one not ready ends the batch.
+                batch: list[Entry] = []
+                unreserved = False
+                while len(batch) < WRITE_BATCH_FRAMES:
+                    entry = self.buffer.peek()
+                    if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=self.core.draining()):
+                        break
+                    if entry.seq > self.durability.seq_durable:
+                        # Its ack may yet be refused (NotDurable: the reservation's write failed),
+                        # and a refused message must not have been sent: it waits for the round.
+                        unreserved = True
+                        break
+                    self.buffer.mark_sent()
+                    batch.append(entry)
+                if not batch:
+                    if unreserved:
+                        self._maybe_reserve()
+                        # (polled too: a refused entry is discarded without a round ending)
+                        with trio.move_on_after(RESERVATION_POLL):
+                            await self.durability.reservation_round.wait()
+                        continue
                     self._wake = trio.Event()
                     await self._wake.wait()
                     continue
-                self.buffer.mark_sent()
                 if self.buffer.unsent <= UNSENT_HIGH // 2:
                     self._drained.set()
-                await link.send(entry.wire)
-                if self.activity.written(entry, trio.current_time()):
+                await link.send_many([entry.wire for entry in batch])
+                now = trio.current_time()
+                asked = [self.activity.written(entry, now) for entry in batch]
+                if any(asked):
                     self._poke_timers()
 
         try:

@@ -1,14 +1,20 @@
 """Throughput: 1.3 KB audio chunks (realtimeInput audio) up through the daemon, messages/s.
 
 The daemon runs as a subprocess pinned to one core (taskset, when there are >= 2 cores); the
-client and the fake run in this process, on the other core(s). The client is a lean pipelined
-JSON-RPC writer (pre-encoded lines, a window of outstanding ``session.send`` requests) so that
-the daemon, not the client, is the bottleneck. Rate = messages / (time until the fake has
-received the last one; every ack must have arrived too).
+clients run in this process, on the other core(s). ``--sessions`` sessions (default 4), each
+with its own lean pipelined JSON-RPC client (pre-encoded lines, a window of outstanding
+``session.send`` requests) so that the daemon, not the clients, is the bottleneck.
 
-Baseline, same run: the same chunks sent by a WebSocket client straight to the fake.
+The upstream is a **sink** (``_live_sink.py``, its own process): handshake, ``setupComplete``,
+pongs, and every other frame counted with its payload skipped. The fake upstream is a model
+(validation, records, replies) and tops out near the daemon's own rate, so it would measure
+itself. Rate = messages / (time until the sink has counted the last one; every ack arrived too).
+Daemon CPU per chunk = user + sys of the daemon process over the run / chunks.
 
-Usage: ``.venv/bin/python tests/bench/bench_throughput.py [-n 40000] [--window 256]``
+Baselines, same run: the same chunks sent by a trio-websocket client straight to the sink, and
+straight to the fake (what the fake alone takes).
+
+Usage: ``.venv/bin/python tests/bench/bench_throughput.py [-n 40000] [--sessions 4] [--window 256]``
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import trio
 from _common import (
@@ -39,7 +48,8 @@ from geminid.protocol.client import open_client
 
 #: 976 bytes of 16 kHz PCM -> 1,304 base64 characters: a 1.3 KB chunk.
 PCM = bytes(range(256)) * 3 + bytes(208)
-GOAL = 20_000
+GOAL = 15_000
+GOAL_CPU_US = 60.0
 
 _received = [0]
 _orig_handle_raw = FakeConnection._handle_raw
@@ -74,7 +84,75 @@ async def run_direct(fake, n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
-async def run_daemon(fake, socket_path: str, name: str, n: int, window: int) -> tuple[float, int]:
+class Sink:
+    """The ``_live_sink.py`` subprocess: its URL, and the frames it has counted."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_live_sink.py"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def url(self, fake) -> str:
+        path = fake.url().split("/", 3)[3]
+        return f"ws://127.0.0.1:{self.port}/{path}"
+
+    def _count(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    async def count(self) -> int:
+        return await trio.to_thread.run_sync(self._count)
+
+    async def wait_for(self, target: int) -> None:
+        while await self.count() < target:
+            await trio.sleep(0.002)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+async def run_direct_sink(sink: Sink, fake, n: int) -> float:
+    from trio_websocket import open_websocket_url
+
+    wire = live.encode(audio_message())
+    async with open_websocket_url(sink.url(fake), message_queue_size=64) as ws:
+        await ws.send_message(live.encode({"setup": TEXT_SETUP}))
+        await ws.get_message()
+        base = await sink.count()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await ws.send_message(wire)
+        await sink.wait_for(base + n)
+        return n / (time.perf_counter() - t0)
+
+
+async def run_sessions(sink: Sink, socket_path: str, names: list[str], n: int, window: int) -> tuple[float, int]:
+    """n chunks split over the sessions, all sending at once; returns (msgs/s, error replies)."""
+    per = n // len(names)
+    errors = [0]
+    base = await sink.count()
+    t0 = time.perf_counter()
+
+    async def one(name: str) -> None:
+        _, errs = await run_daemon(None, socket_path, name, per, window, wait=False)
+        errors[0] += errs
+
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            nursery.start_soon(one, name)
+    await sink.wait_for(base + per * len(names) - errors[0])
+    return (per * len(names) - errors[0]) / (time.perf_counter() - t0), errors[0]
+
+
+async def run_daemon(
+    fake, socket_path: str, name: str, n: int, window: int, *, wait: bool = True
+) -> tuple[float, int]:
     """Pipelined raw JSON-RPC over the Unix socket; returns (msgs/s, error replies)."""
     message = audio_message()
     prefix = b'{"jsonrpc":"2.0","method":"session.send","params":{"session":"%s","message":' % name.encode()
@@ -119,48 +197,62 @@ async def run_daemon(fake, socket_path: str, name: str, n: int, window: int) -> 
                 i += 1
             await stream.send_all(b"".join(batch))
         await done.wait()
-        await wait_received(base + n - errors, fake)
+        if wait:
+            await wait_received(base + n - errors, fake)
         elapsed = time.perf_counter() - t0
     await stream.aclose()
     return (n - errors) / elapsed, errors
 
 
-async def main(n: int, window: int, cpu: int | None, repeats: int) -> None:
-    header("Throughput: 1.3 KB realtimeInput audio chunks, client -> fake")
+async def main(n: int, window: int, cpu: int | None, repeats: int, sessions: int) -> None:
+    header("Throughput: 1.3 KB realtimeInput audio chunks, clients -> daemon -> sink")
     direct: list[float] = []
+    fake_rates: list[float] = []
     through: list[float] = []
     errors = 0
     cpu_per_msg: list[float] = []
-    async with trio.open_nursery() as nursery:
-        fake = await start_fake(nursery)
-        async with running_daemon(fake.url(), cpu=cpu) as daemon:
-            async with open_client(daemon.socket) as client:
-                await client.open("tp", TEXT_SETUP)
-            for _ in range(repeats):
-                direct.append(await run_direct(fake, n))
-                c0 = cpu_seconds(daemon.pid)
-                rate, errs = await run_daemon(fake, str(daemon.socket), "tp", n, window)
-                cpu_per_msg.append((cpu_seconds(daemon.pid) - c0) / n * 1e6)
-                through.append(rate)
-                errors += errs
-        nursery.cancel_scope.cancel()
+    names = [f"tp{i}" for i in range(sessions)]
+    sink = Sink()
+    try:
+        async with trio.open_nursery() as nursery:
+            fake = await start_fake(nursery)
+            async with running_daemon(sink.url(fake), cpu=cpu) as daemon:
+                async with open_client(daemon.socket) as client:
+                    for name in names:
+                        await client.open(name, TEXT_SETUP)
+                for _ in range(repeats):
+                    direct.append(await run_direct_sink(sink, fake, n))
+                    fake_rates.append(await run_direct(fake, min(n, 10_000)))
+                    c0 = cpu_seconds(daemon.pid)
+                    rate, errs = await run_sessions(sink, str(daemon.socket), names, n, window)
+                    cpu_per_msg.append((cpu_seconds(daemon.pid) - c0) / n * 1e6)
+                    through.append(rate)
+                    errors += errs
+            nursery.cancel_scope.cancel()
+    finally:
+        sink.close()
     rows = [
-        ["direct to fake (baseline)", repeats, n, median(direct), min(direct), max(direct), ""],
-        ["through geminid", repeats, n, median(through), min(through), max(through), median(cpu_per_msg)],
+        ["direct to the sink (baseline)", repeats, n, median(direct), min(direct), max(direct), ""],
+        ["direct to the fake (baseline)", repeats, min(n, 10_000), median(fake_rates), min(fake_rates),
+         max(fake_rates), ""],
+        [f"through geminid, {sessions} sessions", repeats, n, median(through), min(through), max(through),
+         median(cpu_per_msg)],
     ]
     table(
-        f"audio chunk throughput ({pinned_note(cpu)}; window {window}; {os.cpu_count()} cpus)",
+        f"audio chunk throughput ({pinned_note(cpu)}; window {window} per session; {os.cpu_count()} cpus)",
         ["path", "runs", "msgs/run", "median msg/s", "min msg/s", "max msg/s", "daemon CPU us/msg"],
         rows,
         digits=0,
     )
     print()
     m = median(through)
+    c = median(cpu_per_msg)
     table(
         "goals",
         ["goal", "measured", "verdict"],
         [
             [f">= {GOAL:,} msg/s through the daemon", f"{m:,.0f} msg/s", verdict(m >= GOAL)],
+            [f"<= {GOAL_CPU_US:.0f} us daemon CPU per chunk", f"{c:.0f} us", verdict(c <= GOAL_CPU_US)],
             ["no refused sends", f"{errors} error replies", verdict(errors == 0)],
         ],
     )
@@ -172,5 +264,6 @@ if __name__ == "__main__":
     ap.add_argument("--window", type=int, default=256, help="outstanding session.send requests")
     ap.add_argument("--cpu", type=int, default=0, help="pin the daemon to this cpu (-1: no pin)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sessions", type=int, default=4)
     args = ap.parse_args()
-    trio.run(main, args.n, args.window, None if args.cpu < 0 else args.cpu, args.repeats)
+    trio.run(main, args.n, args.window, None if args.cpu < 0 else args.cpu, args.repeats, args.sessions)

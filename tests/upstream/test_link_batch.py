@@ -1,0 +1,101 @@
+"""``UpstreamLink.send_many``: several frames in one write, each still its own WebSocket frame.
+
+The relay's writer hands every queued frame to one ``send_many`` call (one syscall per batch,
+not per frame). A real trio-websocket server over a memory stream reads them back: same frames,
+same order; the client's stream saw a single ``send_all`` for the batch.
+"""
+
+from __future__ import annotations
+
+import json
+
+import trio
+import trio.testing
+from trio_websocket import wrap_server_stream
+
+from geminid.daemon.upstream import Dial, Ended, Endpoint, FixedKey, open_link
+from geminid.protocol import live
+
+SETUP = live.encode(live.setup("models/gemini-3.8-live"))
+
+
+class CountingStream(trio.abc.Stream):
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    async def send_all(self, data) -> None:
+        self.writes += 1
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None):
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _peer(server: trio.abc.Stream, got: list[str], n: int, done: trio.Event) -> None:
+    from trio_websocket import ConnectionClosed
+
+    async with trio.open_nursery() as nursery:
+        request = await wrap_server_stream(nursery, server)
+        ws = await request.accept()
+        await ws.get_message()  # setup
+        await ws.send_message(json.dumps({"setupComplete": {}}))
+        while len(got) < n:
+            try:
+                got.append(await ws.get_message())
+            except ConnectionClosed:
+                break
+        done.set()
+        nursery.cancel_scope.cancel()
+
+
+async def test_send_many_writes_the_batch_at_once_and_keeps_frames_and_order(nursery):
+    client, server = trio.testing.memory_stream_pair()
+    counting = CountingStream(client)
+    wires = [live.encode(live.realtime_text(f"chunk {i}")) for i in range(10)]
+    got: list[str] = []
+    done = trio.Event()
+    nursery.start_soon(_peer, server, got, len(wires), done)
+
+    async def connector(ep: Endpoint) -> trio.abc.Stream:
+        return counting
+
+    dial = Dial(Endpoint.parse("ws://127.0.0.1:1/x"), FixedKey("k"), 5, 5, 1 << 20, connector=connector)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as conn:
+            link, _ = await open_link(conn, dial, SETUP)
+            before = counting.writes
+            await link.send_many(wires)
+            assert counting.writes == before + 1
+            assert link.bytes_up == len(SETUP) + sum(map(len, wires))
+            await done.wait()
+            assert got == wires
+            conn.cancel_scope.cancel()
+
+
+async def test_send_many_on_a_closed_link_ends_it(nursery):
+    client, server = trio.testing.memory_stream_pair()
+    got: list[str] = []
+    nursery.start_soon(_peer, server, got, 1, trio.Event())
+
+    async def connector(ep: Endpoint) -> trio.abc.Stream:
+        return client
+
+    dial = Dial(Endpoint.parse("ws://127.0.0.1:1/x"), FixedKey("k"), 5, 5, 1 << 20, connector=connector)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as conn:
+            link, _ = await open_link(conn, dial, SETUP)
+            await link.close()
+            try:
+                await link.send_many(["{}", "{}"])
+            except Ended:
+                pass
+            else:
+                raise AssertionError("send_many on a closed link must raise Ended")
+            conn.cancel_scope.cancel()
