@@ -26,6 +26,7 @@ import signal
 import socket
 import urllib.parse
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 import structlog
@@ -173,11 +174,17 @@ async def _run_claimed(
                         upstream_kind=backend.kind if backend is not None else "embedded-fake",
                     )
                     server_scope = trio.CancelScope()
+                    live_box: list[Any] = []  # the Live endpoint, once it listens
+                    live_scope = trio.CancelScope()
                     socket_path = await core.start(
-                        _serve, registry, cfg, listen_sock, socket_lock, store, server_scope
+                        _serve, registry, cfg, listen_sock, socket_lock, store, server_scope,
+                        lambda: {"live": live_box[0].info() if live_box else None},
                     )
                     notifier.ready(registry.status_line())
                     log.info("daemon.ready", sessions=len(report.records), socket=str(socket_path))
+                    if _live_wanted(cfg):
+                        # Just after READY: its imports (trio-websocket) stay off the start path.
+                        live_box.append(await core.start(_serve_live, registry, cfg, live_scope))
                     core.start_soon(sdnotify.run_watchdog, notifier, sdnotify.watchdog_interval(environ))
                     core.start_soon(_status_loop, notifier, registry.status_line)
                     task_status.started(registry)
@@ -191,11 +198,14 @@ async def _run_claimed(
                         name = signal.Signals(signum).name
                         log.info("daemon.stopping", signal=name)
                         notifier.stopping(f"stopping on {name}")
+                        if live_box:  # Live clients: goAway, then 1000, like the service
+                            await live_box[0].drain(cfg.shutdown_timeout)
                         # New requests now get -32009 (shutting down); sends in flight finish
                         # and are acknowledged while every session closes upstream with 1000
                         # and flushes its checkpoint. Only then are clients disconnected.
                         await registry.shutdown(cfg.shutdown_timeout)
                         server_scope.cancel()
+                        live_scope.cancel()
                         core.cancel_scope.cancel()
                         break
                 with trio.move_on_after(cfg.shutdown_timeout, shield=True):
@@ -223,14 +233,29 @@ async def _serve(
     socket_lock: int | None,
     store: CheckpointStore,
     scope: trio.CancelScope,
+    status_extra: Callable[[], dict[str, Any]],
     *,
     task_status: trio.TaskStatus[object],
 ) -> None:
     with scope:
         await serve_unix(
             registry, cfg.server, sock=listen_sock, lock_fd=socket_lock, health=store,
-            task_status=task_status,
+            status_extra=status_extra, task_status=task_status,
         )
+
+
+def _live_wanted(cfg: Config) -> bool:
+    return cfg.live.unix or cfg.live.listen is not None
+
+
+async def _serve_live(
+    registry: SessionRegistry, cfg: Config, scope: trio.CancelScope, *, task_status: trio.TaskStatus[Any]
+) -> None:
+    """The drop-in Gemini Live endpoint (geminid.daemon.live), imported only when it is on."""
+    from geminid.daemon.live.server import serve_live
+
+    with scope:
+        await serve_live(registry, cfg, task_status=task_status)
 
 
 async def _start_embedded_fake(nursery: trio.Nursery) -> str:

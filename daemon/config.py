@@ -127,6 +127,33 @@ class LogConfig:
     format: str = "auto"
 
 
+# -- live.* (the drop-in Gemini Live endpoint, geminid.daemon.live) --------------------------
+
+
+@attrs.frozen
+class LiveConfig:
+    """The Gemini Live protocol endpoint (BidiGenerateContent) that geminid serves itself."""
+
+    #: Serve it on a Unix socket beside the JSON-RPC one (peer credentials checked alike).
+    unix: bool = True
+    #: That socket's path; None: ``<server.socket_path's dir>/geminid-live.sock``.
+    socket_path: Path | None = None
+    #: Loopback TCP listener, ``"127.0.0.1:8766"``; None: no TCP listener (the default).
+    listen: str | None = None
+    #: Let ``listen`` name a non-loopback address (refused at start otherwise).
+    allow_non_loopback: bool = False
+    #: The local token TCP clients present instead of an API key; None: ``<state_dir>/live_token``.
+    token_file: Path | None = None
+    #: TLS on the TCP listener (google-genai always dials wss://); false: plain ws://.
+    tls: bool = True
+    #: The certificate and key to serve; None: a self-signed pair in ``<state_dir>/live_tls/``.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+# -- end live.* ----------------------------------------------------------------------------
+
+
 @attrs.frozen
 class Config:
     upstream: UpstreamConfig = UpstreamConfig()
@@ -134,6 +161,7 @@ class Config:
     backoff: BackoffPolicy = BackoffPolicy()
     server: ServerConfig = attrs.field(factory=ServerConfig)
     log: LogConfig = LogConfig()
+    live: LiveConfig = LiveConfig()
     state_dir: Path = attrs.field(factory=_default_state_dir)
     #: Upper bound on a graceful drain after SIGTERM.
     shutdown_timeout: float = 10.0

@@ -54,6 +54,7 @@ import attrs
 from geminid.daemon import logsetup
 from geminid.daemon.config import (
     Config,
+    LiveConfig,
     LogConfig,
     Secret,
     ServerConfig,
@@ -89,6 +90,8 @@ _SECTIONS: dict[str, type] = {
     "backoff": BackoffPolicy,
     "server": ServerConfig,
     "log": LogConfig,
+    # live.* (the Live endpoint): its own block
+    "live": LiveConfig,
 }
 #: Fields that exist on the classes but are not configuration.
 _NOT_KEYS = {"source", "upstream.api_key_source"}
@@ -145,6 +148,11 @@ def _ws_url(v: str) -> bool:
     return parts.scheme in ("ws", "wss") and bool(parts.hostname)
 
 
+def _host_port(v: str) -> bool:
+    host, sep, port = v.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) < 65536)
+
+
 def _group_exists(v: str) -> bool:
     if v.isdigit():
         return True
@@ -191,6 +199,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shutdown_timeout": (_ge0, ">= 0"),
     # -- upstream backend (issue #14) --
     "upstream.backend": (_in("gemini-api", "vertex"), "one of gemini-api, vertex"),
+    # live.* (the Live endpoint): its own block
+    "live.listen": (_host_port, "HOST:PORT, e.g. 127.0.0.1:8766"),
 }
 
 
@@ -498,6 +508,8 @@ FLAG_KEYS: dict[str, str] = {
     "socket": "server.socket_path",
     "log_level": "log.level",
     "log_format": "log.format",
+    # live.* (the Live endpoint)
+    "live_listen": "live.listen",
 }
 
 
@@ -532,6 +544,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--socket", metavar="PATH", help="Unix socket path (server.socket_path)")
     g.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
     g.add_argument("--log-format", metavar="FMT", help="auto, json or console")
+    g.add_argument("--live-listen", metavar="HOST:PORT",
+                   help="loopback TCP listener of the Gemini Live endpoint (live.listen)")
 
 
 def _flag_layer(args: argparse.Namespace, home: str) -> dict[str, Any]:
@@ -671,6 +685,14 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
             f"too long for a Unix socket ({len(os.fsencode(sock))} bytes > {MAX_SOCKET_PATH})",
             where.get("server.socket_path"),
         )
+
+    # live.* (the Live endpoint): a non-loopback listener only when explicitly allowed.
+    if (listen := merged.get("live.listen")) is not None and not merged.get("live.allow_non_loopback"):
+        from geminid.daemon.live.listen import loopback_problem
+
+        problem = loopback_problem(listen)
+        if problem is not None:
+            raise _fail("live.listen", problem, where.get("live.listen"))
 
     key_source: str | None = None
     if (key_file := merged.get("upstream.api_key_file")) is not None:

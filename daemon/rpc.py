@@ -171,13 +171,16 @@ class Dispatcher:
         server_info: Callable[[], dict[str, Any]] | None = None,
         max_line_bytes: int | None = None,
         health: StoreHealth | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        """``health``: the checkpoint store. While it cannot write, ``session.send`` and
+        """``status_extra``: more top-level members of ``daemon.status`` (the Live endpoint's
+        ``live``). ``health``: the checkpoint store. While it cannot write, ``session.send`` and
         ``session.open`` are answered ``-32007`` at once, before anything is accepted (so a
         retry cannot duplicate), instead of waiting on a write that cannot succeed."""
         self.service = service
         self._health = health
         self._server_info = server_info or dict
+        self._status_extra = status_extra
         self._max_line_bytes = max_line_bytes
         self._table: dict[str, Callable[[ClientContext, _Params], Call]] = {
             "rpc.hello": self._hello,
@@ -375,6 +378,8 @@ class Dispatcher:
         async def run() -> Result:
             status = dict(self.service.status())
             status["server"] = {"protocol": PROTOCOL_VERSION, **self._server_info()}
+            if self._status_extra is not None:
+                status.update(self._status_extra())
             return Result(status)
 
         return Call("daemon.status", run)

@@ -40,7 +40,7 @@ import secrets
 import socket
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -469,6 +469,7 @@ class UnixServer:
         sock: socket.socket | None = None,
         lock_fd: int | None = None,
         health: StoreHealth | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.service = service
         self.cfg = cfg
@@ -480,7 +481,8 @@ class UnixServer:
         self._ids = itertools.count(1)
         self._own_uid = os.geteuid()
         self.dispatcher = Dispatcher(
-            service, server_info=self.info, max_line_bytes=cfg.max_line_bytes, health=health
+            service, server_info=self.info, max_line_bytes=cfg.max_line_bytes, health=health,
+            status_extra=status_extra,
         )
 
     def info(self) -> dict[str, Any]:
@@ -590,6 +592,7 @@ async def serve_unix(
     sock: socket.socket | None = None,
     lock_fd: int | None = None,
     health: StoreHealth | None = None,
+    status_extra: Callable[[], dict[str, Any]] | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the local protocol until cancelled.
@@ -607,7 +610,7 @@ async def serve_unix(
     caller keeps and releases it). ``health``: the checkpoint store, so that requests needing
     durability are refused at once while it cannot write (see :class:`~.rpc.Dispatcher`).
     """
-    server = UnixServer(service, cfg, sock=sock, lock_fd=lock_fd, health=health)
+    server = UnixServer(service, cfg, sock=sock, lock_fd=lock_fd, health=health, status_extra=status_extra)
     await server.serve(task_status=task_status)
 
 

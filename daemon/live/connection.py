@@ -1,0 +1,256 @@
+"""One Live-protocol client over one session: the shell that translates.
+
+A Live client is just another client of a session: it binds (by ``/sessions/NAME``, a local
+handle or a new anonymous session), then every client message goes through ``send_now`` (the
+rules of ``session.send``: validation, seqs, durability, replay after a reconnect) and every
+session event goes through :func:`~.translate.translate` to the client. It is the session's
+EventSink, so ``deliver`` never blocks: past ``queue_cap`` frames waiting, the client is too slow
+and is closed (1013) rather than holding the session up.
+
+Closes, in the protocol's own terms: 1007 for a bad first message, a bad client message or a
+setup that differs from the named session's (as the service would); 1008 "Requested entity was
+not found." for a local handle that names no session; 1000 on geminid's planned shutdown (after
+a ``goAway``) or when a newer connection takes the session over.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from geminid.daemon.events import Event
+from geminid.daemon.live import translate as tr
+from geminid.daemon.live.paths import Target
+from geminid.protocol import live
+from geminid.protocol.errors import (
+    GeminidError,
+    LiveMessageError,
+    SetupMismatch,
+    ShuttingDown,
+    ToolCallLost,
+)
+
+if TYPE_CHECKING:
+    from trio_websocket import WebSocketConnection
+
+    from geminid.daemon.live.server import LiveServer
+
+log = structlog.get_logger("geminid.live")
+
+#: How long a client has to send its setup after the upgrade.
+SETUP_TIMEOUT = 30.0
+_NOT_FOUND = "Requested entity was not found."
+
+
+def _decode(data: str | bytes) -> dict[str, Any] | None:
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        msg = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+class LiveConnection:
+    """See the module docstring. ``server`` owns the registry, the handles and the positions."""
+
+    def __init__(self, ws: WebSocketConnection, server: LiveServer, target: Target, *,
+                 client_id: int, queue_cap: int) -> None:
+        self._ws = ws
+        self._server = server
+        self._target = target
+        self._cap = max(16, queue_cap)
+        #: (event seq or 0, text frame) waiting for the writer.
+        self._out: collections.deque[tuple[int, str]] = collections.deque()
+        self._closing: tr.Close | None = None
+        self._lot = trio.lowlevel.ParkingLot()
+        self._handle: str | None = None
+        self.name: str | None = None
+        self.client_id = client_id
+        self.forwarded = 0
+        self._log = log.bind(client=client_id, version=target.version)
+
+    # -- EventSink ----------------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        if self._closing is not None:
+            return
+        action = tr.translate(event.method, event.params,
+                              continue_on_context_loss=self._target.continue_on_context_loss)
+        if action is None:
+            return
+        if isinstance(action, tr.Close):
+            self.close(action)
+            return
+        if len(self._out) >= self._cap:
+            self.close(tr.Close(1013, "geminid: the client reads too slowly; reconnect with the handle"))
+            return
+        self._out.append((event.seq, action.text))
+        if action.turn_complete and self._handle is not None:
+            self._out.append((0, tr.resumption_update(self._handle)))
+        self._lot.unpark_all()
+
+    def close(self, close: tr.Close) -> None:
+        """Close once the frames already queued are written (the first close wins)."""
+        if self._closing is None:
+            self._closing = close
+            self._lot.unpark_all()
+
+    def go_away(self, time_left: float, reason: str) -> None:
+        """geminid's planned shutdown: ``goAway`` then close 1000, as the service does."""
+        if self._closing is None and self.name is not None:
+            self._out.append((0, tr.go_away(time_left)))
+        self.close(tr.Close(1000, reason))
+
+    # -- life ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            name = await self._bind()
+            if name is not None:
+                await self._pump(name)
+            else:
+                await self._writer()
+        finally:
+            if self.name is not None:
+                self._server.unbind(self.name, self)
+            self._log.info("live.client_disconnected", session=self.name, forwarded=self.forwarded,
+                           close=None if self._closing is None else self._closing.code)
+
+    async def _bind(self) -> str | None:
+        from trio_websocket import ConnectionClosed
+
+        data: str | bytes | None = None
+        with trio.move_on_after(SETUP_TIMEOUT):
+            try:
+                data = await self._ws.get_message()
+            except ConnectionClosed:
+                return None
+        if data is None:
+            self.close(tr.Close(1008, "geminid: no setup message within 30 s"))
+            return None
+        msg = _decode(data)
+        if msg is None or not isinstance(msg.get("setup"), dict) or len(msg) != 1:
+            self.close(tr.Close(1007, "the first message must be a setup message"))
+            return None
+        setup = dict(msg["setup"])
+        resumption = setup.pop("sessionResumption", None) or setup.pop("session_resumption", None)
+        handle = resumption.get("handle") if isinstance(resumption, dict) else None
+        try:
+            live.validate_client_message({"setup": setup})
+        except LiveMessageError as exc:
+            self.close(tr.Close(1007, tr.reason_text(exc.message)))
+            return None
+        registry = self._server.registry
+        if self._target.session is not None:
+            name = self._target.session
+        elif isinstance(handle, str) and handle:
+            found = self._server.handles.session_of(handle)
+            if found is None or found not in registry:
+                self._log.info("live.unknown_handle")
+                self.close(tr.Close(1008, _NOT_FOUND))
+                return None
+            name = found
+        else:
+            name = "live-" + secrets.token_hex(6)
+        try:
+            await registry.open(name, setup)
+        except SetupMismatch:
+            self.close(tr.Close(1007, tr.reason_text(
+                f"geminid: session {name!r} is open with a different setup")))
+            return None
+        except LiveMessageError as exc:
+            self.close(tr.Close(1007, tr.reason_text(exc.message)))
+            return None
+        except ShuttingDown:
+            self.close(tr.Close(1001, "geminid is shutting down"))
+            return None
+        except GeminidError as exc:
+            self.close(tr.Close(1011, tr.reason_text(f"geminid: {exc.message}")))
+            return None
+        self._handle = await self._server.handles.issue(name, set(registry.names()))
+        self.name = name
+        self._server.bind(name, self)
+        self._out.append((0, tr.setup_complete()))
+        self._out.append((0, tr.resumption_update(self._handle)))
+        since = self._server.positions.get(name)
+        sub = registry.attach(name, self, since)
+        for event in sub.backlog:
+            self.deliver(event)
+        self._log.info("live.client_bound", session=name, named=self._target.session is not None,
+                       resumed=handle is not None, backlog=len(sub.backlog))
+        return name
+
+    async def _pump(self, name: str) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def writer() -> None:
+                    await self._writer()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(writer)
+                if await self._reader(name):
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._server.registry.detach(name, self)
+
+    async def _writer(self) -> None:
+        from trio_websocket import ConnectionClosed
+
+        try:
+            while True:
+                if self._out:
+                    seq, text = self._out.popleft()
+                    await self._ws.send_message(text)
+                    if seq and self.name is not None:
+                        self._server.positions[self.name] = seq
+                        self.forwarded += 1
+                    continue
+                if self._closing is not None:
+                    with trio.move_on_after(5):
+                        await self._ws.aclose(self._closing.code, self._closing.reason)
+                    return
+                await self._lot.park()
+        except ConnectionClosed:
+            return
+
+    async def _reader(self, name: str) -> bool:
+        """Client messages into the session. True when the client went away."""
+        from trio_websocket import ConnectionClosed
+
+        registry = self._server.registry
+        while True:
+            try:
+                data = await self._ws.get_message()
+            except ConnectionClosed:
+                return True
+            if self._closing is not None:
+                return False
+            msg = _decode(data)
+            if msg is None:
+                self.close(tr.Close(1007, "a client message must be a JSON object"))
+                return False
+            if "setup" in msg:
+                self.close(tr.Close(1007, "setup may be sent only once, as the first message"))
+                return False
+            try:
+                outcome = registry.send_now(name, msg)
+                if not isinstance(outcome, int):
+                    await outcome
+            except LiveMessageError as exc:
+                self.close(tr.Close(1007, tr.reason_text(exc.message)))
+                return False
+            except ToolCallLost:
+                # The call was lost to a reconnect and the model will ask again: drop the answer.
+                self._log.info("live.tool_response_dropped", session=name)
+            except ShuttingDown:
+                return False  # the server's drain sends goAway and closes
+            except GeminidError as exc:
+                self.close(tr.Close(1011, tr.reason_text(f"geminid: {exc.message}")))
+                return False

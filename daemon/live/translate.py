@@ -1,0 +1,88 @@
+"""Session events -> what a Live client sees (pure).
+
+The session already hides the upstream's churn: its event stream holds each server message once,
+in order, and leaves out the connection's own messages (setupComplete, goAway, the server's
+resumption updates). What is left to decide here is how the few things that cannot be hidden are
+said in the Live protocol's own terms:
+
+- ``session.message``: the server message, verbatim, as a text frame;
+- ``session.context_lost``: the conversation restarted without its history. The client is
+  closed (1011, with the reason) unless it opted in with ``?context_loss=continue``;
+- ``session.ended``: a fatal upstream error closes with the code and reason the service sent
+  (the session's reason starts with it); a session closed by someone else closes 1000;
+- everything else (status transitions, lost tool calls, lag notices) is geminid's business.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import attrs
+
+#: A WebSocket close reason is at most 123 bytes of UTF-8.
+MAX_REASON = 123
+#: A failed session's reason is ``<cause>: <code> <server's reason>`` (SessionCore._failed).
+_CODE = re.compile(r"^(?:[\w.-]+: )?(\d{4})\b\s*(.*)$", re.S)
+
+
+@attrs.frozen
+class Forward:
+    text: str
+    #: A turn ended here: a fresh resumption update follows it (like the real service).
+    turn_complete: bool
+
+
+@attrs.frozen
+class Close:
+    code: int
+    reason: str
+
+
+Action = Forward | Close | None
+
+
+def reason_text(text: str) -> str:
+    raw = text.encode()
+    if len(raw) <= MAX_REASON:
+        return text
+    return raw[: MAX_REASON - 3].decode(errors="ignore") + "..."
+
+
+def translate(method: str, params: dict[str, Any], *, continue_on_context_loss: bool) -> Action:
+    if method == "session.message":
+        message = params.get("message")
+        if not isinstance(message, dict):
+            return None
+        content = message.get("serverContent")
+        done = isinstance(content, dict) and bool(content.get("turnComplete"))
+        return Forward(json.dumps(message, separators=(",", ":"), ensure_ascii=False), done)
+    if method == "session.context_lost":
+        if continue_on_context_loss:
+            return None
+        why = str(params.get("reason") or "unknown")
+        suspected = " (suspected)" if params.get("suspected") else ""
+        return Close(1011, reason_text(f"geminid: conversation context lost{suspected}: {why}"))
+    if method == "session.ended":
+        reason = str(params.get("reason") or "")
+        detail = str(params.get("detail") or "")
+        if reason == "fatal":
+            found = _CODE.match(detail)
+            if found is not None and 1000 <= int(found.group(1)) < 5000:
+                return Close(int(found.group(1)), reason_text(found.group(2) or detail))
+            return Close(1011, reason_text(f"geminid: session failed: {detail}"))
+        return Close(1000, reason_text(f"geminid: session {reason}: {detail}".rstrip(": ")))
+    return None
+
+
+def setup_complete() -> str:
+    return '{"setupComplete":{}}'
+
+
+def resumption_update(handle: str) -> str:
+    return json.dumps({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
+
+
+def go_away(time_left_s: float) -> str:
+    return json.dumps({"goAway": {"timeLeft": f"{max(0.0, time_left_s):g}s"}})
