@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from session_harness import open_core
 
-from geminid.daemon.fake import FakeOptions
+from geminid.daemon.fake import FakeOptions, text_catalogue
 from geminid.daemon.upstream import DialAuth
 from geminid.daemon.upstream.auth import API_KEY_HEADER
 
@@ -33,7 +33,7 @@ class TokenSource:
 
 async def test_an_expired_token_is_refreshed_once_and_the_session_goes_live(state_dir):
     tokens = TokenSource("expired", "right-key")
-    async with open_core(state_dir, fake_options=FakeOptions(api_key="right-key"), credentials=tokens) as core:
+    async with open_core(state_dir, fake_options=FakeOptions(api_key="right-key", catalogue=text_catalogue()), credentials=tokens) as core:
         core.fake.refuse_next(1, status=401)
         rec = await core.open()
         await rec.wait(lambda r: "live" in r.statuses())
@@ -44,7 +44,7 @@ async def test_an_expired_token_is_refreshed_once_and_the_session_goes_live(stat
 
 async def test_a_second_refusal_in_the_same_incident_is_fatal(state_dir):
     tokens = TokenSource("revoked", "also-revoked", "right-key")
-    async with open_core(state_dir, fake_options=FakeOptions(api_key="right-key"), credentials=tokens) as core:
+    async with open_core(state_dir, fake_options=FakeOptions(api_key="right-key", catalogue=text_catalogue()), credentials=tokens) as core:
         core.fake.refuse_next(2, status=401)
         rec = await core.open()
         await rec.wait(lambda r: "failed" in r.statuses())
