@@ -190,6 +190,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "backoff.quota_initial": (_gt0, "> 0"),
     "backoff.quota_cap": (_gt0, "> 0"),
     "backoff.max_failed_resumes": (_ge1, ">= 1"),
+    "backoff.rotation_limit": (_ge1, ">= 1"),
+    "backoff.rotation_window": (_ge0, ">= 0"),
     "server.socket_group": (_group_exists, "an existing group name or a gid"),
     "server.max_line_bytes": (lambda v: v >= 1024, ">= 1024"),
     "server.client_queue": (_ge1, ">= 1"),

@@ -43,7 +43,7 @@ from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State, transition
 
 # The pure upstream modules only (no link, no transport): see tests/session/test_layering_core.py.
-from geminid.daemon.upstream.backoff import Backoff, BackoffPolicy
+from geminid.daemon.upstream.backoff import Backoff, BackoffPolicy, RotationLimit
 from geminid.daemon.upstream.classify import Action, Context, Verdict, classify
 from geminid.daemon.upstream.diagnose import DialHistory, SetupHistory
 from geminid.daemon.upstream.endings import Ending, EndingKind
@@ -51,8 +51,6 @@ from geminid.protocol import live
 from geminid.protocol.errors import LiveMessageError
 from geminid.protocol.notifications import SessionContext, SessionStatus
 
-#: A connection live this long before its goAway rotation counts as healthy (no backoff).
-GOAWAY_MIN_LIVE = 0.25
 #: Endings that happen before the server has read the setup (and so the handle).
 _BEFORE_SETUP = frozenset({EndingKind.REJECTED, EndingKind.NETWORK, EndingKind.CONNECT_TIMEOUT})
 
@@ -125,6 +123,8 @@ class SessionCore:
         self.policy = session
         self.backoff_policy = backoff
         self.backoff = Backoff(backoff)
+        #: goAway rotations are not failures; this bounds how often a server can make us rotate.
+        self.rotations = RotationLimit(per_window=backoff.rotation_limit, window=backoff.rotation_window)
         self.activity = activity
         self.buffer = activity.buffer
         self.tools = activity.tools
@@ -467,21 +467,17 @@ class SessionCore:
         # A dial refused before the setup was read (HTTP 429/503, TCP, handshake) says nothing
         # about the handle: only a failure after the setup counts as a failed resume.
         handle_judged = conn.resumed and ending.kind not in _BEFORE_SETUP
-        # Our own rotation after a goAway is planned by the server: no quick-failure wait,
-        # unless the server announced the end almost at once (then the guard stays, so a server
-        # that sends goAway right after every setup cannot make us hot-loop).
-        judged_live = live_for
-        if ending.kind is EndingKind.LOCAL and conn.goaway_seen and live_for is not None and live_for >= GOAWAY_MIN_LIVE:
-            judged_live = max(live_for, self.backoff_policy.quick_failure)
-        self.backoff, delay = self.backoff.after_ending(
-            verdict.action, live_for=judged_live, resumed=handle_judged, rand=rand
+        rotation = conn.goaway_seen and live_for is not None and verdict.action is Action.RESUME_NOW
+        self.backoff, self.rotations, delay = next_wait(
+            self.backoff, self.rotations, verdict.action, live_for, rotation=rotation, resumed=handle_judged,
+            now=now, rand=rand,
         )
         if verdict.action is Action.FATAL:
             return self._failed(verdict, verdict, live_for, None, summary)
         if delay is None:
             return self._failed(
                 verdict, Verdict(verdict.action, "retry_budget_exhausted"), live_for,
-                f"gave up after {self.backoff.attempt - 1} attempts; last: {verdict.cause}", summary,
+                f"gave up after {self.backoff.spent - 1} attempts; last: {verdict.cause}", summary,
             )
         effects: list[Effect] = []
         if verdict.cause == "credential_refresh":
@@ -496,7 +492,7 @@ class SessionCore:
             effects += self.drop_handle(self._fresh_reason)
             self.backoff = attrs.evolve(self.backoff, failed_resumes=0)
         if delay > 0:
-            reason = summary
+            reason = self.rotations.describe() if rotation else summary
             suspicion = self.history.suspicion()
             if suspicion is not None:
                 # The status says what is probably wrong instead of "network" every 10 s.
@@ -527,6 +523,26 @@ def _tool_bookkeeping(tools: ToolCalls, entry: Entry, model: str) -> None:
         declared = (entry.message["contextUpdate"].get("tools") or {}).get("tools")
         if declared is not None:
             tools.redeclare(model, declared)
+
+
+def next_wait(
+    backoff: Backoff, rotations: RotationLimit, action: Action, live_for: float | None, *, rotation: bool,
+    resumed: bool, now: float, rand: float,
+) -> tuple[Backoff, RotationLimit, float | None]:
+    """The wait before the next dial (None: give up), and the new retry states.
+
+    A goAway rotation (ours, or the server's announced cut) is planned by the server: never a
+    failure, however soon it came; only the rotation rate limit can make it wait. Any other
+    ending of a connection that reached live is progress: it refunds the failure budget (the
+    delay still grows for connections that die right after setup).
+    """
+    if rotation and live_for is not None:
+        rotations, delay = rotations.after_rotation(now)
+        return backoff.after_rotation(live_for=live_for), rotations, delay
+    backoff, wait = backoff.after_ending(
+        action, live_for=live_for, resumed=resumed, rand=rand, progress=live_for is not None
+    )
+    return backoff, rotations, wait
 
 
 def response_ids(canonical: dict[str, Any]) -> list[str | None]:

@@ -273,6 +273,8 @@ class Relay:
                 nursery.start_soon(reader)
                 nursery.start_soon(writer)
                 nursery.start_soon(self._timers, link, conn, nursery.cancel_scope)
+                if self.cfg.upstream.keepalive_interval > 0:
+                    nursery.start_soon(self._keepalive, link)
         except Ended as exc:
             return exc.ending
         except BaseExceptionGroup as group:
@@ -289,36 +291,38 @@ class Relay:
         return ending
 
     async def _timers(self, link: UpstreamLink, conn: Conn, scope: trio.CancelScope) -> None:
-        """goAway deadline, stall detection and keepalive.
+        """goAway deadline and stall detection; the keepalive runs beside them.
 
         Driven by the clock, not by arriving messages (after a goAway the server may go silent,
         and a check that runs only on arrival never fires). It sleeps until the earliest armed
-        deadline and is poked (``_poke_timers``) when a new one may have been armed, so an idle
-        session costs no wakeups besides its keepalive ping.
+        deadline and is poked (``_poke_timers``) when a new one may have been armed. Nothing here
+        awaits the peer: the keepalive ping waits for its pong in its own task, so each timer
+        fires on its own deadline (a stall at ``stall_timeout``, not at the pong timeout).
         """
         up = self.cfg.upstream
-        next_ping = trio.current_time() + up.keepalive_interval if up.keepalive_interval > 0 else None
         while True:
-            wake_at = self.core.wake_at(up.stall_timeout)
-            if next_ping is not None:
-                wake_at = min(wake_at, next_ping)
             self._timer_wake = trio.Event()
-            with trio.move_on_at(wake_at):
+            with trio.move_on_at(self.core.wake_at(up.stall_timeout)):
                 await self._timer_wake.wait()
-            now = trio.current_time()
-            fired = self.core.timer(now, up.stall_timeout)
+            fired = self.core.timer(trio.current_time(), up.stall_timeout)
             if isinstance(fired, EndConnection):
                 self._end_connection(conn, fired.reason.value)
                 self._wake_writer()
                 raise Ended(Ending(EndingKind.LOCAL, reason=conn.local_reason or ""))
             if isinstance(fired, Stall):
                 raise Ended(fired.ending)
-            if next_ping is not None and now >= next_ping:
-                with trio.move_on_after(up.keepalive_timeout) as ping_scope:
-                    await link.ping()
-                if ping_scope.cancelled_caught:
-                    raise Ended(Ending(EndingKind.STALL, reason=f"no pong within {up.keepalive_timeout:g} s"))
-                next_ping = trio.current_time() + up.keepalive_interval
+
+    async def _keepalive(self, link: UpstreamLink) -> None:
+        """A WebSocket ping every ``keepalive_interval``; no pong within ``keepalive_timeout``
+        ends the connection as a stall. Its own task, so a silent peer cannot hold up the
+        goAway deadline or the stall check while the ping waits."""
+        up = self.cfg.upstream
+        while True:
+            await trio.sleep(up.keepalive_interval)
+            with trio.move_on_after(up.keepalive_timeout) as ping_scope:
+                await link.ping()
+            if ping_scope.cancelled_caught:
+                raise Ended(Ending(EndingKind.STALL, reason=f"no pong within {up.keepalive_timeout:g} s"))
 
     def _poke_timers(self) -> None:
         """A deadline may have been armed (goAway, a reply now expected): re-plan the timers."""

@@ -38,6 +38,10 @@ class BackoffPolicy:
     quota_cap: float = 600.0
     #: Failed resumes in a row after which the handle is dropped and a fresh session started.
     max_failed_resumes: int = 3
+    #: goAway rotations are not failures, so they do not spend attempts; instead at most
+    #: ``rotation_limit`` rotation dials in any ``rotation_window`` seconds (see RotationLimit).
+    rotation_limit: int = 6
+    rotation_window: float = 60.0
 
 
 # --- Decision logic ------------------------------------------------------------------------
@@ -73,24 +77,36 @@ class Backoff:
     quota_attempt: int = 0
     #: Resumes in a row that never reached live (setupComplete).
     failed_resumes: int = 0
+    #: The failure budget spent: endings since the last progress (see ``after_ending``).
+    #: Without progress it moves exactly like ``attempt``; ``attempt`` drives the delay.
+    spent: int = 0
 
     def after_ending(
-        self, action: Action, *, live_for: float | None, resumed: bool, rand: float
+        self, action: Action, *, live_for: float | None, resumed: bool, rand: float, progress: bool = False
     ) -> tuple[Backoff, float | None]:
         """Next state and the delay before the next attempt; ``None`` means give up.
 
         ``live_for``: seconds the ended connection was live after setupComplete (None: it
         never reached live). ``resumed``: the attempt's setup carried a handle. ``rand``: a
-        uniform draw in [0, 1).
+        uniform draw in [0, 1). ``progress``: the connection reached live (the session core
+        says so: the conversation was resumed or carried on). Progress refunds the failure
+        budget, so a link that drops every few seconds but recovers every time never fails;
+        the delay still grows for quick deaths (live < ``quick_failure``), so a link that dies
+        right after setup is redialled at a bounded rate, not in a tight loop.
         """
         if not 0.0 <= rand < 1.0:
             raise ValueError(f"rand must be in [0, 1), got {rand!r}")
         p = self.policy
         state = self
         stable = live_for is not None and live_for >= p.stable_after
+        quick = live_for is None or live_for < p.quick_failure
         if stable:
             # Reset only after setupComplete *and* a healthy period (GEMINI_LIVE.md §6).
-            state = attrs.evolve(state, attempt=0, quota_attempt=0, failed_resumes=0)
+            state = attrs.evolve(state, attempt=0, quota_attempt=0, failed_resumes=0, spent=0)
+        if progress:
+            # The budget is for incidents that make no progress; a connection that lived past
+            # the quick-failure mark also ends the delay growth (this drop starts afresh).
+            state = attrs.evolve(state, spent=0, attempt=state.attempt if quick else 0)
         if live_for is not None:
             state = attrs.evolve(state, failed_resumes=0)
         elif resumed:
@@ -99,7 +115,6 @@ class Backoff:
         if action is Action.FATAL:
             return state, None
 
-        quick = live_for is None or live_for < p.quick_failure
         first = state.attempt == 0
         planned = action in (Action.RESUME_NOW, Action.FRESH_SESSION)
         # A planned ending (a goAway rotation, the lifetime cut, a clean 1000) of a connection
@@ -108,30 +123,70 @@ class Backoff:
         # count, so that accept-then-close cannot keep us busy for ever; and only a stable
         # connection resets the counter.
         if stable and planned:
-            attempt = 0
+            count = 0
         elif planned and not quick:
-            attempt = state.attempt
+            count = None  # neither spent nor reset
         else:
-            attempt = state.attempt + 1
-        if attempt > p.max_attempts:
-            return attrs.evolve(state, attempt=attempt), None
+            count = 1
+        attempt = 0 if count == 0 else state.attempt + (count or 0)
+        spent = 0 if count == 0 else state.spent + (count or 0)
+        if spent > p.max_attempts:
+            return attrs.evolve(state, attempt=attempt, spent=spent), None
+        nxt = attrs.evolve(state, attempt=attempt, spent=spent)
 
         if planned:
             if not quick or first:
-                return attrs.evolve(state, attempt=attempt), 0.0
+                return nxt, 0.0
             # Quick failure of a "resume now": accept-then-close must not hot-loop.
-            return attrs.evolve(state, attempt=attempt), _full_jitter(p, state.attempt, rand)
+            return nxt, _full_jitter(p, state.attempt, rand)
         if action is Action.LONG_BACKOFF:
             # Equal jitter: never less than half the base, so quota waits stay minutes long.
             base = _grow(p.quota_initial, 2.0, state.quota_attempt, p.quota_cap)
             delay = base / 2.0 + rand * base / 2.0
-            return attrs.evolve(state, attempt=attempt, quota_attempt=state.quota_attempt + 1), delay
+            return attrs.evolve(nxt, quota_attempt=state.quota_attempt + 1), delay
         # RESUME_AFTER_BACKOFF
-        return attrs.evolve(state, attempt=attempt), _full_jitter(p, state.attempt, rand)
+        return nxt, _full_jitter(p, state.attempt, rand)
+
+    def after_rotation(self, *, live_for: float) -> Backoff:
+        """A goAway rotation (planned by the server) ended a live connection: it is never a
+        failure, however soon it came. It refunds the budget like any progress; the dial rate
+        of a server that sends goAway in a loop is bounded by :class:`RotationLimit` instead."""
+        p = self.policy
+        if live_for >= p.stable_after:
+            return attrs.evolve(self, attempt=0, quota_attempt=0, failed_resumes=0, spent=0)
+        attempt = self.attempt if live_for < p.quick_failure else 0
+        return attrs.evolve(self, attempt=attempt, failed_resumes=0, spent=0)
 
     def must_go_fresh(self) -> bool:
         """Too many resumes in a row failed before live: drop the handle (§6 1011 row)."""
         return self.failed_resumes >= self.policy.max_failed_resumes
+
+
+@attrs.frozen
+class RotationLimit:
+    """The rate limit on goAway rotations: at most ``per_window`` rotation dials in any
+    ``window`` seconds; the next one waits until the oldest of them leaves the window.
+
+    Pure: the caller passes trio time. A server that sends goAway right after every setup thus
+    gets ``per_window`` quick rotations, then one every ``window / per_window`` seconds on
+    average, and the session never fails for it (rotations do not spend the failure budget).
+    """
+
+    per_window: int = attrs.field(default=6, validator=attrs.validators.ge(1))
+    window: float = 60.0
+    #: The times of the last ``per_window`` rotation dials (trio time), oldest first.
+    recent: tuple[float, ...] = ()
+
+    def after_rotation(self, now: float) -> tuple[RotationLimit, float]:
+        """The delay before the dial that follows a rotation at ``now``, and the next state."""
+        at = now
+        if len(self.recent) >= self.per_window:
+            at = max(now, self.recent[-self.per_window] + self.window)
+        return attrs.evolve(self, recent=(*self.recent, at)[-self.per_window:]), at - now
+
+    def describe(self) -> str:
+        """The rule in words, for the status of a rate-limited rotation."""
+        return f"rotation rate limit: {self.per_window} rotations in {self.window:g} s"
 
 
 def _full_jitter(p: BackoffPolicy, attempt: int, rand: float) -> float:

@@ -139,6 +139,6 @@ class SetupHistory:
         return (
             f"invalid config?: the server closed 1011 'Internal error' before any content on "
             f"{self.internal_before_content} attempts in a row; it reports a setup it refuses this "
-            "way (e.g. a response modality the model does not support: gemini-3.x models answer "
+            "way (e.g. a response modality the model does not support: the 3.x Live models answer "
             "AUDIO only, with outputAudioTranscription for text)"
         )

@@ -26,6 +26,8 @@ def test_defaults_unchanged() -> None:
         "quota_initial": 60.0,
         "quota_cap": 600.0,
         "max_failed_resumes": 3,
+        "rotation_limit": 6,
+        "rotation_window": 60.0,
     }
 
 

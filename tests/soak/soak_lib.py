@@ -143,6 +143,7 @@ def soak_config(state_dir: Path, socket_path: Path, staleness: float) -> Config:
         backoff=BackoffPolicy(
             initial=0.05, cap=0.4, stable_after=0.5, quick_failure=0.1, max_attempts=100_000,
             quota_initial=0.2, quota_cap=0.5, max_failed_resumes=3,
+            rotation_limit=6, rotation_window=2.0,
         ),
         upstream=UpstreamConfig(
             connect_timeout=3, setup_timeout=3, stall_timeout=1.0, keepalive_interval=0,
