@@ -44,7 +44,8 @@ EXPIRIES = 20
 def vertex_config(tmp_path: Path, sock: Path, fake: FakeUpstream, key_file: Path) -> Config:
     return Config(
         state_dir=tmp_path / "state",
-        backoff=BackoffPolicy(initial=0.05, cap=0.2, stable_after=0.3, quick_failure=0.05),
+        backoff=BackoffPolicy(initial=0.05, cap=0.2, stable_after=0.3, quick_failure=0.05,
+                              rotation_limit=6, rotation_window=2.0),
         upstream=UpstreamConfig(
             backend="vertex", vertex_project="geminid-test", vertex_location="europe-west4",
             vertex_credentials_file=key_file, transparent=True,
