@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 import trio
+from dialing import dial_once
 
 from geminid.daemon.config import Secret
 from geminid.daemon.fake import FakeOptions, FakeUpstream
@@ -12,15 +13,11 @@ from geminid.daemon.upstream import (
     API_KEY_HEADER,
     ApiKey,
     Credentials,
-    Dial,
     DialAuth,
-    Ended,
     Ending,
     EndingKind,
     Endpoint,
     FixedKey,
-    ending_from_group,
-    open_link,
 )
 from geminid.protocol import live
 
@@ -30,19 +27,7 @@ SETUP = live.encode(live.setup(MODEL))
 
 async def _dial(url: str, credentials: Credentials) -> Ending | None:
     """One real dial to ``url``; None when it reached setupComplete, else how it ended."""
-    dial = Dial(Endpoint.parse(url), credentials, 5, 5, 1 << 20)
-    try:
-        async with trio.open_nursery() as nursery:
-            link, _ = await open_link(nursery, dial, SETUP)
-            await link.close()
-            nursery.cancel_scope.cancel()
-    except Ended as exc:
-        return exc.ending
-    except BaseExceptionGroup as group:
-        found = ending_from_group(group, stage="connect")
-        assert found is not None, group
-        return found
-    return None
+    return await dial_once(Endpoint.parse(url), credentials, timeout=5, setup=SETUP)
 
 
 @pytest.fixture

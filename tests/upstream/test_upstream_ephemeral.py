@@ -6,22 +6,17 @@ import io
 
 import pytest
 import structlog
-import trio
+from dialing import dial_once
 
 from geminid.daemon import logsetup
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.upstream import (
     CredentialError,
-    Dial,
-    Ended,
     Ending,
     EndingKind,
     Endpoint,
     EphemeralToken,
-    ending_from_group,
-    open_link,
 )
-from geminid.protocol import live
 
 TOKEN_A = "auth_tokens/first-token-aaaaaaaa"
 TOKEN_B = "auth_tokens/second-token-bbbbbbb"
@@ -74,19 +69,7 @@ async def test_tokens_are_redacted_and_never_in_repr(tmp_path):
 
 
 async def _dial(endpoint: Endpoint, credentials) -> Ending | None:
-    dial = Dial(endpoint, credentials, 10, 10, 1 << 20)
-    try:
-        async with trio.open_nursery() as nursery:
-            link, _ = await open_link(nursery, dial, live.encode(live.setup("models/gemini-3.8-live")))
-            await link.close()
-            nursery.cancel_scope.cancel()
-    except Ended as exc:
-        return exc.ending
-    except BaseExceptionGroup as group:
-        found = ending_from_group(group, stage="connect")
-        assert found is not None, group
-        return found
-    return None
+    return await dial_once(endpoint, credentials)
 
 
 async def test_the_token_reaches_the_fakes_constrained_route_and_a_rotation_is_used(tmp_path, nursery):

@@ -16,24 +16,20 @@ import pytest
 import structlog
 import trio
 import trio.testing
+from dialing import dial_once
 from vertex_token_server import TokenServer
 
 from geminid.daemon import logsetup
 from geminid.daemon.errors import ConfigError
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.upstream import (
-    Dial,
-    Ended,
     Ending,
     EndingKind,
     Endpoint,
     VertexCredentials,
     auth_google,
-    ending_from_group,
-    open_link,
     vertex_model,
 )
-from geminid.protocol import live
 
 
 class Clock:
@@ -241,19 +237,7 @@ MODEL = "gemini-3.8-live"
 
 
 async def _dial(endpoint: Endpoint, credentials, model: str = "models/gemini-3.8-live") -> Ending | None:
-    dial = Dial(endpoint, credentials, 10, 10, 1 << 20)
-    try:
-        async with trio.open_nursery() as nursery:
-            link, _ = await open_link(nursery, dial, live.encode(live.setup(model)))
-            await link.close()
-            nursery.cancel_scope.cancel()
-    except Ended as exc:
-        return exc.ending
-    except BaseExceptionGroup as group:
-        found = ending_from_group(group, stage="connect")
-        assert found is not None, group
-        return found
-    return None
+    return await dial_once(endpoint, credentials, model=model)
 
 
 async def test_the_bearer_token_reaches_the_fakes_vertex_route(server, creds, nursery):

@@ -12,18 +12,17 @@ import datetime
 
 import pytest
 import trio
+from dialing import dial_once as _dial_once
 from vertex_token_server import TokenServer
 
 from geminid.daemon.fake import FakeOptions, FakeUpstream
 from geminid.daemon.fake.routing import bearer_status
 from geminid.daemon.upstream import (
     DialAuth,
-    Ended,
     Ending,
     EndingKind,
     Endpoint,
     VertexCredentials,
-    ending_from_group,
     open_link,
     vertex_model,
 )
@@ -49,19 +48,7 @@ class Presents:
 
 
 async def dial_once(endpoint: Endpoint, credentials) -> Ending | None:
-    dial = Dial(endpoint, credentials, 10, 10, 1 << 20)
-    try:
-        async with trio.open_nursery() as nursery:
-            link, _ = await open_link(nursery, dial, live.encode(live.setup(MODEL)))
-            await link.close()
-            nursery.cancel_scope.cancel()
-    except Ended as exc:
-        return exc.ending
-    except BaseExceptionGroup as group:
-        found = ending_from_group(group, stage="connect")
-        assert found is not None, group
-        return found
-    return None
+    return await _dial_once(endpoint, credentials, model=MODEL)
 
 
 @pytest.fixture
