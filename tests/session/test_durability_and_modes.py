@@ -62,10 +62,16 @@ async def test_transparent_mode_trims_by_consumed_index(state_dir):
         for i in range(3):
             await core.say("s", f"t{i}")
         await rec.wait(lambda r: r.turn_ends() == 3)
+        # Drop only once a handle covers the three consumed turns: a drop before it would (rightly)
+        # replay them too, since the server's state is the one the handle names.
+        actor = core.actor()
+        await rec.wait(lambda r: actor.handle is not None and len(actor.buffer) == 0)
         await core.fake.drop_all()
         await core.say("s", "after drop")
         await rec.wait(lambda r: r.turn_ends() == 4)
         assert conversation_turns(core.fake) == [["t0", "t1", "t2", "after drop"]]
+        resumed = core.fake.accepted[-1].messages[1:]
+        assert [m["clientContent"]["turns"][0]["parts"][0]["text"] for m in resumed] == ["after drop"]
         setups = [c.setup["setup"] for c in core.fake.accepted]
         assert all(s["sessionResumption"].get("transparent") is True for s in setups)
 
