@@ -76,6 +76,16 @@ class Dial:
         return {**message, "setup": {**body, "model": model}}
 
 
+#: The trio-websocket internals ``send_many`` relies on (0.12: no public batched send). A release
+#: that renames them makes ``send_many`` fall back to one ``send_message`` per frame: slower,
+#: never wrong.
+_BATCH_ATTRS = ("_wsproto", "_stream", "_stream_lock", "_close_reason", "_abort_web_socket")
+
+
+def _can_batch(ws: object) -> bool:
+    return all(hasattr(ws, name) for name in _BATCH_ATTRS)
+
+
 class UpstreamLink:
     """An open, set-up connection. Only the session actor's tasks touch it."""
 
@@ -102,12 +112,13 @@ class UpstreamLink:
         each frame (serialise through its wsproto connection) and writes the bytes together,
         under its stream lock so that a concurrent ping or pong cannot interleave mid-frame.
         """
-        if len(wires) == 1:
-            await self.send(wires[0])
+        ws = self._ws
+        if len(wires) == 1 or not _can_batch(ws):
+            for wire in wires:
+                await self.send(wire)
             return
         from wsproto.events import TextMessage  # loaded by then, with trio_websocket
 
-        ws = self._ws
         if ws._close_reason is not None:
             raise Ended(ending_from_closed(self._closed(ws._close_reason))) from None
         data = b"".join([ws._wsproto.send(TextMessage(data=wire)) for wire in wires])
