@@ -8,6 +8,7 @@ same order; the client's stream saw a single ``send_all`` for the batch.
 from __future__ import annotations
 
 import json
+from contextlib import asynccontextmanager
 
 import trio
 import trio.testing
@@ -55,13 +56,14 @@ async def _peer(server: trio.abc.Stream, got: list[str], n: int, done: trio.Even
         nursery.cancel_scope.cancel()
 
 
-async def test_send_many_writes_the_batch_at_once_and_keeps_frames_and_order(nursery):
+@asynccontextmanager
+async def _linked(nursery, n: int):
+    """A link over a counting memory stream to a real trio-websocket peer expecting ``n`` frames."""
     client, server = trio.testing.memory_stream_pair()
     counting = CountingStream(client)
-    wires = [live.encode(live.realtime_text(f"chunk {i}")) for i in range(10)]
     got: list[str] = []
     done = trio.Event()
-    nursery.start_soon(_peer, server, got, len(wires), done)
+    nursery.start_soon(_peer, server, got, n, done)
 
     async def connector(ep: Endpoint) -> trio.abc.Stream:
         return counting
@@ -70,13 +72,19 @@ async def test_send_many_writes_the_batch_at_once_and_keeps_frames_and_order(nur
     with trio.fail_after(10):
         async with trio.open_nursery() as conn:
             link, _ = await open_link(conn, dial, SETUP)
-            before = counting.writes
-            await link.send_many(wires)
-            assert counting.writes == before + 1
-            assert link.bytes_up == len(SETUP) + sum(map(len, wires))
-            await done.wait()
-            assert got == wires
+            yield link, counting, got, done
             conn.cancel_scope.cancel()
+
+
+async def test_send_many_writes_the_batch_at_once_and_keeps_frames_and_order(nursery):
+    wires = [live.encode(live.realtime_text(f"chunk {i}")) for i in range(10)]
+    async with _linked(nursery, len(wires)) as (link, counting, got, done):
+        before = counting.writes
+        await link.send_many(wires)
+        assert counting.writes == before + 1
+        assert link.bytes_up == len(SETUP) + sum(map(len, wires))
+        await done.wait()
+        assert got == wires
 
 
 async def test_send_many_on_a_closed_link_ends_it(nursery):
@@ -104,32 +112,19 @@ async def test_send_many_on_a_closed_link_ends_it(nursery):
 async def test_send_many_falls_back_to_one_frame_at_a_time_without_the_internals(nursery):
     # A trio-websocket release without the private attributes send_many batches through: the
     # frames still arrive, in order, one write each, instead of an AttributeError mid-relay.
-    client, server = trio.testing.memory_stream_pair()
-    counting = CountingStream(client)
     wires = [live.encode(live.realtime_text(f"chunk {i}")) for i in range(4)]
-    got: list[str] = []
-    done = trio.Event()
-    nursery.start_soon(_peer, server, got, len(wires), done)
+    async with _linked(nursery, len(wires)) as (link, counting, got, done):
+        ws = link._ws
 
-    async def connector(ep: Endpoint) -> trio.abc.Stream:
-        return counting
+        class Renamed:  # what a future release might expose: the public API only
+            def __getattr__(self, name: str):
+                if name == "_wsproto":
+                    raise AttributeError(name)
+                return getattr(ws, name)
 
-    dial = Dial(Endpoint.parse("ws://127.0.0.1:1/x"), FixedKey("k"), 5, 5, 1 << 20, connector=connector)
-    with trio.fail_after(10):
-        async with trio.open_nursery() as conn:
-            link, _ = await open_link(conn, dial, SETUP)
-            ws = link._ws
-
-            class Renamed:  # what a future release might expose: the public API only
-                def __getattr__(self, name: str):
-                    if name == "_wsproto":
-                        raise AttributeError(name)
-                    return getattr(ws, name)
-
-            link._ws = Renamed()  # type: ignore[assignment]
-            before = counting.writes
-            await link.send_many(wires)
-            assert counting.writes == before + len(wires)
-            await done.wait()
-            assert got == wires
-            conn.cancel_scope.cancel()
+        link._ws = Renamed()  # type: ignore[assignment]
+        before = counting.writes
+        await link.send_many(wires)
+        assert counting.writes == before + len(wires)
+        await done.wait()
+        assert got == wires
