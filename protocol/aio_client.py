@@ -44,6 +44,7 @@ from typing import Any
 
 from geminid.protocol.acks import SendAck
 from geminid.protocol.client import (
+    CLIENT_MAX_LINE,
     ConnectionLost,
     DaemonUnreachable,
     RemoteError,
@@ -61,8 +62,6 @@ from geminid.protocol.jsonrpc import (
     encode_request,
     parse_incoming,
 )
-
-CLIENT_MAX_LINE = 256 * 1024 * 1024
 
 _OnResult = Callable[[Any], None]
 

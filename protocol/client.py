@@ -57,6 +57,7 @@ from .jsonrpc import (
     parse_incoming,
 )
 
+#: The longest line a client accepts from the daemon (both clients: one owner).
 CLIENT_MAX_LINE = 256 * 1024 * 1024
 
 Trace = Callable[[str, bytes], None]
