@@ -791,8 +791,11 @@ def render_config(cfg: Config) -> str:
         else:
             lines.append(f"{k.field} = {_toml_value(value)}{comment}")
     text = "\n".join(lines) + "\n"
-    if cfg.upstream.api_key is not None:  # belt and braces: never print the key
-        text = text.replace(cfg.upstream.api_key.reveal(), "<redacted>")
+    key = cfg.upstream.api_key.reveal() if cfg.upstream.api_key is not None else ""
+    # Belt and braces: never print the key. A value shorter than a secret can be (a typo'd
+    # one-letter key) is not searched for: replacing every "e" would mangle the whole output.
+    if len(key) >= logsetup.MIN_SECRET_LEN:
+        text = text.replace(key, "<redacted>")
     return logsetup.redact_text(text)
 
 

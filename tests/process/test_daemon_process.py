@@ -250,3 +250,13 @@ def test_sentinel_key_never_appears_via_any_input_path(tmp_path):
     # A key on the command line is refused without echoing it.
     result = subprocess.run(base + ["--api-key", SENTINEL_KEY], capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode != 0 and SENTINEL_KEY not in result.stdout + result.stderr
+
+
+def test_check_config_with_a_one_letter_key_prints_the_config_intact(tmp_path):
+    """A one-letter key (a typo) must not be "redacted" out of every word of the output."""
+    env = {**os.environ, "HOME": str(tmp_path), "GEMINI_API_KEY": "e"}
+    result = subprocess.run([sys.executable, "-m", "geminid.daemon.cli", "check-config"],
+                            capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "<redacted>" not in result.stdout
+    assert "endpoint" in result.stdout and 'api_key = "<set: from' in result.stdout
