@@ -95,6 +95,10 @@ async def test_stale_handle_starts_fresh_and_announces_context_lost(state_dir):
         rec = await core.open()
         await core.say("s", "my name is Ada")
         await rec.wait(lambda r: r.turn_ends() == 1)
+        # Expire only once a handle covers the turn: before that, the fresh session would
+        # (rightly) replay "my name is Ada" too, and the fresh conversation would hold it.
+        actor = core.actor()
+        await rec.wait(lambda r: actor.handle is not None and len(actor.buffer) == 0)
         core.fake.expire_handles()
         await core.fake.drop_all()
         await rec.wait(lambda r: r.of("session.context_lost"))
