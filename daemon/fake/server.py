@@ -140,11 +140,14 @@ class FakeUpstream:
         elif route is None:
             status = 404
         else:
-            status = routing.auth_status(
-                routing.credentials(request.headers, query), self.options.api_key
-            )
-            if status is None and route.vertex and self.options.bearer_check is not None:
+            if route.vertex and self.options.bearer_check is not None:
+                # The token issuer's rule replaces the API-key rule on Vertex (Vertex takes no
+                # API key; the Developer path of the same fake keeps its key).
                 status = routing.bearer_status(request.headers, self.options.bearer_check)
+            else:
+                status = routing.auth_status(
+                    routing.credentials(request.headers, query), self.options.api_key
+                )
             record.auth_ok = status is None
         if status is not None:
             record.status = status

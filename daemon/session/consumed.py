@@ -42,6 +42,15 @@ A third source of duplicates is not an ambiguity of the index: a per-connection 
 nothing about what the *previous* connection consumed after its last handle (the update after
 a resume names 0), so what was written there after it is replayed.
 
+*A restart.* A restarted daemon resumes from its checkpoint's handle without the index history
+of the daemon it replaces, so under session scope it cannot know the conversation's count at that
+resume (assuming 0, as for a new session, read the resumed count as consumed on this connection:
+every per-connection reading then trims messages the server never saw, a loss, and the session
+readings are dropped for good, so nothing is trimmed again and every reconnect replays it all).
+:meth:`ConsumedIndex.unknown_start` opens ``S0`` to ``[0, unbounded)`` for the next connection:
+only what the replies prove is trimmed until an update pins it (the update right after setup,
+when it comes before replay writes, pins it exactly).
+
 ``for_convention`` with one name starts with that single candidate (no config key reads it yet).
 """
 
@@ -51,6 +60,8 @@ import attrs
 
 #: The conventions, as the config and the fake name them.
 CONVENTIONS = ("0-connection", "1-connection", "0-session", "1-session")
+#: An upper bound of ``S0`` that no count reaches: the conversation's count is unknown.
+UNBOUNDED = 1 << 62
 
 
 @attrs.define
@@ -120,6 +131,14 @@ class ConsumedIndex:
             if cand.session:  # S0 = S - c with c in [lo, hi]: narrow the interval
                 cand.s_lo, cand.s_hi = max(cand.s_lo, s - hi), min(cand.s_hi, s - lo)
         return min(cand.c_lo for cand in self.candidates)
+
+    def unknown_start(self) -> None:
+        """The next connection resumes a conversation whose count this detector never saw (a
+        restored session): its session-scoped start may be anything from 0 up."""
+        for cand in self.candidates:
+            if cand.session:
+                cand.s_lo, cand.s_hi = 0, UNBOUNDED
+            cand.c_lo, cand.last_s = 0, None
 
     def new_connection(self, sent: int) -> None:
         """The connection that wrote ``sent`` messages ended; the next starts at count 0."""

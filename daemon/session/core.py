@@ -202,6 +202,8 @@ class SessionCore:
         self.context_lost_pending = r.context_lost
         if not self.handle and self.transcript:
             self.context_lost_pending = self.context_lost_pending or "no resumption handle was saved"
+        if self.handle:  # resumed without the index history of the daemon before the restart
+            self.buffer.consumed.unknown_start()
         return [SecretAdded(self.handle)] if self.handle else []
 
     # -- client messages -------------------------------------------------------------------

@@ -32,13 +32,10 @@ def _index(convention: str, conn: int, session: int) -> int | None:
     return count - 1 + int(base) if count > 0 else None
 
 
-@pytest.mark.parametrize("convention", CONVENTIONS)
-@pytest.mark.parametrize("configured", [False, True])
-@settings(max_examples=300, deadline=None)
-@given(history=ops)
-def test_never_trims_unconsumed_and_exact_when_quiet(convention, configured, history):
-    detector = ConsumedIndex.for_convention(convention if configured else "auto")
-    sent = conn = session = 0
+def _play(detector: ConsumedIndex, convention: str, history, session: int = 0) -> None:
+    """Run ``history`` against a server that had consumed ``session`` messages of the
+    conversation before the detector's first connection (a resume), checking every answer."""
+    sent = conn = 0
     for op in history:
         if op[0] == "send":
             sent += op[1]
@@ -65,8 +62,38 @@ def test_never_trims_unconsumed_and_exact_when_quiet(convention, configured, his
             assert got == 0
     alive = {f"{c.base}-{'session' if c.session else 'connection'}" for c in detector.candidates}
     assert convention in alive, "the true convention was dropped"
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("configured", [False, True])
+@settings(max_examples=300, deadline=None)
+@given(history=ops)
+def test_never_trims_unconsumed_and_exact_when_quiet(convention, configured, history):
+    detector = ConsumedIndex.for_convention(convention if configured else "auto")
+    _play(detector, convention, history)
     if configured:
         assert detector.convention == convention
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@settings(max_examples=300, deadline=None)
+@given(before=st.integers(1, 40), written_first=st.integers(0, 3), history=ops)
+def test_a_restored_session_never_trims_unconsumed(convention, before, written_first, history):
+    """A restarted daemon resumes a conversation that had consumed ``before`` messages under
+    the daemon it replaced; its detector never saw them (``unknown_start``). Under a session
+    scope, reading that count as 0 would trim up to ``before`` messages never consumed."""
+    detector = ConsumedIndex.for_convention()
+    detector.unknown_start()
+    _play(detector, convention, [("reconnect", True, written_first), *history], session=before)
+
+
+def test_a_restored_session_is_pinned_by_the_update_after_setup():
+    d = ConsumedIndex.for_convention()
+    d.unknown_start()
+    d.new_connection(0)
+    assert d.observe(41, 0) == 0  # 0-based session count 42 at the resume, nothing written
+    assert d.observe(44, 3, at_least=3) == 3
+    assert d.observe(46, 6) == 5  # exact between replies too, now S0 is known
 
 
 def test_first_quiet_update_settles_the_base():

@@ -23,7 +23,9 @@ K2  every session resumed while its handle was valid: ONE fake conversation per 
 K3  every turn whose ``session.send`` returned ``{seq}`` is in the conversation exactly once, in
     order; a turn sent but not acked before a kill is there at most once;
 K4  every client saw contiguous event seqs or a ``session.lagged`` covering each gap;
-K5  the sentinel key appears in no daemon log and no file of the state dir;
+K5  the sentinel key (and the backend's tokens, e.g. every Vertex bearer token the token
+    endpoint issued) appears in no daemon log and no file of the state dir, and no resumption
+    handle the fake issued appears in a daemon log (the checkpoint must hold the handle);
 K6  every start reached READY=1; the final SIGTERM exits 0; no error-level log line;
 K7  exactly-once through the idempotent send: every ``send()`` returned an ack (the client repeats
     a send cut off by a daemon kill with its message id; a driver whose client "dies" mid-send,
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +87,19 @@ FAST_ENV = {
     "GEMINID_SESSION_INACTIVITY_TIMEOUT": "0",
     "GEMINID_SHUTDOWN_TIMEOUT": "3",
 }
+
+
+@attrs.define
+class CrashBackend:
+    """How the crash loop's daemon reaches the fake: by default the Developer API path with the
+    sentinel key; tests/soak/test_vertex_crash_loop.py puts it on the Vertex path. ``url``: the
+    daemon's ``--endpoint`` for the fake; ``env``: more daemon environment; ``secrets``: asked
+    at check time, more strings K5 must find nowhere (e.g. every bearer token issued)."""
+
+    fake_options: dict[str, Any] = attrs.Factory(dict)
+    url: Callable[[FakeUpstream], str] | None = None
+    env: dict[str, str] = attrs.Factory(dict)
+    secrets: Callable[[], list[str]] = list
 
 
 @attrs.define
@@ -137,7 +153,7 @@ class Notify:
 
 class Daemon:
     def __init__(self, workdir: Path, url: str, sock: Path, key: str, notify: Notify,
-                 break_mode: str | None) -> None:
+                 break_mode: str | None, extra_env: Mapping[str, str] | None = None) -> None:
         self.workdir, self.url, self.sock, self.notify = workdir, url, sock, notify
         self.state_dir = workdir / "state"
         self.logdir = workdir / "logs"
@@ -146,6 +162,7 @@ class Daemon:
         env.update(FAST_ENV)
         env.update(GEMINI_API_KEY=key, NOTIFY_SOCKET=str(notify.path),
                    XDG_CONFIG_HOME=str(workdir / "xdg"), PYTHONUNBUFFERED="1")
+        env.update(extra_env or {})
         self.env = env
         #: The real daemon, or a broken build of it (tests/soak/broken_build.py runs the same cli).
         self.command = [sys.executable, "-m", "geminid.daemon.cli"]
@@ -290,7 +307,9 @@ class _ChunkSpy(SessionView):
         return out
 
 
-async def run_crash_loop(params: CrashParams, workdir: Path | None = None) -> CrashResult:
+async def run_crash_loop(params: CrashParams, workdir: Path | None = None, *,
+                         backend: CrashBackend | None = None) -> CrashResult:
+    backend = backend or CrashBackend()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="geminid-crash-"))
     shortdir = Path(tempfile.mkdtemp(prefix="gcrash-", dir="/tmp"))
     rng = random.Random(params.seed)
@@ -311,20 +330,23 @@ async def run_crash_loop(params: CrashParams, workdir: Path | None = None) -> Cr
                 # output for 3.8 and the Developer API's answer is UNCONFIRMED, so the fake accepts it here.
                 fake = await nursery.start(FakeUpstream(FakeOptions(catalogue=text_catalogue(),
                     api_key=key, reply_pace=0.02, reply_chunks=4, seed=params.seed,
+                    **backend.fake_options,
                 )).serve)
                 notify = Notify(shortdir / "notify")
                 with notify.sock:
                     await notify.bind()
                     nursery.start_soon(notify.run)
-                    daemon = Daemon(workdir, fake.url(), shortdir / "geminid.sock", key, notify,
-                                    params.break_mode)
+                    url = backend.url(fake) if backend.url is not None else fake.url()
+                    daemon = Daemon(workdir, url, shortdir / "geminid.sock", key, notify,
+                                    params.break_mode, backend.env)
                     try:
                         report = await _loop(params, rng, fake, daemon, names, logs, violations)
                     finally:
                         if daemon.proc is not None and daemon.proc.returncode is None:
                             daemon.kill_now()
                             await daemon.reap()
-                    check(fake, daemon, names, logs, key, violations, report)
+                    check(fake, daemon, names, logs, key, violations, report,
+                          tokens=backend.secrets())
                     nursery.cancel_scope.cancel()
     except trio.TooSlowError:
         violations.append(f"crash loop did not finish within {params.time_limit} s")
@@ -435,8 +457,22 @@ async def _wait_quiet(sc: SoakClient, names: list[str], timeout: float) -> dict[
     return listed
 
 
+def secret_leaks(paths: Iterable[Path], secrets: Mapping[str, Iterable[str]]) -> list[str]:
+    """K5: ``what -> strings`` that must appear in none of ``paths`` (read as bytes, whole)."""
+    needles = [(what, s.encode()) for what, strings in secrets.items() for s in strings if s]
+    found = []
+    for path in paths:
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        for what, needle in needles:
+            if needle in data:
+                found.append(f"K5 {what} appears in {path}")
+    return found
+
+
 def check(fake, daemon: Daemon, names, logs, key: str, violations: list[str],
-          report: dict[str, Any]) -> None:
+          report: dict[str, Any], tokens: list[str] = ()) -> None:
     views: dict[str, SessionView] = report.pop("views", {})
     clients: list[SoakClient] = report.pop("clients", [])
     # K1: checkpoints
@@ -465,11 +501,13 @@ def check(fake, daemon: Daemon, names, logs, key: str, violations: list[str],
             except Exception as exc:  # noqa: BLE001 - any failure to decode is the finding
                 violations.append(f"K1 {path.name} does not decode: {exc!r}")
     report["checkpoint_files"] = len(list(state.glob("*.ckpt"))) if state.exists() else 0
-    # K5: the sentinel
-    needle = key.encode()
-    for path in list(daemon.logdir.rglob("*")) + (list(state.rglob("*")) if state.exists() else []):
-        if path.is_file() and needle in path.read_bytes():
-            violations.append(f"K5 the API key appears in {path}")
+    # K5: the sentinel key and the backend's tokens, in logs and state; handles, in logs.
+    log_files = list(daemon.logdir.rglob("*"))
+    state_files = list(state.rglob("*")) if state.exists() else []
+    violations.extend(secret_leaks(log_files + state_files, {"the API key": [key], "a token": tokens}))
+    handles = [h for r in fake.accepted for h in r.handles]
+    violations.extend(secret_leaks(log_files, {"a resumption handle": handles}))
+    report["secrets_checked"] = 1 + len(tokens) + len(handles)
     # K2/K3: conversations
     convs: dict[str, list[str]] = {}
     records: dict[str, list] = {}

@@ -326,8 +326,21 @@ class Driver:
             self.last = n
 
 
-async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResult:
+@attrs.define
+class SoakBackend:
+    """How the soak's daemon reaches the fake. The default: the Developer API path with a fixed
+    key. ``fake_options`` are extra ``FakeOptions`` fields; ``wire(cfg, fake)`` returns the
+    config and the ``Dial`` to use instead (tests/soak/test_vertex_soak.py: the Vertex path,
+    google-auth bearer tokens, transparent mode)."""
+
+    fake_options: dict[str, Any] = attrs.Factory(dict)
+    wire: Callable[[Config, FakeUpstream], tuple[Config, Dial]] | None = None
+
+
+async def run_soak(params: SoakParams, workdir: Path | None = None, *,
+                   backend: SoakBackend | None = None) -> SoakResult:
     """Run one soak and check it; never raises for a violation (see ``SoakResult.violations``)."""
+    backend = backend or SoakBackend()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="geminid-soak-"))
     sockdir = Path(tempfile.mkdtemp(prefix="gsoak-", dir="/tmp"))  # short sun_path
     state_dir = workdir / "state"
@@ -352,12 +365,15 @@ async def run_soak(params: SoakParams, workdir: Path | None = None) -> SoakResul
                 # output for 3.8 and the Developer API's answer is UNCONFIRMED, so the fake accepts it here.
                 fake = await nursery.start(FakeUpstream(FakeOptions(catalogue=text_catalogue(),
                     reply_pace=0.004, reply_chunks=3, seed=params.seed, lifetime=6.0,
-                    goaway_before=1.5,
+                    goaway_before=1.5, **backend.fake_options,
                 )).serve)
                 cfg = soak_config(state_dir, sockdir / "geminid.sock", params.audio_staleness)
                 metrics = Metrics()
-                dial = Dial(Endpoint.parse(fake.url()), FixedKey(KEY), cfg.upstream.connect_timeout,
-                            cfg.upstream.setup_timeout, cfg.upstream.max_message_size)
+                if backend.wire is not None:
+                    cfg, dial = backend.wire(cfg, fake)
+                else:
+                    dial = Dial(Endpoint.parse(fake.url()), FixedKey(KEY), cfg.upstream.connect_timeout,
+                                cfg.upstream.setup_timeout, cfg.upstream.max_message_size)
                 registry = await start_core(nursery, cfg, dial, metrics, upstream_kind="fake", records={})
                 sock = await nursery.start(serve_unix, registry, cfg.server)
                 global LAST_FAKE  # post-mortem debugging of the last run (see LAST_LOGS)

@@ -105,6 +105,22 @@ async def test_the_developer_path_ignores_the_issuer(fake, tokens):
     assert await dial_once(dev, Presents("any-key")) is None
 
 
+async def test_with_a_key_too_the_issuer_alone_guards_vertex(nursery, tokens, tmp_path):
+    """A fake holding an API key (the crash loop's) and an issuer: Vertex takes the issuer's
+    bearer token, not the key; the Developer path still takes the key only."""
+    fake = await nursery.start(FakeUpstream(FakeOptions(api_key="dev-key", bearer_check=tokens.valid,
+                                                        reply_pace=0.001)).serve)
+    creds = VertexCredentials.from_file(tokens.key_file(tmp_path))
+    assert await dial_once(endpoint_of(fake), creds) is None
+    ending = await dial_once(endpoint_of(fake), Presents("dev-key"))
+    assert ending is not None and ending.http_status == 401
+    dev = Endpoint.parse(fake.url())
+    assert await dial_once(dev, Presents("dev-key")) is None
+    ending = await dial_once(dev, Presents(tokens.issued[-1]))
+    assert ending is not None and ending.http_status == 403
+    assert [r.status for r in fake.connections] == [101, 401, 101, 403]
+
+
 # --- the fake's lastConsumedClientMessageIndex conventions ----------------------------------------
 
 
