@@ -26,6 +26,7 @@ import trio
 from geminid.daemon.events import Event
 from geminid.daemon.live import translate as tr
 from geminid.daemon.live.paths import Target
+from geminid.daemon.live.replies import ReplyView
 from geminid.protocol import live
 from geminid.protocol.errors import (
     GeminidError,
@@ -65,8 +66,9 @@ class LiveConnection:
         self._server = server
         self._target = target
         self._cap = max(16, queue_cap)
-        #: (event seq or 0, text frame) waiting for the writer.
-        self._out: collections.deque[tuple[int, str]] = collections.deque()
+        #: (event seq or 0, text frame or None: only the position) waiting for the writer.
+        self._out: collections.deque[tuple[int, str | None]] = collections.deque()
+        self._view = ReplyView()
         self._closing: tr.Close | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._handle: str | None = None
@@ -80,19 +82,20 @@ class LiveConnection:
     def deliver(self, event: Event) -> None:
         if self._closing is not None:
             return
-        action = tr.translate(event.method, event.params,
+        action = tr.translate(event.method, event.params, self._view,
                               continue_on_context_loss=self._target.continue_on_context_loss)
-        if action is None:
-            return
         if isinstance(action, tr.Close):
             self.close(action)
             return
         if len(self._out) >= self._cap:
             self.close(tr.Close(1013, "geminid: the client reads too slowly; reconnect with the handle"))
             return
-        self._out.append((event.seq, action.text))
-        if action.turn_complete and self._handle is not None:
-            self._out.append((0, tr.resumption_update(self._handle)))
+        if not action and event.method == "session.message":
+            self._out.append((event.seq, None))  # all of it was given already: only the position
+        for forward in action:
+            self._out.append((event.seq, forward.text))
+            if forward.turn_complete and self._handle is not None:
+                self._out.append((0, tr.resumption_update(self._handle)))
         self._lot.unpark_all()
 
     def close(self, close: tr.Close) -> None:
@@ -120,6 +123,7 @@ class LiveConnection:
             if self.name is not None:
                 self._server.unbind(self.name, self)
             self._log.info("live.client_disconnected", session=self.name, forwarded=self.forwarded,
+                           repeats_hidden=self._view.hidden, restarts_shown=self._view.diverged,
                            close=None if self._closing is None else self._closing.code)
 
     async def _bind(self) -> str | None:
@@ -207,10 +211,11 @@ class LiveConnection:
             while True:
                 if self._out:
                     seq, text = self._out.popleft()
-                    await self._ws.send_message(text)
+                    if text is not None:
+                        await self._ws.send_message(text)
+                        self.forwarded += 1 if seq else 0
                     if seq and self.name is not None:
                         self._server.positions[self.name] = seq
-                        self.forwarded += 1
                     continue
                 if self._closing is not None:
                     with trio.move_on_after(5):

@@ -5,7 +5,11 @@ in order, and leaves out the connection's own messages (setupComplete, goAway, t
 resumption updates). What is left to decide here is how the few things that cannot be hidden are
 said in the Live protocol's own terms:
 
-- ``session.message``: the server message, verbatim, as a text frame;
+- ``session.message``: the server message as a text frame, verbatim, except when its reply
+  started again after a reconnect: then only what the client was not given yet
+  (:class:`~.replies.ReplyView`);
+- ``session.tool_call_lost``: ``toolCallCancellation {ids}``, the service's own way to say "do
+  not answer these" (the model asks again, and its reply starts again);
 - ``session.context_lost``: the conversation restarted without its history. The client is
   closed (1011, with the reason) unless it opted in with ``?context_loss=continue``;
 - ``session.ended``: a fatal upstream error closes with the code and reason the service sent
@@ -20,6 +24,8 @@ import re
 from typing import Any
 
 import attrs
+
+from geminid.daemon.live.replies import ReplyView
 
 #: A WebSocket close reason is at most 123 bytes of UTF-8.
 MAX_REASON = 123
@@ -43,6 +49,12 @@ class Close:
 Action = Forward | Close | None
 
 
+def _frame(message: dict[str, Any]) -> Forward:
+    content = message.get("serverContent")
+    done = isinstance(content, dict) and bool(content.get("turnComplete"))
+    return Forward(json.dumps(message, separators=(",", ":"), ensure_ascii=False), done)
+
+
 def reason_text(text: str) -> str:
     raw = text.encode()
     if len(raw) <= MAX_REASON:
@@ -50,17 +62,24 @@ def reason_text(text: str) -> str:
     return raw[: MAX_REASON - 3].decode(errors="ignore") + "..."
 
 
-def translate(method: str, params: dict[str, Any], *, continue_on_context_loss: bool) -> Action:
+def translate(method: str, params: dict[str, Any], view: ReplyView, *,
+              continue_on_context_loss: bool) -> list[Forward] | Close:
+    """What the client gets for one session event (maybe nothing: an empty list)."""
     if method == "session.message":
         message = params.get("message")
         if not isinstance(message, dict):
-            return None
-        content = message.get("serverContent")
-        done = isinstance(content, dict) and bool(content.get("turnComplete"))
-        return Forward(json.dumps(message, separators=(",", ":"), ensure_ascii=False), done)
+            return []
+        return [_frame(m) for m in view.message(message, replayed=bool(params.get("replayed")))]
+    if method == "session.status":
+        view.connection_changed()
+        return []
+    if method == "session.tool_call_lost":
+        ids = [i for i in params.get("ids") or [] if isinstance(i, str)]
+        view.restart_next_reply()
+        return [_frame({"toolCallCancellation": {"ids": ids}})] if ids else []
     if method == "session.context_lost":
         if continue_on_context_loss:
-            return None
+            return []
         why = str(params.get("reason") or "unknown")
         suspected = " (suspected)" if params.get("suspected") else ""
         return Close(1011, reason_text(f"geminid: conversation context lost{suspected}: {why}"))
@@ -73,7 +92,7 @@ def translate(method: str, params: dict[str, Any], *, continue_on_context_loss: 
                 return Close(int(found.group(1)), reason_text(found.group(2) or detail))
             return Close(1011, reason_text(f"geminid: session failed: {detail}"))
         return Close(1000, reason_text(f"geminid: session {reason}: {detail}".rstrip(": ")))
-    return None
+    return []
 
 
 def setup_complete() -> str:
