@@ -8,8 +8,10 @@ said in the Live protocol's own terms:
 - ``session.message``: the server message as a text frame, verbatim, except when its reply
   started again after a reconnect: then only what the client was not given yet
   (:class:`~.replies.ReplyView`);
-- ``session.tool_call_lost``: ``toolCallCancellation {ids}``, the service's own way to say "do
-  not answer these" (the model asks again, and its reply starts again);
+- ``session.tool_call_lost``: the model asks again, and its reply starts again. A call the client
+  answered and the model asks again alike is answered by geminid with the client's response
+  (:class:`~.toolreuse.ToolReuse`: an :class:`Answer`); one it had not answered is cancelled
+  (``toolCallCancellation {ids}``, the service's own way to say "do not answer these");
 - ``session.context_lost``: the conversation restarted without its history. The client is
   closed (1011, with the reason) unless it opted in with ``?context_loss=continue``;
 - ``session.ended``: a fatal upstream error closes with the code and reason the service sent
@@ -26,6 +28,7 @@ from typing import Any
 import attrs
 
 from geminid.daemon.live.replies import ReplyView
+from geminid.daemon.live.toolreuse import ToolReuse
 
 #: A WebSocket close reason is at most 123 bytes of UTF-8.
 MAX_REASON = 123
@@ -38,6 +41,13 @@ class Forward:
     text: str
     #: A turn ended here: a fresh resumption update follows it (like the real service).
     turn_complete: bool
+
+
+@attrs.frozen
+class Answer:
+    """A client message geminid sends into the session itself (a reused tool response)."""
+
+    message: dict[str, Any]
 
 
 @attrs.frozen
@@ -62,19 +72,32 @@ def reason_text(text: str) -> str:
     return raw[: MAX_REASON - 3].decode(errors="ignore") + "..."
 
 
-def translate(method: str, params: dict[str, Any], view: ReplyView, *,
-              continue_on_context_loss: bool) -> list[Forward] | Close:
+def translate(method: str, params: dict[str, Any], view: ReplyView, tools: ToolReuse, *,
+              continue_on_context_loss: bool) -> list[Forward | Answer] | Close:
     """What the client gets for one session event (maybe nothing: an empty list)."""
     if method == "session.message":
         message = params.get("message")
         if not isinstance(message, dict):
             return []
-        return [_frame(m) for m in view.message(message, replayed=bool(params.get("replayed")))]
+        out: list[Forward | Answer] = []
+        if "toolCall" in message:
+            split = tools.tool_call(message)
+            if split.answer is not None:
+                out.append(Answer(split.answer))
+            if split.show is None:
+                return out
+            message = split.show
+        for m in view.message(message, replayed=bool(params.get("replayed"))):
+            forward = _frame(m)
+            if forward.turn_complete:
+                tools.turn_complete()
+            out.append(forward)
+        return out
     if method == "session.status":
         view.connection_changed()
         return []
     if method == "session.tool_call_lost":
-        ids = [i for i in params.get("ids") or [] if isinstance(i, str)]
+        ids = tools.lost([i for i in params.get("ids") or [] if isinstance(i, str)])
         view.restart_next_reply()
         return [_frame({"toolCallCancellation": {"ids": ids}})] if ids else []
     if method == "session.context_lost":

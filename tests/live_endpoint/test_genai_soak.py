@@ -4,8 +4,9 @@ input transcription, tool calls) while the upstream fake drops connections, clos
 sends goAway and expires them (short lifetimes) every few seconds.
 
 What must hold: no exception in the SDK (a drop it saw would raise ``APIError``), every turn
-answered exactly once (one reply, its text whole, one turnComplete; in a tool turn one call that
-stands, any other one cancelled by ``toolCallCancellation`` before the model asks again),
+answered exactly once (one reply, its text whole, one turnComplete; in a tool turn one call, and
+a second only after ``toolCallCancellation`` of one the client had not answered yet: a lost call
+it had answered, asked again alike, geminid answers itself with the client's response),
 and the conversation kept throughout: the fake numbers its turns over the whole conversation and
 quotes the previous user turn, and every 10th text turn asks it to ``recall`` every earlier user
 turn, so a lost or duplicated turn or a restarted context shows in the replies themselves.
@@ -194,8 +195,15 @@ async def test_genai_soak_under_upstream_faults(tmp_path: Path, nursery: trio.Nu
             records = await run_asyncio(_drive, client, TURNS)
             inner.cancel_scope.cancel()
         took = time.monotonic() - started
+        # the SDK's connection has ended: geminid logs what it hid (and proves it had faults)
+        with trio.fail_after(30):
+            while not proc.events("live.client_disconnected"):
+                await trio.sleep(0.05)
+        hid = proc.events("live.client_disconnected")[0]
     finally:
         await proc.aclose()
+    print(f"\nhidden by geminid: {hid.get('repeats_hidden')} repeated reply frames, "
+          f"{hid.get('restarts_shown')} restarts shown, {hid.get('tool_answers_reused')} tool answers reused")
     print(f"\nlive soak: {TURNS} turns in {took:.1f} s, faults {dict(faults.counts)}, "
           f"upstream connections {len(fake.accepted)}, "
           f"calls cancelled {sum(len(r['cancelled']) for r in records)}")

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 from geminid.daemon.live.replies import INTERRUPTED, ReplyView
+from geminid.daemon.live.toolreuse import ToolReuse
 from geminid.daemon.live.translate import translate
 
 
@@ -77,7 +78,7 @@ def test_audio_and_transcriptions_are_compared_by_channel() -> None:
 def test_a_lost_tool_call_is_cancelled_and_its_turn_starts_again() -> None:
     v = ReplyView()
     v.message(text("turn 2: get_wea"), replayed=False)
-    out = translate("session.tool_call_lost", {"ids": ["fc_1"]}, v, continue_on_context_loss=False)
+    out = translate("session.tool_call_lost", {"ids": ["fc_1"]}, v, ToolReuse(), continue_on_context_loss=False)
     assert isinstance(out, list) and [f.text for f in out] == ['{"toolCallCancellation":{"ids":["fc_1"]}}']
     # the model's new answer (not marked replayed: it answers a new toolResponse) starts again
     got = v.message(text("turn 2: get_weather returned 1.", done=True), replayed=False)
