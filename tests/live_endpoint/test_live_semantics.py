@@ -214,3 +214,26 @@ async def test_context_loss_closes_the_client_unless_it_opted_in(tmp_path, nurse
                 assert got.startswith(("turn 1: ", "turn 2: ")), json.dumps(c.frames[4:])
     finally:
         await proc.aclose()
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    (1007, "Request contains an invalid argument."),
+    (1008, "Permission denied for this model."),
+])
+async def test_a_fatal_upstream_close_reaches_the_client_as_the_service_sent_it(tmp_path, nursery, fake,
+                                                                                code, reason):
+    from geminid.daemon.fake.faults import Fault
+
+    proc = LiveDaemon(tmp_path, fake.url())
+    try:
+        live = await proc.start_live()
+        async with _connect(nursery, proc, _url(live)) as ws:
+            c = Live(ws)
+            await c.setup()
+            assert (await c.turn("hello")) == 'turn 1: heard "hello".'
+            [conn] = fake.open_connections()
+            conn.queue_fault(Fault.close(code, reason))
+            got_code, got_reason, _ = await c.closed()
+            assert (got_code, got_reason) == (code, reason)
+    finally:
+        await proc.aclose()
