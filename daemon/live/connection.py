@@ -26,6 +26,8 @@ import trio
 from geminid.daemon.events import Event
 from geminid.daemon.live import translate as tr
 from geminid.daemon.live.paths import Target
+from geminid.daemon.live.replies import ReplyView
+from geminid.daemon.live.toolreuse import ToolReuse
 from geminid.protocol import live
 from geminid.protocol.errors import (
     GeminidError,
@@ -65,8 +67,13 @@ class LiveConnection:
         self._server = server
         self._target = target
         self._cap = max(16, queue_cap)
-        #: (event seq or 0, text frame) waiting for the writer.
-        self._out: collections.deque[tuple[int, str]] = collections.deque()
+        #: (event seq or 0, text frame or None: only the position) waiting for the writer.
+        self._out: collections.deque[tuple[int, str | None]] = collections.deque()
+        self._view = ReplyView()
+        self._tools = ToolReuse()
+        #: Tool responses geminid sends itself (reused answers), for the answerer task.
+        self._answers: collections.deque[dict[str, Any]] = collections.deque()
+        self._answer_lot = trio.lowlevel.ParkingLot()
         self._closing: tr.Close | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._handle: str | None = None
@@ -80,19 +87,25 @@ class LiveConnection:
     def deliver(self, event: Event) -> None:
         if self._closing is not None:
             return
-        action = tr.translate(event.method, event.params,
+        action = tr.translate(event.method, event.params, self._view, self._tools,
                               continue_on_context_loss=self._target.continue_on_context_loss)
-        if action is None:
-            return
         if isinstance(action, tr.Close):
             self.close(action)
             return
         if len(self._out) >= self._cap:
             self.close(tr.Close(1013, "geminid: the client reads too slowly; reconnect with the handle"))
             return
-        self._out.append((event.seq, action.text))
-        if action.turn_complete and self._handle is not None:
-            self._out.append((0, tr.resumption_update(self._handle)))
+        forwards = [a for a in action if isinstance(a, tr.Forward)]
+        answers = [a.message for a in action if isinstance(a, tr.Answer)]
+        if answers:
+            self._answers.extend(answers)
+            self._answer_lot.unpark_all()
+        if not forwards and event.method == "session.message":
+            self._out.append((event.seq, None))  # nothing for the client: only the position
+        for forward in forwards:
+            self._out.append((event.seq, forward.text))
+            if forward.turn_complete and self._handle is not None:
+                self._out.append((0, tr.resumption_update(self._handle)))
         self._lot.unpark_all()
 
     def close(self, close: tr.Close) -> None:
@@ -120,6 +133,8 @@ class LiveConnection:
             if self.name is not None:
                 self._server.unbind(self.name, self)
             self._log.info("live.client_disconnected", session=self.name, forwarded=self.forwarded,
+                           repeats_hidden=self._view.hidden, restarts_shown=self._view.diverged,
+                           tool_answers_reused=self._tools.reused,
                            close=None if self._closing is None else self._closing.code)
 
     async def _bind(self) -> str | None:
@@ -195,6 +210,7 @@ class LiveConnection:
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(writer)
+                nursery.start_soon(self._answerer, name)
                 if await self._reader(name):
                     nursery.cancel_scope.cancel()
         finally:
@@ -207,10 +223,11 @@ class LiveConnection:
             while True:
                 if self._out:
                     seq, text = self._out.popleft()
-                    await self._ws.send_message(text)
+                    if text is not None:
+                        await self._ws.send_message(text)
+                        self.forwarded += 1 if seq else 0
                     if seq and self.name is not None:
                         self._server.positions[self.name] = seq
-                        self.forwarded += 1
                     continue
                 if self._closing is not None:
                     with trio.move_on_after(5):
@@ -220,11 +237,37 @@ class LiveConnection:
         except ConnectionClosed:
             return
 
+    async def _answerer(self, name: str) -> None:
+        """Send the reused tool responses (decided in ``deliver``, which may not block)."""
+        while True:
+            while not self._answers:
+                await self._answer_lot.park()
+            if not await self._submit(name, self._answers.popleft()):
+                return
+
+    async def _submit(self, name: str, msg: dict[str, Any]) -> bool:
+        """One client message into the session, by ``session.send``'s rules. False: closing."""
+        try:
+            outcome = self._server.registry.send_now(name, msg)
+            if not isinstance(outcome, int):
+                await outcome
+        except LiveMessageError as exc:
+            self.close(tr.Close(1007, tr.reason_text(exc.message)))
+            return False
+        except ToolCallLost:
+            # The call was lost to a reconnect and the model will ask again: drop the answer.
+            self._log.info("live.tool_response_dropped", session=name)
+        except ShuttingDown:
+            return False  # the server's drain sends goAway and closes
+        except GeminidError as exc:
+            self.close(tr.Close(1011, tr.reason_text(f"geminid: {exc.message}")))
+            return False
+        return True
+
     async def _reader(self, name: str) -> bool:
         """Client messages into the session. True when the client went away."""
         from trio_websocket import ConnectionClosed
 
-        registry = self._server.registry
         while True:
             try:
                 data = await self._ws.get_message()
@@ -239,18 +282,10 @@ class LiveConnection:
             if "setup" in msg:
                 self.close(tr.Close(1007, "setup may be sent only once, as the first message"))
                 return False
-            try:
-                outcome = registry.send_now(name, msg)
-                if not isinstance(outcome, int):
-                    await outcome
-            except LiveMessageError as exc:
-                self.close(tr.Close(1007, tr.reason_text(exc.message)))
-                return False
-            except ToolCallLost:
-                # The call was lost to a reconnect and the model will ask again: drop the answer.
-                self._log.info("live.tool_response_dropped", session=name)
-            except ShuttingDown:
-                return False  # the server's drain sends goAway and closes
-            except GeminidError as exc:
-                self.close(tr.Close(1011, tr.reason_text(f"geminid: {exc.message}")))
+            if "toolResponse" in msg or "tool_response" in msg:  # (the SDK sends snake_case)
+                try:
+                    self._tools.client_responded(live.validate_client_message(msg)[1])
+                except LiveMessageError:
+                    pass  # send_now says why, with a 1007
+            if not await self._submit(name, msg):
                 return False
