@@ -5,8 +5,10 @@ The paths are Google's own, so that a client only changes its base URL::
     /ws/google.ai.generativelanguage.{v1alpha,v1beta}.GenerativeService.BidiGenerateContent
 
 optionally behind ``/sessions/NAME``, which binds the connection to the named session NAME (the
-one JSON-RPC clients see). The query string may carry ``key=`` (the SDKs' other way to pass a
-key) and ``context_loss=continue`` (opt in to continuing after a context loss).
+one JSON-RPC clients see). Runs of slashes count as one, as Google's front end counts them: the
+JavaScript SDK dials ``<base_url>/`` + ``/ws/...`` (``new URL(base).toString()`` ends in ``/``).
+The query string may carry ``key=`` (the SDKs' other way to pass a key) and
+``context_loss=continue`` (opt in to continuing after a context loss).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ _METHOD = re.compile(
     r"^/ws/google\.ai\.generativelanguage\.(v1alpha|v1beta)\.GenerativeService\."
     r"(BidiGenerateContent|BidiGenerateContentConstrained)$"
 )
+_SLASHES = re.compile(r"/{2,}")
 _PREFIX = re.compile(r"^/sessions/([^/]+)(/ws/.*)$")
 
 
@@ -41,8 +44,9 @@ class Target:
 
 def parse_target(target: str) -> Target | None:
     """The :class:`Target` of a request target (path and query), or None when not served."""
-    parts = urllib.parse.urlsplit(target)
-    path = urllib.parse.unquote(parts.path)
+    # Not urlsplit: it would read the "ws" of "//ws/..." as a host name.
+    raw_path, _, raw_query = target.partition("?")
+    path = _SLASHES.sub("/", urllib.parse.unquote(raw_path))
     session = None
     prefixed = _PREFIX.match(path)
     if prefixed is not None:
@@ -52,5 +56,5 @@ def parse_target(target: str) -> Target | None:
     method = _METHOD.match(path)
     if method is None:
         return None
-    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    query = dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True))
     return Target(method.group(1), session, query)
