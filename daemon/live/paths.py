@@ -2,11 +2,13 @@
 
 The paths are Google's own, so that a client only changes its base URL::
 
-    /ws/google.ai.generativelanguage.{v1alpha,v1beta}.GenerativeService.BidiGenerateContent
+    /ws/google.ai.generativelanguage.{v1,v1alpha,v1beta}.GenerativeService.BidiGenerateContent
 
 optionally behind ``/sessions/NAME``, which binds the connection to the named session NAME (the
 one JSON-RPC clients see). Runs of slashes count as one, as Google's front end counts them: the
 JavaScript SDK dials ``<base_url>/`` + ``/ws/...`` (``new URL(base).toString()`` ends in ``/``).
+``v1`` is google-genai 3.x's default ``api_version``; the local version names only the client's
+dialect (geminid's upstream path is its own ``upstream.endpoint``), so all three are served.
 The query string may carry ``key=`` (the SDKs' other way to pass a key) and
 ``context_loss=continue`` (opt in to continuing after a context loss).
 """
@@ -21,7 +23,7 @@ import attrs
 from geminid.protocol.constants import valid_session_name
 
 _METHOD = re.compile(
-    r"^/ws/google\.ai\.generativelanguage\.(v1alpha|v1beta)\.GenerativeService\."
+    r"^/ws/google\.ai\.generativelanguage\.(v1|v1alpha|v1beta)\.GenerativeService\."
     r"(BidiGenerateContent|BidiGenerateContentConstrained)$"
 )
 _SLASHES = re.compile(r"/{2,}")

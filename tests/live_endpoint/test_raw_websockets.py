@@ -154,6 +154,7 @@ async def test_raw_websockets_turn_on_the_unix_socket_named_session(tmp_path, fa
     (PATH, "v1beta", None, None),
     ("/" + PATH + "?key=k", "v1beta", None, "k"),  # the JS SDK: new URL(base).toString() + "/ws/..."
     ("/sessions/desk//" + PATH.replace("v1beta", "v1alpha"), "v1alpha", "desk", None),
+    (PATH.replace("v1beta", "v1"), "v1", None, None),  # google-genai 3.x's default api_version
 ])
 def test_paths_the_peers_dial_are_served(target: str, version: str, session: str | None,
                                          key: str | None) -> None:

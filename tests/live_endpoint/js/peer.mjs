@@ -4,7 +4,7 @@
 // `httpOptions.baseUrl` (geminid's base_url, optionally with /sessions/NAME). TLS trust comes
 // from the environment (NODE_EXTRA_CA_CERTS = the endpoint's ca_file), as a user would set it.
 //
-// Input: one JSON argument {baseUrl, apiKey, model, apiVersion, turns: [text...], handle?}.
+// Input: one JSON argument {baseUrl, apiKey, model, turns: [text...], apiVersion?, handle?}.
 // Output: one JSON line per event the test checks:
 //   {"event": "turn", "text": "...", "handle": "<last resumable newHandle or null>"}
 //   {"event": "closed", "code": N, "reason": "..."}
@@ -38,7 +38,8 @@ async function next() {
 
 const ai = new GoogleGenAI({
   apiKey: args.apiKey,
-  httpOptions: { baseUrl: args.baseUrl, apiVersion: args.apiVersion ?? 'v1beta' },
+  // apiVersion only when asked: the SDK's default (v1beta) is what a user's code has.
+  httpOptions: { baseUrl: args.baseUrl, ...(args.apiVersion ? { apiVersion: args.apiVersion } : {}) },
 });
 
 const config = {
