@@ -15,6 +15,7 @@ from daemon_proc import SENTINEL_KEY
 from live_harness import MODEL, LiveDaemon
 
 from geminid.daemon.live.paths import parse_target
+from geminid.protocol import live
 
 pytest.importorskip("websockets")
 from websockets.exceptions import InvalidStatus  # noqa: E402
@@ -146,6 +147,49 @@ async def test_raw_websockets_turn_on_the_unix_socket_named_session(tmp_path, fa
 
         async with open_client(proc.sock_path) as c:
             assert "desk" in [s["session"] for s in await c.sessions()]
+    finally:
+        await proc.aclose()
+
+
+async def test_raw_websockets_audio_turn_with_transcriptions(tmp_path, fake):
+    """AUDIO in and out: 16 kHz PCM chunks and audioStreamEnd from the client; inline audio,
+    input and output transcriptions back, each once, through the TLS endpoint."""
+    proc = LiveDaemon(tmp_path, fake.url())
+    try:
+        live_info = await proc.start_live()
+        ctx = ssl.create_default_context(cafile=live_info["ca_file"])
+        url = live_info["base_url"].replace("https://", "wss://") + PATH
+        token = proc.token()
+        setup = {"setup": {"model": f"models/{MODEL}",
+                           "generationConfig": {"responseModalities": ["AUDIO"]},
+                           "inputAudioTranscription": {}, "outputAudioTranscription": {}}}
+        chunk = bytes(640)  # 20 ms of silence at 16 kHz, 16-bit mono
+
+        def client() -> list[dict[str, Any]]:
+            with connect(url, ssl=ctx, additional_headers={"x-goog-api-key": token}) as ws:
+                ws.send(json.dumps(setup))
+                seen = []
+                while "setupComplete" not in (msg := json.loads(ws.recv(timeout=60))):
+                    seen.append(msg)
+                for _ in range(25):  # 500 ms
+                    ws.send(json.dumps(live.realtime_audio(chunk)))
+                ws.send(json.dumps(live.audio_stream_end()))
+                while True:
+                    msg = json.loads(ws.recv(timeout=60))
+                    seen.append(msg)
+                    if (msg.get("serverContent") or {}).get("turnComplete"):
+                        return seen
+
+        seen = await trio.to_thread.run_sync(client)
+        contents = [m["serverContent"] for m in seen if "serverContent" in m]
+        heard = "".join(c["inputTranscription"]["text"] for c in contents if "inputTranscription" in c)
+        said = "".join(c["outputTranscription"]["text"] for c in contents if "outputTranscription" in c)
+        audio = [p["inlineData"] for c in contents for p in (c.get("modelTurn") or {}).get("parts", [])
+                 if "inlineData" in p]
+        assert "500 ms" in heard, heard
+        assert said.startswith("turn 1: heard") and "500 ms" in said, said
+        assert audio and all(a["mimeType"].startswith("audio/pcm") for a in audio)
+        assert sum(1 for c in contents if c.get("turnComplete")) == 1
     finally:
         await proc.aclose()
 
