@@ -10,13 +10,16 @@ JavaScript SDK dials ``<base_url>/`` + ``/ws/...`` (``new URL(base).toString()``
 ``v1`` is google-genai 3.x's default ``api_version``; the local version names only the client's
 dialect (geminid's upstream path is its own ``upstream.endpoint``), so all three are served.
 The query string may carry ``key=`` (the SDKs' other way to pass a key) and
-``context_loss=continue`` (opt in to continuing after a context loss).
+``context_loss=continue`` (opt in to continuing after a context loss). The same opt-in may come as
+the header ``x-geminid-context-loss: continue``: the SDKs append ``/ws/...`` to the base URL, so a
+query there never arrives as one, but they send the headers of their HTTP options.
 """
 
 from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterable
 
 import attrs
 
@@ -27,6 +30,7 @@ _METHOD = re.compile(
     r"(BidiGenerateContent|BidiGenerateContentConstrained)$"
 )
 _SLASHES = re.compile(r"/{2,}")
+CONTEXT_LOSS_HEADER = "x-geminid-context-loss"
 _PREFIX = re.compile(r"^/sessions/([^/]+)(/ws/.*)$")
 
 
@@ -38,14 +42,17 @@ class Target:
     #: The named session of a ``/sessions/NAME`` prefix, else None.
     session: str | None
     query: dict[str, str] = attrs.field(factory=dict)
+    #: The value of the ``x-geminid-context-loss`` header, if sent.
+    context_loss_header: str | None = None
 
     @property
     def continue_on_context_loss(self) -> bool:
-        return self.query.get("context_loss") == "continue"
+        return "continue" in (self.query.get("context_loss"), self.context_loss_header)
 
 
-def parse_target(target: str) -> Target | None:
-    """The :class:`Target` of a request target (path and query), or None when not served."""
+def parse_target(target: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> Target | None:
+    """The :class:`Target` of a request target (path and query) and the upgrade's headers, or
+    None when not served."""
     # Not urlsplit: it would read the "ws" of "//ws/..." as a host name.
     raw_path, _, raw_query = target.partition("?")
     path = _SLASHES.sub("/", urllib.parse.unquote(raw_path))
@@ -59,4 +66,6 @@ def parse_target(target: str) -> Target | None:
     if method is None:
         return None
     query = dict(urllib.parse.parse_qsl(raw_query, keep_blank_values=True))
-    return Target(method.group(1), session, query)
+    opt_in = next((value.decode("latin-1").strip().lower() for name, value in headers
+                   if name.decode("latin-1").lower() == CONTEXT_LOSS_HEADER), None)
+    return Target(method.group(1), session, query, opt_in)

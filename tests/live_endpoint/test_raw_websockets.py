@@ -210,3 +210,11 @@ def test_paths_the_peers_dial_are_served(target: str, version: str, session: str
 def test_paths_that_are_not_live_are_refused() -> None:
     assert parse_target("/ws/google.ai.generativelanguage.v1beta.GenerativeService.Other") is None
     assert parse_target("/v1beta/models") is None
+
+
+def test_context_loss_opt_in_by_query_or_header() -> None:
+    assert not parse_target(PATH).continue_on_context_loss
+    assert parse_target(PATH + "?context_loss=continue").continue_on_context_loss
+    header = [(b"X-Geminid-Context-Loss", b"Continue")]
+    assert parse_target(PATH, header).continue_on_context_loss
+    assert not parse_target(PATH, [(b"x-geminid-context-loss", b"close")]).continue_on_context_loss
