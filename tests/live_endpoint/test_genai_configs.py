@@ -150,3 +150,100 @@ async def test_genai_opts_in_to_context_loss_with_the_header(tmp_path, fake, opt
             assert after.startswith("APIError 1011") and "context lost" in after, after
     finally:
         await proc.aclose()
+
+
+def _pipecat_like() -> Any:
+    """The LiveConnectConfig pipecat's GeminiLiveLLMService._connect builds (its main of
+    2026-08-21: generation_config with speech and media resolution, both transcriptions,
+    resumption, historyConfig, compression, VAD tuning, tools, thinking)."""
+    from google.genai import types
+
+    return types.LiveConnectConfig(
+        generation_config=types.GenerationConfig(
+            max_output_tokens=4096, response_modalities=[types.Modality.AUDIO],
+            speech_config=types.SpeechConfig(voice_config=types.VoiceConfig(
+                prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name="Charon")),
+                language_code="en-US"),
+            media_resolution=types.MediaResolution.MEDIA_RESOLUTION_UNSPECIFIED),
+        input_audio_transcription=types.AudioTranscriptionConfig(),
+        output_audio_transcription=types.AudioTranscriptionConfig(),
+        session_resumption=types.SessionResumptionConfig(handle=None),
+        history_config=types.HistoryConfig(initial_history_in_client_content=True),
+        context_window_compression=types.ContextWindowCompressionConfig(
+            sliding_window=types.SlidingWindow(), trigger_tokens=100_000),
+        realtime_input_config=types.RealtimeInputConfig(
+            automatic_activity_detection=types.AutomaticActivityDetection(
+                disabled=False, silence_duration_ms=500, prefix_padding_ms=100)),
+        system_instruction="You are a test.",
+        tools=[{"function_declarations": [{
+            "name": "get_weather", "description": "the weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                           "required": ["city"]}}]}],
+    )
+
+
+def _livekit_like() -> Any:
+    """The LiveConnectConfig livekit-plugins-google's RealtimeSession._build_connect_config builds
+    (its main of 2026-08-22) with its defaults: AUDIO, voice Puck, both transcriptions,
+    resumption, an empty realtime_input_config, a tool."""
+    from google.genai import types
+
+    return types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO],
+        generation_config=types.GenerationConfig(candidate_count=1),
+        system_instruction=types.Content(parts=[types.Part(text="You are a test.")]),
+        speech_config=types.SpeechConfig(voice_config=types.VoiceConfig(
+            prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name="Puck"))),
+        tools=[types.Tool(function_declarations=[types.FunctionDeclaration(
+            name="get_weather", description="the weather")])],
+        input_audio_transcription=types.AudioTranscriptionConfig(),
+        output_audio_transcription=types.AudioTranscriptionConfig(),
+        session_resumption=types.SessionResumptionConfig(handle=None),
+        realtime_input_config=types.RealtimeInputConfig(),
+    )
+
+
+# Both frameworks still set LiveConnectConfig.generation_config, which google-genai 3.x deprecates.
+@pytest.mark.filterwarnings("ignore:Setting `LiveConnectConfig.generation_config` is deprecated")
+@pytest.mark.parametrize("framework", ["pipecat", "livekit"])
+async def test_the_setups_pipecat_and_livekit_build_complete_an_audio_turn(tmp_path, fake, framework):
+    """What pipecat and LiveKit's plugin send through google-genai is accepted by geminid (its
+    setup validation, then the fake's admission) and answered in audio with transcriptions. The
+    frameworks are not installed here: their configs are rebuilt from their sources (docstrings)."""
+    from google import genai
+    from google.genai import types
+
+    proc = LiveDaemon(tmp_path, fake.url())
+    try:
+        live = await proc.start_live()
+        client = genai.Client(api_key=proc.token(), http_options=types.HttpOptions(
+            base_url=live["base_url"], headers={"x-goog-api-client": f"{framework}/test"},
+            async_client_args={"ssl": ssl.create_default_context(cafile=live["ca_file"])}))
+        config = _pipecat_like() if framework == "pipecat" else _livekit_like()
+
+        async def turn() -> tuple[str, int, str | None]:
+            async with client.aio.live.connect(model=MODEL, config=config) as s:
+                await s.send_client_content(turns=types.Content(
+                    role="user", parts=[types.Part(text="hello")]), turn_complete=True)
+                said, audio, handle = "", 0, None
+                async for msg in s.receive():
+                    sc = msg.server_content
+                    if sc and sc.output_transcription and sc.output_transcription.text:
+                        said += sc.output_transcription.text
+                    if sc and sc.model_turn:
+                        audio += sum(1 for p in sc.model_turn.parts or [] if p.inline_data)
+                    upd = msg.session_resumption_update
+                    if upd and upd.new_handle:
+                        handle = upd.new_handle
+                return said, audio, handle
+
+        said, audio, handle = await run_asyncio(turn)
+        assert said == 'turn 1: heard "hello".' and audio > 0
+        assert handle is not None and handle.startswith("gmdh-")
+        # geminid passed the framework's setup upstream (canonical camelCase), tools and all
+        sent = fake.accepted[-1].setup["setup"]
+        assert sent["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+        assert ("historyConfig" in sent) == (framework == "pipecat"), sent
+        assert sent["outputAudioTranscription"] == {} and sent["inputAudioTranscription"] == {}
+    finally:
+        await proc.aclose()
