@@ -225,7 +225,7 @@ class LiveServer:
 
     async def _handle(self, with_token: bool, request: WebSocketRequest) -> None:
         cid = next(self._ids)
-        target = parse_target(request.path)
+        target = parse_target(request.path, request.headers)
         if target is None:
             self.refused += 1
             await request.reject(404, body=b"not a Gemini Live path\n")

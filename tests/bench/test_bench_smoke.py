@@ -22,6 +22,7 @@ MINIMAL = {
     "bench_checkpoint.py": ["-n", "5", "--load", "2"],
     "bench_ws_layers.py": ["-n", "200", "--repeats", "1"],
     "bench_json.py": ["-n", "200", "--repeats", "1"],
+    "bench_live_endpoint.py": ["-n", "5", "--warmup", "2"],
 }
 
 
