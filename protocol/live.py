@@ -31,6 +31,7 @@ import attrs
 
 from . import live_schema as S
 from .errors import FrameError, LiveMessageError
+from .jsoncodec import dumps_fast, loads_fast
 
 __all__ = [
     "CLIENT_KINDS",
@@ -99,7 +100,11 @@ def encode(msg: dict[str, Any]) -> str:
     """Compact JSON text for one WebSocket text frame (UTF-8 kept as is, not ``\\u`` escaped).
 
     NaN and infinities are refused: they are not JSON and the server would close with 1007.
+    (orjson first when it is exact, ``jsoncodec.dumps_fast``.)
     """
+    fast = dumps_fast(msg)
+    if fast is not None:
+        return fast.decode("utf-8")
     try:
         return json.dumps(msg, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -956,10 +961,12 @@ def parse_server_frame(data: str | bytes) -> ServerMessage | None:
         text = data
     else:
         raise FrameError(f"server frame must be str or bytes, not {type(data).__name__}")
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise FrameError(f"server frame is not JSON: {str(exc)[:200]}") from None
+    obj = loads_fast(text)
+    if obj is None:
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise FrameError(f"server frame is not JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise FrameError(f"server frame is not a JSON object but {type(obj).__name__}")
     if not obj:
