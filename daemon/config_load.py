@@ -41,7 +41,6 @@ import json
 import math
 import os
 import sys
-import tomllib
 import types
 import typing
 import urllib.parse
@@ -394,6 +393,8 @@ class _Layer:
 
 
 def _file_layer(path: Path, home: str) -> _Layer:
+    import tomllib  # only with a config file (~5 ms of start-up without one)
+
     where = str(path)
     try:
         with path.open("rb") as fh:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from geminid.protocol.jsoncodec import dumps_fast
 from geminid.protocol.notifications import Notification
 
 
@@ -32,6 +33,11 @@ class Event:
     @classmethod
     def build(cls, seq: int, method: str, params: dict[str, Any]) -> Event:
         body = {"jsonrpc": "2.0", "method": method, "params": params}
+        # Encoded once per event for every subscriber; orjson when it can (a NaN from upstream
+        # becomes null there, where the stdlib below writes the non-JSON ``NaN``).
+        fast = dumps_fast(body, newline=True, nan_as_null=True)
+        if fast is not None:
+            return cls(seq, method, params, fast)
         try:
             line = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         except UnicodeEncodeError:

@@ -23,6 +23,7 @@ from typing import Any, TypeGuard
 import attrs
 
 from .errors import INVALID_REQUEST, PARSE_ERROR
+from .jsoncodec import dumps_fast, loads_strict_fast
 
 JSONRPC = "2.0"
 Id = int | str
@@ -92,8 +93,14 @@ def _bad_constant(name: str) -> Any:
 
 
 def loads(line: bytes | str) -> Any:
-    """Strict JSON: UTF-8 only, no NaN/Infinity, no duplicate keys. Raises ValueError."""
+    """Strict JSON: UTF-8 only, no NaN/Infinity, no duplicate keys. Raises ValueError.
+
+    orjson answers first when it provably agrees (``jsoncodec.loads_strict_fast``); the stdlib
+    parser below is the rule, and gives every error."""
     if isinstance(line, bytes | bytearray):
+        fast = loads_strict_fast(line)
+        if fast is not None:
+            return fast
         line = line.decode("utf-8")  # UnicodeDecodeError is a ValueError
     try:
         return json.loads(line, object_pairs_hook=_no_duplicates, parse_constant=_bad_constant)
@@ -104,6 +111,9 @@ def loads(line: bytes | str) -> Any:
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON plus ``\\n``. Lone surrogates (which a peer can smuggle in through
     ``\\ud800`` escapes) cannot be UTF-8 encoded; such objects fall back to ASCII escapes."""
+    fast = dumps_fast(obj, newline=True)
+    if fast is not None:
+        return fast
     try:
         text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return text.encode("utf-8") + b"\n"

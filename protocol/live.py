@@ -31,6 +31,7 @@ import attrs
 
 from . import live_schema as S
 from .errors import FrameError, LiveMessageError
+from .jsoncodec import dumps_fast, loads_fast
 
 __all__ = [
     "CLIENT_KINDS",
@@ -99,7 +100,11 @@ def encode(msg: dict[str, Any]) -> str:
     """Compact JSON text for one WebSocket text frame (UTF-8 kept as is, not ``\\u`` escaped).
 
     NaN and infinities are refused: they are not JSON and the server would close with 1007.
+    (orjson first when it is exact, ``jsoncodec.dumps_fast``.)
     """
+    fast = dumps_fast(msg)
+    if fast is not None:
+        return fast.decode("utf-8")
     try:
         return json.dumps(msg, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
@@ -502,7 +507,17 @@ def validate_client_message(obj: object, *, transparent_allowed: bool = False) -
         ) from None
 
 
-_FAST_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_FAST_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")  # the rule; _fast_b64 is its quick form
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def _fast_b64(data: str) -> bool:
+    """``_FAST_B64.fullmatch(data)``, 2-3x cheaper on a 1.3 KB chunk (a C ``translate`` pass
+    instead of the regex engine; property-tested against the regex)."""
+    body = data.rstrip("=")
+    if len(data) - len(body) > 2 or not body.isascii():
+        return False
+    return not body.encode("ascii").translate(None, _B64_ALPHABET)
 
 
 def _fast_audio(obj: object) -> dict[str, Any] | None:
@@ -525,7 +540,7 @@ def _fast_audio(obj: object) -> dict[str, Any] | None:
     mime = media.get("mimeType")
     if type(data) is not str or type(mime) is not str or len(data) % 4:
         return None
-    if not _FAST_B64.fullmatch(data):
+    if not _fast_b64(data):
         return None
     return {"realtimeInput": {"audio": {"data": data, "mimeType": mime}}}
 
@@ -956,10 +971,12 @@ def parse_server_frame(data: str | bytes) -> ServerMessage | None:
         text = data
     else:
         raise FrameError(f"server frame must be str or bytes, not {type(data).__name__}")
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise FrameError(f"server frame is not JSON: {str(exc)[:200]}") from None
+    obj = loads_fast(text)
+    if obj is None:
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise FrameError(f"server frame is not JSON: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise FrameError(f"server frame is not a JSON object but {type(obj).__name__}")
     if not obj:

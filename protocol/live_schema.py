@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-from importlib import resources
 from typing import Any
 
 import attrs
@@ -79,6 +78,8 @@ def _field(name: str, spec: dict[str, Any]) -> FieldSpec:
 
 
 def _load() -> tuple[dict[str, MessageSpec], dict[str, frozenset[str]], str, str, str]:
+    from importlib import resources  # on first use: it imports tempfile (~8 ms of start-up)
+
     text = resources.files(__package__).joinpath("schemas/live_schema.json").read_text("utf-8")
     doc = json.loads(text)
     messages: dict[str, MessageSpec] = {}

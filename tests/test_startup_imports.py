@@ -18,6 +18,8 @@ import sys
 DEFERRED = (
     "trio_websocket", "wsproto", "h11", "geminid.daemon.fake", "difflib", "jsonschema", "google.genai",
     "geminid.protocol.aio_client",
+    # Only with a config file; the Live schema file is read on the first validation.
+    "tomllib", "importlib.resources",
 )
 
 PROBE = """

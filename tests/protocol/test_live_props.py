@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from geminid.protocol import live as L
@@ -316,3 +316,15 @@ def test_audio_fast_path_agrees_with_the_full_validator(data, mime, extra):
     if fast is None:
         return
     assert _validate(msg, False) == ("realtimeInput", fast)
+
+
+@given(st.one_of(_b64ish, st.text(max_size=12), st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode())))
+@example("===")
+@example("A=B=")
+@example("AB\u00e9=")
+@example("AB\n")
+def test_quick_base64_check_is_the_regex(data):
+    """``_fast_b64`` (the audio hot path's check) answers exactly what ``_FAST_B64`` does."""
+    from geminid.protocol.live import _FAST_B64, _fast_b64
+
+    assert _fast_b64(data) == (_FAST_B64.fullmatch(data) is not None)
