@@ -238,3 +238,37 @@ async def test_reseed_after_a_fresh_start_holds_answered_turns_as_history(state_
         assert [m["clientContent"]["turns"][0]["parts"][0]["text"] for m in asked] == ["pending"]
         assert conversation_turns(core.fake)[-1] == ["first", "answered", "pending"]
         assert rec.texts().count('heard "answered"') == 1
+
+
+async def test_extended_thinking_backlog_waits_for_idle_not_the_filler(state_dir, autojump_clock):
+    # A 2026 extended-thinking model: each reply is a filler ending in turnComplete +
+    # IN_PROGRESS, then the answer ending IDLE. The next backlog turn waits for IDLE: written at
+    # the filler's turn end, it would interrupt the answer.
+    from geminid.daemon.fake.catalogue import catalogue_2026
+
+    setup = live.setup("gemini-3.8-live-extended-thinking", response_modalities=["AUDIO"],
+                       output_audio_transcription=True,
+                       generation_config={"thinkingConfig": {"thinkingLevel": "LOW"}})["setup"]
+    opts = FakeOptions(catalogue=catalogue_2026(), reply_pace=0.5, reply_chunks=3)
+    async with open_core(state_dir, fake_options=opts, memory=True) as core:
+        rec = await core.open(setup=setup)
+
+        def spoken(start: int) -> str:
+            return "".join((_content(m).get("outputTranscription") or {}).get("text", "") for m in rec.messages()[start:])
+
+        await core.say("s", "a")
+        await rec.wait(lambda r: "turn 1" in spoken(0), timeout=120)
+        core.fake.refuse_next(2, status=503)
+        start = len(rec.messages())
+        await core.fake.drop_all()
+        await rec.wait(lambda r: r.statuses()[-1] == "backoff", timeout=120)
+        await core.say("s", "b")
+        await rec.wait(lambda r: 'turn 2: heard "b"; previous "a".' in spoken(start), timeout=300)
+        await trio.sleep(5)
+        assert interruptions(rec) == 0
+        assert spoken(start) == (
+            'turn 1: let me think.turn 1: heard "a".turn 2: let me think.turn 2: heard "b"; previous "a".'
+        )
+        statuses = [_content(m).get("interactionStatus") for m in rec.messages()[start:] if _content(m).get("turnComplete")]
+        assert statuses == ["IN_PROGRESS", "IDLE", "IN_PROGRESS", "IDLE"]
+        assert conversation_turns(core.fake)[-1] == ["a", "b"]
