@@ -339,7 +339,7 @@ class SessionCore:
         conn = self.conn
         if conn is None or conn.resumed or not self.policy.reseed or self.context_lost_pending is None:
             return []
-        return reseed.seed_turns(self.transcript)
+        return reseed.seed_turns(self.transcript, replayed=(user_text(e.message) for e in self.buffer.unanswered()))
 
     def seed_message(self) -> dict[str, object] | None:
         """Optionally re-seed a fresh session with the saved transcript (:mod:`.reseed`)."""

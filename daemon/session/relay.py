@@ -22,7 +22,7 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
-from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall
+from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall, interrupts
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import Effect, EndConnection
 from geminid.daemon.session.replay import Entry, ReplayBuffer
@@ -206,8 +206,9 @@ class Relay:
         # "replayed" has one owner, the buffer's stats; the daemon-wide metric mirrors it.
         replaying = self._connected_once or self.restored
         self._mark_replays()
-        before = self.buffer.stats.replayed
-        dropped = self.buffer.new_connection(now, replaying=replaying)
+        before, answered_before = self.buffer.stats.replayed, self.buffer.stats.dropped_answered
+        dropped = self.buffer.new_connection(now, replaying=replaying, fresh=not conn.resumed)
+        dropped_answered = self.buffer.stats.dropped_answered - answered_before
         self.metrics.replayed += self.buffer.stats.replayed - before
         if dropped:
             self.metrics.dropped_stale += len(dropped)
@@ -217,8 +218,10 @@ class Relay:
         if seed is not None:
             await link.send(live.encode(seed))
             self.buffer.note_extra_sent()
-        if replaying and len(self.buffer):
-            self.log.info("replay.sent", messages=len(self.buffer), dropped_stale=len(dropped))
+        if replaying and (len(self.buffer) or dropped_answered):
+            self.log.info(
+                "replay.sent", messages=len(self.buffer), dropped_stale=len(dropped), dropped_answered=dropped_answered
+            )
         ending: Ending | None = None
 
         async def reader() -> None:
@@ -239,7 +242,8 @@ class Relay:
                 batch: list[Entry] = []
                 unreserved = False
                 while len(batch) < WRITE_BATCH_FRAMES:
-                    entry = self.buffer.peek()
+                    # (held while a backlog reply is due: ReplayBuffer.next_to_write)
+                    entry = self.buffer.next_to_write(client_turn=self.tools.blocking_pending)
                     if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=self.core.draining()):
                         break
                     if entry.seq > self.durability.seq_durable:
@@ -249,6 +253,10 @@ class Relay:
                         break
                     self.buffer.mark_sent()
                     batch.append(entry)
+                    if self.tools.pending and (entry.elicits or interrupts(entry.message)):
+                        # Accepted before the call came (held, or queued): the server cancels
+                        # the call on reading it, so a response to it is now refused locally.
+                        self.tools.interrupted()
                 if not batch:
                     if unreserved:
                         self._maybe_reserve()
@@ -337,6 +345,7 @@ class Relay:
             self._on_server_content(msg, conn)
         elif kind == "toolCall":
             self.core.tool_call(msg)
+            self._wake_writer()  # the server now waits for the client: a held replay goes on
             self.durability.persist_lazily()  # so that a restart can report the call as lost
         elif kind == "toolCallCancellation":
             self.tools.cancelled_by_server(msg.cancelled_ids)
@@ -358,8 +367,11 @@ class Relay:
             self._end_connection(conn, rotate.reason.value)
 
     def _on_server_content(self, msg: live.ServerMessage, conn: Conn) -> None:
-        if self.core.server_content(msg).started:
+        facts = self.core.server_content(msg)
+        if facts.started:
             self._poke_timers()
+        if facts.boundary:
+            self._wake_writer()  # a reply ended: the writer may be holding the backlog for it
 
     def _on_resumption_update(self, msg: live.ServerMessage) -> None:
         trimmed, effects = self.core.resumption_update(msg, self.wall())

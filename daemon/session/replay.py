@@ -27,6 +27,31 @@ whatever the server had not consumed is replayed first, in order, before anythin
   Replaying it risks a duplicate, dropping it risks a loss, and geminid never loses an
   acknowledged turn.
 
+**Replay one reply at a time.** A reconnection's *backlog* is what the buffer holds when it
+opens: messages an earlier connection (or, restored, the previous daemon) wrote and no handle
+covered, and messages queued while there was no connection. (A session's first connection has
+none: what a client queues before it is live goes as sent, as on a live connection.) Written back to back, each eliciting message of the backlog would interrupt the
+reply to the one before it (the server stops a reply when new input arrives: the user would get
+``interrupted`` and an empty ``turnComplete`` for all but the last). So while the reply to a
+backlog message is due on this connection (the activity model's count,
+:class:`~geminid.daemon.session.activity.Replies`: it ends at ``interactionStatus: IDLE``, or
+``turnComplete`` for models that send no status), nothing more is written, and a client message
+that arrives meanwhile queues behind the backlog in order; :meth:`ReplayBuffer.next_to_write` is
+the rule. Two exceptions, both for a reply that called a tool: a tool response goes ahead of what
+is held (the reply cannot end without it); and while a BLOCKING call is pending the hold is
+lifted, since the server then waits for the client, not the client for the server: what is
+queued goes in order, as on a live connection (a turn then interrupts the call, as the client
+would expect; holding it could hang the session for good with a client that answers no call).
+Once the last backlog reply has ended, messages are written as they come, and a new message sent
+mid-reply interrupts it, as the client asked.
+
+**A fresh start replays no answered turn.** When the context is lost (a stale handle, a fresh
+dial), the messages up to the last eliciting message whose reply ended on an earlier connection
+are dropped from the backlog instead of being asked again as new questions (the user saw those
+replies; re-asking them would answer them twice). Context updates among them are kept (they
+describe the session, not the conversation). Their text is in the transcript, which is what a
+re-seed (:mod:`geminid.daemon.session.reseed`) gives the fresh session as history.
+
 Staleness: audio older than the staleness window is not worth replaying (stale audio confuses
 voice activity detection), so it is dropped at replay time and counted. Turns, tool responses and
 control messages are never dropped. The buffer is bounded in bytes: when full, the oldest audio
@@ -111,6 +136,8 @@ class ReplayStats:
     dropped_full: int = 0
     refused: int = 0
     trimmed: int = 0
+    #: Dropped at a fresh start: answered on an earlier connection (see the module docstring).
+    dropped_answered: int = 0
 
 
 class ReplayBuffer:
@@ -130,6 +157,11 @@ class ReplayBuffer:
         self.replies = Replies()
         #: The transparent index's convention, detected from the updates (geminid.daemon.session.consumed).
         self.consumed = ConsumedIndex.for_convention()
+        #: The seq of the last entry of this connection's backlog (None: no backlog): replies to
+        #: it and to what is before it are awaited one at a time (see :meth:`next_to_write`).
+        self.backlog_through: int | None = None
+        #: The seq of the last eliciting message whose reply ended on an earlier connection.
+        self._answered_before: int | None = None
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -152,10 +184,49 @@ class ReplayBuffer:
         return self.replies.awaiting()
 
     def peek(self) -> Entry | None:
-        """The next entry to write to the connection, or None."""
+        """The entry at the cursor (the next one in order), or None."""
         if self.cursor < len(self._entries):
             return self._entries[self.cursor]
         return None
+
+    def replaying(self) -> bool:
+        """The reply to a backlog message is due on this connection: hold what comes next."""
+        answering = self.replies.answering()
+        return answering is not None and self.backlog_through is not None and answering <= self.backlog_through
+
+    def next_to_write(self, *, client_turn: bool = False) -> Entry | None:
+        """The next entry to write to the connection, or None (nothing, or held by the replay).
+
+        The entry at the cursor, except while :meth:`replaying`: then only a tool response may
+        go, the first one queued (moved to the cursor, ahead of the held messages, whose order
+        among themselves is kept). ``client_turn``: the server waits for the client (a BLOCKING
+        tool call is pending): nothing is held. See the module docstring.
+        """
+        if client_turn or not self.replaying():
+            return self.peek()
+        for i in range(self.cursor, len(self._entries)):
+            e = self._entries[i]
+            if e.kind is Kind.TOOL_RESPONSE:
+                if i != self.cursor:
+                    del self._entries[i]
+                    self._entries.insert(self.cursor, e)
+                return e
+        return None
+
+    def unanswered(self) -> list[Entry]:
+        """What a fresh start will ask again: the entries after the last answered message (the
+        same before and after :meth:`new_connection` drops the answered ones). A re-seed leaves
+        their text out of the history it gives (:func:`geminid.daemon.session.reseed.seed_turns`)."""
+        answered = self.answered_through()
+        return [e for e in self._entries if answered is None or e.seq > answered]
+
+    def answered_through(self) -> int | None:
+        """The seq of the last eliciting message whose reply ended, on this connection or an
+        earlier one (a fresh start drops what it covers, see :meth:`new_connection`)."""
+        now = self.replies.answered_through()
+        if now is None or (self._answered_before is not None and self._answered_before > now):
+            return self._answered_before
+        return now
 
     # -- mutation --------------------------------------------------------------------------
 
@@ -186,12 +257,20 @@ class ReplayBuffer:
             self.replies.sent_tool_response(entry.seq, entry.replies_owed)
         return entry
 
-    def new_connection(self, now: float, *, replaying: bool = True) -> list[Entry]:
-        """Rewind for a fresh connection: drop stale audio, reset per-connection counters.
+    def new_connection(self, now: float, *, replaying: bool = True, fresh: bool = False) -> list[Entry]:
+        """Rewind for a new connection: drop stale audio, reset per-connection counters.
 
-        Returns the entries dropped as stale (already counted in ``stats``). Everything left is
-        replayed from the cursor, which now sits at 0.
+        ``fresh``: the connection does not resume the conversation (the context is lost): what
+        was answered on an earlier connection is dropped too (counted in
+        ``stats.dropped_answered``; see the module docstring). Returns the entries dropped as
+        stale (counted in ``stats.dropped_stale``). Everything left is the connection's
+        backlog, replayed from the cursor, which now sits at 0.
         """
+        answered = self._answered_before = self.answered_through()
+        if fresh and answered is not None:
+            kept = collections.deque(e for e in self._entries if e.seq > answered or e.kind is Kind.CONTEXT)
+            self.stats.dropped_answered += len(self._entries) - len(kept)
+            self._entries = kept
         dropped: list[Entry] = []
         keep: collections.deque[Entry] = collections.deque()
         lost_audio = kept_audio = False  # since the last eliciting message kept
@@ -211,10 +290,12 @@ class ReplayBuffer:
                     continue
                 lost_audio = kept_audio = False
             keep.append(e)
-        if dropped:
-            self._entries = keep
-            self.bytes = sum(e.size for e in keep)
-            self.stats.dropped_stale += len(dropped)
+        self._entries = keep
+        self.bytes = sum(e.size for e in keep)
+        self.stats.dropped_stale += len(dropped)
+        # (the first connection of a session has no backlog: what was queued before it was
+        # live is sent as the client sent it, as on a live connection)
+        self.backlog_through = max((e.seq for e in keep), default=None) if replaying else None
         if replaying:  # (the first connection of a session replays nothing: it sends)
             self.stats.replayed += len(self._entries)
         self.cursor = 0

@@ -23,9 +23,20 @@ def _obj(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def seed_turns(transcript: Iterable[dict[str, Any]]) -> list[dict[str, object]]:
-    """The transcript's text entries as Content turns."""
-    return [{"role": t["role"], "parts": [{"text": t["text"]}]} for t in transcript if t.get("text")]
+def seed_turns(transcript: Iterable[dict[str, Any]], *, replayed: Iterable[str] = ()) -> list[dict[str, object]]:
+    """The transcript's text entries as Content turns, without the user turns that will be
+    replayed on the fresh session (``replayed``: their texts, in order; the transcript holds a
+    user turn from its acceptance, answered or not). The replay asks those as the questions they
+    are; in the seed as well, the model would hear each of them twice. Each replayed text takes
+    out the last user entry with that text not already taken."""
+    entries = [t for t in transcript if t.get("text")]
+    taken: set[int] = set()
+    for text in reversed(list(replayed)):
+        for i in range(len(entries) - 1, -1, -1):
+            if i not in taken and entries[i].get("role") == "user" and entries[i]["text"] == text:
+                taken.add(i)
+                break
+    return [{"role": t["role"], "parts": [{"text": t["text"]}]} for i, t in enumerate(entries) if i not in taken]
 
 
 def initial_history(setup: dict[str, Any]) -> bool:

@@ -1,0 +1,274 @@
+"""Replay one reply at a time (issue #11 point 4), and no answered turn asked again on a fresh start.
+
+After a resume, the unanswered turns of the backlog used to be written back to back: the server
+(the fake, as the real service) stops a reply when new input arrives, so every reply but the last
+ended ``interrupted`` with an empty ``turnComplete``. Now each backlog turn waits for the reply
+to the one before it, and client input arriving meanwhile queues behind the backlog in order
+(README, "Reconnection policy": Replay). Each test checks what the user got (the session's
+replies, turn by turn) and what the server holds (the fake's record of the conversation).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from session_harness import TOOL_SETUP, Recorder, conversation_turns, make_config, open_core
+
+from geminid.daemon.config import SessionConfig
+from geminid.daemon.fake import FakeOptions, text_catalogue
+from geminid.daemon.fake.connection import FakeConnection
+from geminid.protocol import live
+from geminid.protocol.errors import ToolCallLost
+
+
+def _content(m: dict) -> dict:
+    return m.get("serverContent", {})
+
+
+def replies_since(rec: Recorder, start: int) -> list[str]:
+    """The text of each reply ended (``turnComplete``) among the session.message events from
+    index ``start``: one string per reply, "" for a reply that said nothing (an interruption)."""
+    out: list[str] = []
+    text: list[str] = []
+    for m in rec.messages()[start:]:
+        body = _content(m)
+        for part in body.get("modelTurn", {}).get("parts", []):
+            text.append(part.get("text", ""))
+        if body.get("turnComplete"):
+            out.append("".join(text))
+            text = []
+    return out
+
+
+def text_since(rec: Recorder, start: int) -> str:
+    return "".join(replies_since(rec, start)) + "".join(
+        p.get("text", "") for m in rec.messages()[start:] for p in _content(m).get("modelTurn", {}).get("parts", [])
+    )
+
+
+def interruptions(rec: Recorder, start: int = 0) -> int:
+    return sum(1 for m in rec.messages()[start:] if _content(m).get("interrupted"))
+
+
+def full_reply(n: int, heard: str, previous: str | None) -> str:
+    """The fake's whole reply to the user's ``n``-th turn (daemon/fake/model.py compose_reply)."""
+    text = f"turn {n}: heard {json.dumps(heard)}"
+    return text + (f"; previous {json.dumps(previous)}" if previous else "") + "."
+
+
+def no_more_handles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake issues no further resumable handle (a server slow to send its update): what is
+    answered from now on stays uncovered in the replay buffer."""
+    monkeypatch.setattr(FakeConnection, "_maybe_resumable_update", lambda self: None)
+
+
+def lives(rec: Recorder) -> int:
+    return rec.statuses().count("live")
+
+
+async def _drop_with_backlog(core, rec: Recorder, first: str, more: list[str]) -> int:
+    """``first`` is mid-reply when the link drops; ``more`` are sent while it is down. Returns
+    the index of the first session.message event after the drop."""
+    await core.say("s", first)
+    await rec.wait(lambda r: "turn 1" in r.texts())  # mid-reply: a first chunk arrived
+    core.fake.refuse_next(2, status=503)  # the link stays down for two dials
+    start = len(rec.messages())
+    await core.fake.drop_all()
+    await rec.wait(lambda r: r.statuses()[-1] == "backoff")
+    for text in more:
+        await core.say("s", text)
+    return start
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_backlog_turns_each_get_a_full_reply_after_a_resume(state_dir, n):
+    # Over loopback. The unanswered turns at the drop (one mid-reply, the others queued while
+    # the link was down) are replayed one reply at a time: none interrupted, none duplicated.
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.02, reply_chunks=4)
+    async with open_core(state_dir, fake_options=opts) as core:
+        rec = await core.open()
+        turns = [f"q{i}" for i in range(n)]
+        start = await _drop_with_backlog(core, rec, turns[0], turns[1:])
+        await rec.wait(lambda r: len(replies_since(r, start)) >= n, timeout=30)
+        await trio.sleep(0.2)  # (nothing more may come: no duplicate)
+        assert interruptions(rec) == 0
+        expected = [full_reply(i + 1, t, turns[i - 1] if i else None) for i, t in enumerate(turns)]
+        assert replies_since(rec, start) == expected
+        assert conversation_turns(core.fake)[-1] == turns
+        assert [p for p in rec.of("session.status") if p["status"] == "live"][-1]["context"] == "restored"
+
+
+async def test_input_during_a_replay_queues_behind_it(state_dir, autojump_clock):
+    # MockClock (in-memory streams): a turn sent while the replayed turns are being answered
+    # waits for the last backlog reply, then is answered in full.
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.5, reply_chunks=4)
+    async with open_core(state_dir, fake_options=opts, memory=True) as core:
+        rec = await core.open()
+        start = await _drop_with_backlog(core, rec, "a", ["b"])
+        await rec.wait(lambda r: lives(r) == 2, timeout=120)
+        await rec.wait(lambda r: "turn 1" in text_since(r, start), timeout=120)  # the replayed reply began
+        await core.say("s", "c")  # mid-way through the replayed reply to "a"
+        await rec.wait(lambda r: len(replies_since(r, start)) >= 3, timeout=120)
+        await trio.sleep(5)
+        assert interruptions(rec) == 0
+        assert replies_since(rec, start) == [full_reply(1, "a", None), full_reply(2, "b", "a"), full_reply(3, "c", "b")]
+        assert conversation_turns(core.fake)[-1] == ["a", "b", "c"]
+
+
+async def test_new_input_after_the_replay_still_interrupts(state_dir, autojump_clock):
+    # Pacing ends with the backlog: a turn sent mid-reply afterwards interrupts, as the client asked.
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.5, reply_chunks=4)
+    async with open_core(state_dir, fake_options=opts, memory=True) as core:
+        rec = await core.open()
+        start = await _drop_with_backlog(core, rec, "a", [])
+        await rec.wait(lambda r: len(replies_since(r, start)) >= 1, timeout=120)
+        await core.say("s", "b")
+        await rec.wait(lambda r: "turn 2" in r.texts(), timeout=120)
+        await core.say("s", "c")  # interrupts the reply to "b"
+        await rec.wait(lambda r: len(replies_since(r, start)) >= 3, timeout=120)
+        assert interruptions(rec) == 1
+        assert conversation_turns(core.fake)[-1] == ["a", "b", "c"]
+
+
+async def test_a_blocking_call_of_a_replayed_turn_lifts_the_hold(state_dir, autojump_clock):
+    # The replayed turn makes the model call a BLOCKING tool: the server now waits for the
+    # client, so the turn queued behind it goes on (held, it could wait for good on a client
+    # that answers no call). It interrupts the call, as it would on a live connection, and a
+    # response to that call is refused locally (ToolCallLost), never sent to cost a 1007.
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.5, reply_chunks=4)
+    async with open_core(state_dir, fake_options=opts, memory=True) as core:
+        rec = await core.open(setup=TOOL_SETUP)
+        start = await _drop_with_backlog(core, rec, "hello", ["weather in Paris?", "thanks"])
+        await rec.wait(lambda r: any("toolCallCancellation" in m for m in r.messages()[start:]), timeout=120)
+        call = next(m for m in rec.messages()[start:] if "toolCall" in m)["toolCall"]["functionCalls"][0]
+        with pytest.raises(ToolCallLost):
+            await core.registry.send("s", live.tool_response([live.function_response(call["id"], call["name"], {})]))
+        await rec.wait(lambda r: "turn 3" in text_since(r, start), timeout=120)
+        await rec.wait(lambda r: len(replies_since(r, start)) >= 3, timeout=120)
+        got = replies_since(rec, start)
+        assert got[0] == full_reply(1, "hello", None)  # the replayed turn before the call: in full
+        assert got[-1] == full_reply(3, "thanks", "weather in Paris?")
+        assert conversation_turns(core.fake)[-1] == ["hello", "weather in Paris?", "thanks"]
+        assert rec.statuses().count("failed") == 0 and lives(rec) == 2
+
+
+def test_a_tool_response_goes_ahead_of_a_held_replay():
+    # Pure: while a backlog reply is due, only a tool response may be written (moved ahead of
+    # the held turn, which keeps its place after it); once the reply ends, the turn goes.
+    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
+
+    def entry(seq: int, kind: Kind, message: dict, elicits: bool = False) -> Entry:
+        return Entry(seq, kind, message, json.dumps(message), 0.0, elicits)
+
+    buf = ReplayBuffer(max_bytes=1 << 20, staleness=1.0)
+    buf.append(entry(1, Kind.TURN, live.client_content("a"), elicits=True))
+    buf.append(entry(2, Kind.TURN, live.client_content("b"), elicits=True))
+    buf.new_connection(0.0)
+    assert buf.next_to_write().seq == 1
+    buf.mark_sent()
+    assert buf.replaying() and buf.next_to_write() is None  # "b" waits for the reply to "a"
+    buf.append(entry(3, Kind.TOOL_RESPONSE, live.tool_response([live.function_response("c1", "f", {})])))
+    buf.append(entry(4, Kind.TURN, live.client_content("c"), elicits=True))
+    assert buf.next_to_write().seq == 3
+    buf.mark_sent()
+    assert buf.next_to_write() is None
+    assert buf.next_to_write(client_turn=True).seq == 2  # a BLOCKING call pending: nothing held
+    buf.response_ended()  # the reply to "a" ended
+    assert [e.seq for e in buf][buf.cursor:] == [2, 4]
+    assert buf.next_to_write().seq == 2
+    buf.mark_sent()
+    assert buf.next_to_write() is None  # "c" arrived during the replay: behind the reply to "b"
+    buf.response_ended()
+    assert not buf.replaying() and buf.next_to_write().seq == 4
+
+
+async def test_a_fresh_start_does_not_ask_answered_turns_again(state_dir, monkeypatch):
+    # Answered, but no handle covers it yet when the context is lost (the handle is stale): the
+    # fresh session must not be asked it again (the user would get its reply twice). The
+    # unanswered turn after it is replayed, once.
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.02, reply_chunks=2)
+    async with open_core(state_dir, fake_options=opts) as core:
+        rec = await core.open()
+        await core.say("s", "first")
+        actor = core.actor()
+        await rec.wait(lambda r: actor.handle is not None and len(actor.buffer) == 0)
+        core.fake.expire_handles()
+        no_more_handles(monkeypatch)
+        await core.say("s", "answered")
+        await rec.wait(lambda r: r.turn_ends() == 2)
+        assert len(actor.buffer) == 1  # answered, still uncovered (no handle since)
+        await core.say("s", "pending")
+        await rec.wait(lambda r: "turn 3" in r.texts())
+        await core.fake.drop_all()
+        await rec.wait(lambda r: r.of("session.context_lost"))
+        await rec.wait(lambda r: r.texts().count('heard "pending"') >= 2)
+        await trio.sleep(0.2)
+        assert conversation_turns(core.fake)[-1] == ["pending"]
+        assert rec.texts().count('heard "answered"') == 1
+        assert actor.buffer.stats.dropped_answered >= 1
+
+
+async def test_reseed_after_a_fresh_start_holds_answered_turns_as_history(state_dir, monkeypatch):
+    # With session.reseed, the answered turns are given to the fresh session as history (the
+    # seed), not asked again; the unanswered one is asked once.
+    cfg = make_config(state_dir, session=SessionConfig(inactivity_timeout=0, reseed=True))
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.02, reply_chunks=2)
+    async with open_core(state_dir, fake_options=opts, cfg=cfg) as core:
+        rec = await core.open()
+        await core.say("s", "first")
+        actor = core.actor()
+        await rec.wait(lambda r: actor.handle is not None and len(actor.buffer) == 0)
+        core.fake.expire_handles()
+        no_more_handles(monkeypatch)
+        await core.say("s", "answered")
+        await rec.wait(lambda r: r.turn_ends() == 2)
+        await core.say("s", "pending")
+        await rec.wait(lambda r: "turn 3" in r.texts())
+        await core.fake.drop_all()
+        await rec.wait(lambda r: r.turn_ends() >= 3)
+        await trio.sleep(0.2)
+        fresh = core.fake.accepted[-1].messages[1:]  # (after its setup)
+        seed, asked = fresh[0]["clientContent"], fresh[1:]
+        assert [(t["role"], t["parts"][0]["text"]) for t in seed["turns"]] == [
+            ("user", "first"), ("model", full_reply(1, "first", None)),
+            ("user", "answered"), ("model", full_reply(2, "answered", "first")),
+        ] and seed["turnComplete"] is False
+        assert [m["clientContent"]["turns"][0]["parts"][0]["text"] for m in asked] == ["pending"]
+        assert conversation_turns(core.fake)[-1] == ["first", "answered", "pending"]
+        assert rec.texts().count('heard "answered"') == 1
+
+
+async def test_extended_thinking_backlog_waits_for_idle_not_the_filler(state_dir, autojump_clock):
+    # A 2026 extended-thinking model: each reply is a filler ending in turnComplete +
+    # IN_PROGRESS, then the answer ending IDLE. The next backlog turn waits for IDLE: written at
+    # the filler's turn end, it would interrupt the answer.
+    from geminid.daemon.fake.catalogue import catalogue_2026
+
+    setup = live.setup("gemini-3.8-live-extended-thinking", response_modalities=["AUDIO"],
+                       output_audio_transcription=True,
+                       generation_config={"thinkingConfig": {"thinkingLevel": "LOW"}})["setup"]
+    opts = FakeOptions(catalogue=catalogue_2026(), reply_pace=0.5, reply_chunks=3)
+    async with open_core(state_dir, fake_options=opts, memory=True) as core:
+        rec = await core.open(setup=setup)
+
+        def spoken(start: int) -> str:
+            return "".join((_content(m).get("outputTranscription") or {}).get("text", "") for m in rec.messages()[start:])
+
+        await core.say("s", "a")
+        await rec.wait(lambda r: "turn 1" in spoken(0), timeout=120)
+        core.fake.refuse_next(2, status=503)
+        start = len(rec.messages())
+        await core.fake.drop_all()
+        await rec.wait(lambda r: r.statuses()[-1] == "backoff", timeout=120)
+        await core.say("s", "b")
+        await rec.wait(lambda r: 'turn 2: heard "b"; previous "a".' in spoken(start), timeout=300)
+        await trio.sleep(5)
+        assert interruptions(rec) == 0
+        assert spoken(start) == (
+            'turn 1: let me think.turn 1: heard "a".turn 2: let me think.turn 2: heard "b"; previous "a".'
+        )
+        statuses = [_content(m).get("interactionStatus") for m in rec.messages()[start:] if _content(m).get("turnComplete")]
+        assert statuses == ["IN_PROGRESS", "IDLE", "IN_PROGRESS", "IDLE"]
+        assert conversation_turns(core.fake)[-1] == ["a", "b"]
