@@ -51,6 +51,12 @@ def _default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(xdg) / "geminid"
 
 
+#: ``upstream.consumed_index``: how Vertex's ``lastConsumedClientMessageIndex`` counts (its
+#: base, 0 or 1, and its scope, per connection or over the session; unconfirmed for the real
+#: service), besides ``"auto"`` (detected from the updates, daemon/session/consumed.py).
+CONSUMED_INDEX_CONVENTIONS = ("0-connection", "1-connection", "0-session", "1-session")
+
+
 @attrs.frozen
 class UpstreamConfig:
     endpoint: str = DEFAULT_ENDPOINT
@@ -71,6 +77,9 @@ class UpstreamConfig:
     #: API this is an unknown field and fatal, so it is off there; with ``backend = "vertex"``
     #: the loader turns it on unless it is set explicitly.
     transparent: bool = False
+    #: Transparent mode: the index convention, ``"auto"`` (detected; the default) or one of
+    #: :data:`CONSUMED_INDEX_CONVENTIONS` (only that reading is trusted).
+    consumed_index: str = "auto"
     #: Where the key came from, for check-config and logs (never the key itself), e.g.
     #: ``"env GEMINI_API_KEY"`` or ``"file /etc/geminid/api_key"``. Set by config_load.
     api_key_source: str | None = None

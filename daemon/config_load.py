@@ -52,6 +52,7 @@ import attrs
 
 from geminid.daemon import logsetup
 from geminid.daemon.config import (
+    CONSUMED_INDEX_CONVENTIONS,
     Config,
     LiveConfig,
     LogConfig,
@@ -200,6 +201,9 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "shutdown_timeout": (_ge0, ">= 0"),
     # -- upstream backend (issue #14) --
     "upstream.backend": (_in("gemini-api", "vertex"), "one of gemini-api, vertex"),
+    "upstream.consumed_index": (
+        _in("auto", *CONSUMED_INDEX_CONVENTIONS), "one of auto, " + ", ".join(CONSUMED_INDEX_CONVENTIONS)
+    ),
     # live.* (the Live endpoint): its own block
     "live.listen": (_host_port, "HOST:PORT, e.g. 127.0.0.1:8766"),
 }

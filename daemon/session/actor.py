@@ -101,7 +101,8 @@ class SessionActor(Sender, Relay):
         self.created_at: float = wall()
         self.restored = record is not None
         self.buffer = ReplayBuffer(
-            max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness
+            max_bytes=config.session.replay_buffer_bytes, staleness=config.session.audio_staleness,
+            consumed_index=config.upstream.consumed_index,
         )
         self.tools = ToolCalls()
         #: Ids of idempotent sends (checkpointed with the messages, see sendids).

@@ -51,15 +51,17 @@ readings are dropped for good, so nothing is trimmed again and every reconnect r
 only what the replies prove is trimmed until an update pins it (the update right after setup,
 when it comes before replay writes, pins it exactly).
 
-``for_convention`` with one name starts with that single candidate (no config key reads it yet).
+``for_convention`` with one name (``upstream.consumed_index``) starts with that single candidate.
 """
 
 from __future__ import annotations
 
 import attrs
 
-#: The conventions, as the config and the fake name them.
-CONVENTIONS = ("0-connection", "1-connection", "0-session", "1-session")
+from geminid.daemon.config import CONSUMED_INDEX_CONVENTIONS
+
+#: The conventions, as the config (``upstream.consumed_index``) and the fake name them.
+CONVENTIONS = CONSUMED_INDEX_CONVENTIONS
 #: An upper bound of ``S0`` that no count reaches: the conversation's count is unknown.
 UNBOUNDED = 1 << 62
 

@@ -141,7 +141,7 @@ class ReplayStats:
 
 
 class ReplayBuffer:
-    def __init__(self, *, max_bytes: int, staleness: float) -> None:
+    def __init__(self, *, max_bytes: int, staleness: float, consumed_index: str = "auto") -> None:
         self.max_bytes = max_bytes
         self.staleness = staleness
         self._entries: collections.deque[Entry] = collections.deque()
@@ -156,7 +156,7 @@ class ReplayBuffer:
         #: model's count (geminid.daemon.session.activity), which coverage asks.
         self.replies = Replies()
         #: The transparent index's convention, detected from the updates (geminid.daemon.session.consumed).
-        self.consumed = ConsumedIndex.for_convention()
+        self.consumed = ConsumedIndex.for_convention(consumed_index)
         #: The seq of the last entry of this connection's backlog (None: no backlog): replies to
         #: it and to what is before it are awaited one at a time (see :meth:`next_to_write`).
         self.backlog_through: int | None = None

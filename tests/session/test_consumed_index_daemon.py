@@ -19,10 +19,12 @@ from geminid.daemon.session.consumed import CONVENTIONS
 from geminid.protocol import live
 
 
-async def run_with_drops(state_dir, convention: str) -> None:
+async def run_with_drops(state_dir, convention: str, configured: str = "auto") -> tuple[bool, bool, bool]:
+    """Returns (every turn heard once, in order; every audio chunk counted once; every drop
+    redialled)."""
     cfg = make_config(
         state_dir,
-        upstream=UpstreamConfig(transparent=True, stall_timeout=5),
+        upstream=UpstreamConfig(transparent=True, stall_timeout=5, consumed_index=configured),
         session=SessionConfig(inactivity_timeout=0, audio_staleness=60.0),
     )
     opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.002, consumed_index=convention,
@@ -43,16 +45,33 @@ async def run_with_drops(state_dir, convention: str) -> None:
             await rec.wait(lambda r, n=n: r.turn_ends() >= n)
             await trio.sleep(0.05)
             await core.fake.drop_all()
-        await rec.wait(lambda r: r.turn_ends() >= len(sent), timeout=30)
+        # (A lost turn is never answered: wait for the ones heard, then compare.)
+        with trio.move_on_after(10):
+            await rec.wait(lambda r: r.turn_ends() >= len(sent), timeout=30)
         await trio.sleep(0.1)
-        assert conversation_turns(core.fake) == [sent]
         (conv,) = core.fake.conversations.values()
-        assert conv.state.audio_chunks == chunks
-        assert len(core.fake.accepted) >= 6
+        return (conversation_turns(core.fake) == [sent], conv.state.audio_chunks == chunks,
+                len(core.fake.accepted) >= 6)
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS)
 async def test_drops_at_quiet_points_lose_and_duplicate_nothing(state_dir, convention):
     """Auto detection under every convention: the replay is exact (a wrong base would lose or
     duplicate one message per trim, a wrong scope would trim too much after a resume)."""
-    await run_with_drops(state_dir, convention)
+    assert await run_with_drops(state_dir, convention) == (True, True, True)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+async def test_a_configured_convention_is_exact(state_dir, convention):
+    """``upstream.consumed_index`` set to the server's convention: the one reading, exact."""
+    assert await run_with_drops(state_dir, convention, configured=convention) == (True, True, True)
+
+
+@pytest.mark.parametrize(("server", "configured"), [("1-connection", "0-connection"),
+                                                     ("0-session", "0-connection")])
+async def test_a_wrongly_configured_convention_loses_or_duplicates(state_dir, server, configured):
+    """The harness sees a wrong reading (so the tests above can fail): trusted alone, 0-based per
+    connection fits neither a 1-based nor a session-scoped server's updates, the buffer is never
+    trimmed and every reconnect replays what the server already holds (measured: turns, audio
+    and redials all off for both)."""
+    assert await run_with_drops(state_dir, server, configured=configured) != (True, True, True)

@@ -50,14 +50,16 @@ from geminid.daemon.upstream import Dial, VertexCredentials  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def vertex_backend(tokens: TokenServer, key_file: Path, convention: str) -> SoakBackend:
-    """The soak's daemon on the fake's Vertex path, wired the way the daemon wires itself."""
+def vertex_backend(tokens: TokenServer, key_file: Path, convention: str,
+                   configured: str = "auto") -> SoakBackend:
+    """The soak's daemon on the fake's Vertex path, wired the way the daemon wires itself;
+    ``configured``: its ``upstream.consumed_index`` (the fake's ``convention`` is not told)."""
 
     def wire(cfg: Config, fake: FakeUpstream) -> tuple[Config, Dial]:
         up = attrs.evolve(
             cfg.upstream, backend="vertex", vertex_project="geminid-soak",
             vertex_location="europe-west4", vertex_credentials_file=key_file, transparent=True,
-            endpoint=fake.url("v1", vertex=True),
+            endpoint=fake.url("v1", vertex=True), consumed_index=configured,
         )
         cfg = attrs.evolve(cfg, upstream=up)
         backend = build_backend(cfg)
@@ -162,13 +164,14 @@ def exact_replay(fake: FakeUpstream, logs: dict, names: list[str]) -> tuple[dict
     return dict(totals), violations
 
 
-async def run_vertex_soak(tmp_path: Path, convention: str, turns: int, seed: int):
+async def run_vertex_soak(tmp_path: Path, convention: str, turns: int, seed: int,
+                          configured: str = "auto", **params: Any):
     with TokenServer() as tokens:
         tokens.expires_in = 2
-        params = SoakParams(turns=turns, sessions=3, seed=seed, audio_staleness=120.0,
-                            time_limit=max(300.0, turns * 0.5))
-        result = await run_soak(params, tmp_path,
-                                backend=vertex_backend(tokens, tokens.key_file(tmp_path), convention))
+        soak = SoakParams(turns=turns, sessions=3, seed=seed, audio_staleness=120.0,
+                            **{"time_limit": max(300.0, turns * 0.5), **params})
+        result = await run_soak(soak, tmp_path, backend=vertex_backend(
+            tokens, tokens.key_file(tmp_path), convention, configured))
         fake = soak_lib.LAST_FAKE
         exact, violations = exact_replay(fake, soak_lib.LAST_LOGS, list(soak_lib.LAST_LOGS))
         refused = Counter(r.status for r in fake.connections if not r.accepted)
@@ -194,3 +197,12 @@ async def test_vertex_chaos_soak_replays_exactly(tmp_path, convention):
     assert result.report["resumes"] > 0
     assert tokens.expired() >= 2 and tokens.bad_assertions == 0
     assert 401 not in refused, refused
+
+
+async def test_the_exact_check_catches_a_wrong_index_reading(tmp_path):
+    """The exact check can fail: a daemon configured to trust 0-based per-connection readings
+    against a 1-based session-scoped server must show lost or duplicated messages (X1/X2)."""
+    _result, exact, violations, _refused, _tokens = await run_vertex_soak(
+        tmp_path, "1-session", 150, soak_seed(), configured="0-connection",
+        reply_timeout=1.5, quiet_timeout=5.0, time_limit=300.0)
+    assert any(v.startswith(("X1", "X2")) for v in violations), exact

@@ -112,6 +112,17 @@ def test_an_explicit_transparent_false_is_kept_on_vertex(tmp_path, tokens):
     assert result.returncode == 0 and "transparent = false" in result.stdout
 
 
+def test_the_index_convention_can_be_configured_and_a_wrong_one_is_one_line(tmp_path, tokens):
+    key = tokens.key_file(tmp_path)
+    toml = f'[upstream]\nbackend = "vertex"\nvertex_project = "p"\nvertex_credentials_file = "{key}"\n'
+    result = geminid(tmp_path, "check-config", toml)
+    assert result.returncode == 0 and 'consumed_index = "auto"' in result.stdout  # detected by default
+    result = geminid(tmp_path, "check-config", toml + 'consumed_index = "1-session"\n')
+    assert result.returncode == 0 and 'consumed_index = "1-session"' in result.stdout
+    one_line_exit_2(geminid(tmp_path, "check-config", toml + 'consumed_index = "2-session"\n'),
+                    "upstream.consumed_index")
+
+
 @pytest.mark.parametrize("command", ["check-config", "run"])
 def test_an_unreadable_token_file_is_one_line_and_exit_2(tmp_path, command):
     toml = '[upstream]\nauth_token_file = "token"\n'
