@@ -82,8 +82,12 @@ class ToolReuse:
                 continue
             earlier = self.reusable.pop(_key(call), None)
             if earlier is not None and isinstance(call.get("id"), str):
-                answers.append({**earlier, "id": call["id"]})
+                answer = {**earlier, "id": call["id"]}
+                answers.append(answer)
                 self.reused += 1
+                # as if the client had been shown it and answered: lost again, it is reused again
+                self.shown[call["id"]] = call
+                self.given[call["id"]] = answer
             else:
                 show.append(call)
                 if isinstance(call.get("id"), str):

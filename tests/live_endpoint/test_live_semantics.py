@@ -237,3 +237,25 @@ async def test_a_fatal_upstream_close_reaches_the_client_as_the_service_sent_it(
             assert (got_code, got_reason) == (code, reason)
     finally:
         await proc.aclose()
+
+
+async def test_the_unix_socket_endpoint_needs_no_token_and_is_owner_only(tmp_path, nursery, fake):
+    import os
+    import stat
+
+    proc = LiveDaemon(tmp_path, fake.url())
+    try:
+        live = await proc.start_live()
+        path = live["socket"]
+        assert path and stat.S_IMODE(os.stat(path).st_mode) == 0o600  # peers: by credentials
+        stream = await trio.open_unix_socket(path)
+        try:
+            ws = await wrap_client_stream(nursery, stream, "localhost", PATH)  # no key at all
+            c = Live(ws)
+            await c.setup()
+            assert (await c.turn("over unix")) == 'turn 1: heard "over unix".'
+            await ws.aclose()
+        finally:
+            await trio.aclose_forcefully(stream)
+    finally:
+        await proc.aclose()

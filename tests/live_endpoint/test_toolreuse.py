@@ -61,3 +61,16 @@ def test_through_translate_the_client_sees_neither_the_second_call_nor_a_cancell
     done = {"serverContent": {"turnComplete": True}}
     assert [type(a) for a in tr("session.message", {"message": done})] == [Forward]
     assert t.reusable == {} and t.shown == {}
+
+
+def test_a_reused_answer_lost_again_is_reused_again_not_cancelled() -> None:
+    # (found by the soak: the call geminid answered was lost in a second reconnect, and the
+    # client was sent a cancellation of an id it had never seen)
+    t = ToolReuse()
+    t.tool_call(call("a"))
+    t.client_responded(response("a"))
+    t.lost(["a"])
+    assert t.tool_call(call("b")).answer == response("b")
+    assert t.lost(["b"]) == []
+    split = t.tool_call(call("c"))
+    assert split.show is None and split.answer == response("c")
