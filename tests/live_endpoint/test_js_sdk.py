@@ -179,3 +179,58 @@ async def test_js_sdk_named_session_over_plain_ws_is_the_json_rpc_session(tmp_pa
         assert text == 'turn 2: heard "and from json-rpc"; previous "hello from node".'
     finally:
         await proc.aclose()
+
+
+@pytest.mark.parametrize("opt_in", [False, True])
+async def test_js_sdk_opts_in_to_context_loss_with_the_header(tmp_path, fake, js_peer, opt_in):
+    """``httpOptions.headers = {"x-geminid-context-loss": "continue"}`` reaches the upgrade under
+    node: after a context loss the SDK's session goes on; without it the SDK sees close 1011."""
+    node, home = js_peer
+    proc = LiveDaemon(tmp_path, fake.url())
+    try:
+        live = await proc.start_live()
+        args = {"baseUrl": live["base_url"], "apiKey": proc.token(), "model": MODEL,
+                "turns": ["my name is Ada", "again"], "pauseAfter": 1, "untilHeard": True,
+                "headers": {"x-geminid-context-loss": "continue"} if opt_in else {}}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI", "GOOGLE", "NODE_"))}
+        env["NODE_EXTRA_CA_CERTS"] = live["ca_file"]
+        peer = await trio.lowlevel.open_process(
+            [node, str(home / "peer.mjs"), json.dumps(args)], cwd=home, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert peer.stdin is not None and peer.stdout is not None
+        lines: list[dict[str, Any]] = []
+        buf = b""
+        try:
+            with trio.fail_after(120):
+                async def line() -> dict[str, Any]:
+                    nonlocal buf
+                    while b"\n" not in buf:
+                        chunk = await peer.stdout.receive_some()
+                        assert chunk, f"peer.mjs ended early: {lines}"
+                        buf += chunk
+                    raw, buf = buf.split(b"\n", 1)
+                    lines.append(json.loads(raw))
+                    return lines[-1]
+
+                assert (await line())["text"] == 'turn 1: heard "my name is Ada".'
+                assert (await line())["event"] == "paused"
+                before = len(fake.accepted)
+                fake.expire_handles()
+                await fake.drop_all()  # the resume is refused ("not found"): a fresh conversation
+                while len(fake.accepted) <= before or fake.accepted[-1].resumed_handle is not None:
+                    await trio.sleep(0.05)
+                await peer.stdin.send_all(b"go\n")
+                after = await line()
+                code = await peer.wait()
+        finally:
+            if peer.returncode is None:
+                peer.kill()
+                await peer.wait()
+        if opt_in:
+            assert after["event"] == "turn" and 'heard "again"' in after["text"], lines
+            assert code == 0, lines
+        else:
+            assert after["event"] == "closed" and after["code"] == 1011, lines
+            assert "context lost" in after["reason"] and code == 1, lines
+    finally:
+        await proc.aclose()

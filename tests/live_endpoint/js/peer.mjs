@@ -4,7 +4,11 @@
 // `httpOptions.baseUrl` (geminid's base_url, optionally with /sessions/NAME). TLS trust comes
 // from the environment (NODE_EXTRA_CA_CERTS = the endpoint's ca_file), as a user would set it.
 //
-// Input: one JSON argument {baseUrl, apiKey, model, turns: [text...], apiVersion?, handle?}.
+// Input: one JSON argument {baseUrl, apiKey, model, turns: [text...], apiVersion?, headers?,
+// handle?, pauseAfter?}. With pauseAfter = N the peer prints {"event": "paused"} after turn N
+// and waits for a line on stdin (the test does something to the upstream meanwhile). With
+// untilHeard, a turn's answer is read until it names the turn's text (the fake's replies do): a
+// turn replayed into a new conversation may be answered first.
 // Output: one JSON line per event the test checks:
 //   {"event": "turn", "text": "...", "handle": "<last resumable newHandle or null>"}
 //   {"event": "closed", "code": N, "reason": "..."}
@@ -39,7 +43,11 @@ async function next() {
 const ai = new GoogleGenAI({
   apiKey: args.apiKey,
   // apiVersion only when asked: the SDK's default (v1beta) is what a user's code has.
-  httpOptions: { baseUrl: args.baseUrl, ...(args.apiVersion ? { apiVersion: args.apiVersion } : {}) },
+  httpOptions: {
+    baseUrl: args.baseUrl,
+    ...(args.apiVersion ? { apiVersion: args.apiVersion } : {}),
+    ...(args.headers ? { headers: args.headers } : {}),
+  },
 });
 
 const config = {
@@ -77,8 +85,17 @@ const session = await Promise.race([
 ]);
 connected = true;
 
+async function stdinLine() {
+  return new Promise((resolve) => process.stdin.once('data', resolve));
+}
+
 let handle = null;
+let done = 0;
 for (const text of args.turns) {
+  if (args.pauseAfter && done === args.pauseAfter) {
+    emit({ event: 'paused' });
+    await stdinLine();
+  }
   session.sendClientContent({ turns: [{ role: 'user', parts: [{ text }] }], turnComplete: true });
   let answer = '';
   for (;;) {
@@ -103,10 +120,12 @@ for (const text of args.turns) {
       }
     }
     if (content?.turnComplete) {
-      break;
+      if (!args.untilHeard || answer.includes(`heard "${text}"`)) break;
+      answer = '';
     }
   }
   emit({ event: 'turn', text: answer, handle });
+  done += 1;
 }
 
 // The resumption update that follows turnComplete carries the newest handle: wait for it
