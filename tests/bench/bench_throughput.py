@@ -247,6 +247,13 @@ async def main(n: int, window: int, cpu: int | None, repeats: int, sessions: int
     print()
     m = median(through)
     c = median(cpu_per_msg)
+    # On a shared machine the pinned core is not the daemon's alone: how much of it the daemon
+    # got (rate x CPU per chunk), and the rate its CPU per chunk allows on a core of its own.
+    busy = [r * u / 1e6 for r, u in zip(through, cpu_per_msg, strict=True)]
+    print(
+        f"daemon core use during the runs: {median(busy):.0%} median ({min(busy):.0%}-{max(busy):.0%}); "
+        f"1 / CPU per chunk = {1e6 / c:,.0f} msg/s on a core of its own (derived, not measured)\n"
+    )
     table(
         "goals",
         ["goal", "measured", "verdict"],
