@@ -217,8 +217,18 @@ class ReplayBuffer:
         """What a fresh start will ask again: the entries after the last answered message (the
         same before and after :meth:`new_connection` drops the answered ones). A re-seed leaves
         their text out of the history it gives (:func:`geminid.daemon.session.reseed.seed_turns`)."""
+        return list(self._entries)[self._answered_index() + 1:]
+
+    def _answered_index(self) -> int:
+        """Where the last answered message is in the buffer (-1: none there). Everything before
+        it was written before it (positions are write order; seqs need not be, a tool response
+        can go ahead of a held replay), so the server consumed all of it."""
         answered = self.answered_through()
-        return [e for e in self._entries if answered is None or e.seq > answered]
+        if answered is not None:
+            for i, e in enumerate(self._entries):
+                if e.seq == answered:
+                    return i
+        return -1
 
     def answered_through(self) -> int | None:
         """The seq of the last eliciting message whose reply ended, on this connection or an
@@ -266,9 +276,10 @@ class ReplayBuffer:
         stale (counted in ``stats.dropped_stale``). Everything left is the connection's
         backlog, replayed from the cursor, which now sits at 0.
         """
-        answered = self._answered_before = self.answered_through()
-        if fresh and answered is not None:
-            kept = collections.deque(e for e in self._entries if e.seq > answered or e.kind is Kind.CONTEXT)
+        self._answered_before = self.answered_through()
+        last = self._answered_index()
+        if fresh and last >= 0:
+            kept = collections.deque(e for i, e in enumerate(self._entries) if i > last or e.kind is Kind.CONTEXT)
             self.stats.dropped_answered += len(self._entries) - len(kept)
             self._entries = kept
         dropped: list[Entry] = []

@@ -14,6 +14,8 @@ import json
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from session_harness import TOOL_SETUP, Recorder, conversation_turns, make_config, open_core
 
 from geminid.daemon.config import SessionConfig
@@ -272,3 +274,65 @@ async def test_extended_thinking_backlog_waits_for_idle_not_the_filler(state_dir
         statuses = [_content(m).get("interactionStatus") for m in rec.messages()[start:] if _content(m).get("turnComplete")]
         assert statuses == ["IN_PROGRESS", "IDLE", "IN_PROGRESS", "IDLE"]
         assert conversation_turns(core.fake)[-1] == ["a", "b"]
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("turn"), st.booleans()),  # a turn (eliciting or not)
+        st.tuples(st.just("tool"), st.just(False)),  # a tool response
+        st.tuples(st.just("write"), st.integers(1, 4)),
+        st.tuples(st.just("reply_end"), st.just(0)),
+        st.tuples(st.just("handle"), st.just(0)),
+        st.tuples(st.just("reconnect"), st.booleans()),  # fresh or resumed
+        st.tuples(st.just("blocking"), st.booleans()),  # a BLOCKING call pending or not
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS)
+def test_pacing_and_the_fresh_drop_never_lose_or_reorder_a_turn(ops):
+    # Pure model of the writer against a server that answers eliciting messages in order:
+    # while a backlog reply is due only tool responses are written (unless a BLOCKING call is
+    # pending); turns keep their order; a fresh start drops only what an answered message
+    # written after it covers; nothing else ever leaves the buffer but through a handle.
+    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
+
+    buf = ReplayBuffer(max_bytes=1 << 30, staleness=1e9)
+    seq, blocking = 0, False
+    answered: set[int] = set()
+    for op, arg in ops:
+        if op in ("turn", "tool"):
+            seq += 1
+            message = live.client_content(f"t{seq}") if op == "turn" else live.tool_response(
+                [live.function_response(f"c{seq}", "f", {})])
+            kind = Kind.TURN if op == "turn" else Kind.TOOL_RESPONSE
+            buf.append(Entry(seq, kind, message, json.dumps(message), 0.0, elicits=op == "turn" and arg))
+        elif op == "write":
+            for _ in range(arg):
+                e = buf.next_to_write(client_turn=blocking)
+                if e is None:
+                    break
+                held = buf.replaying() and not blocking
+                assert not held or e.kind is Kind.TOOL_RESPONSE
+                buf.mark_sent()
+        elif op == "reply_end":
+            owed = buf.replies.answering()
+            if owed is not None:
+                answered.add(owed)
+                buf.response_ended()
+        elif op == "handle":
+            if not buf.awaiting_reply():
+                buf.covered_by_handle(None)
+        elif op == "blocking":
+            blocking = arg
+        else:
+            before = list(buf)
+            buf.new_connection(0.0, fresh=arg)
+            gone = [e for e in before if e not in list(buf)]
+            for e in gone:  # each one written before an answered message
+                i = before.index(e)
+                assert any(x.seq in answered for x in before[i:]), (e.seq, answered)
+        turns = [e.seq for e in buf if e.kind is Kind.TURN]
+        assert turns == sorted(turns)
