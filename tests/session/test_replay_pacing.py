@@ -11,6 +11,7 @@ replies, turn by turn) and what the server holds (the fake's record of the conve
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import trio
@@ -336,3 +337,40 @@ def test_pacing_and_the_fresh_drop_never_lose_or_reorder_a_turn(ops):
                 assert any(x.seq in answered for x in before[i:]), (e.seq, answered)
         turns = [e.seq for e in buf if e.kind is Kind.TURN]
         assert turns == sorted(turns)
+
+
+#: The long form: GEMINID_REPLAY_MINUTES=30 (the CI form runs 4 minutes of simulated time).
+REPLAY_MINUTES = float(os.environ.get("GEMINID_REPLAY_MINUTES", "4"))
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+async def test_a_failing_link_under_steady_turns_interrupts_no_reply(state_dir, autojump_clock, fault):
+    # MockClock: every connection drops (or stalls: noticed at stall_timeout, 5 s, while the
+    # client goes on sending) 3 s after it opened, while a client sends a turn every second, so
+    # the backlog at a reconnection often holds several turns. No reply is ever interrupted,
+    # every turn is in the conversation once, in order, and every reply arrived whole.
+    from geminid.daemon.fake import Fault
+    from geminid.daemon.fake.faults import Planned, Trigger
+    from geminid.daemon.upstream import BackoffPolicy
+
+    cfg = make_config(state_dir, backoff=BackoffPolicy(), session=SessionConfig(inactivity_timeout=0))
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.05, reply_chunks=3,
+                       faults=(Planned(getattr(Fault, fault)(), Trigger("seconds", seconds=3.0)),))
+    async with open_core(state_dir, cfg=cfg, fake_options=opts, memory=True) as core:
+        rec = await core.open()
+        await rec.wait(lambda r: lives(r) == 1, timeout=60)
+        start = trio.current_time()
+        sent: list[str] = []
+        while trio.current_time() - start < REPLAY_MINUTES * 60:
+            sent.append(f"t{len(sent)}")
+            await core.say("s", sent[-1])
+            await trio.sleep(1)
+        whole = [f'heard "{t}"' + (f'; previous "{sent[i - 1]}"' if i else "") + "." for i, t in enumerate(sent)]
+        await rec.wait(lambda r: whole[-1] in r.texts(), timeout=600)
+        await trio.sleep(5)
+        assert "failed" not in rec.statuses()
+        assert len(core.fake.accepted) > REPLAY_MINUTES * 60 / (3 if fault == "drop" else 20) * 0.7  # it kept failing
+        assert interruptions(rec) == 0
+        assert conversation_turns(core.fake) == [sent]
+        texts = rec.texts()
+        assert [w for w in whole if w not in texts] == []
