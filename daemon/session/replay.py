@@ -30,9 +30,10 @@ whatever the server had not consumed is replayed first, in order, before anythin
 **Replay one reply at a time.** A reconnection's *backlog* is what the buffer holds when it
 opens: messages an earlier connection (or, restored, the previous daemon) wrote and no handle
 covered, and messages queued while there was no connection. (A session's first connection has
-none: what a client queues before it is live goes as sent, as on a live connection.) Written back to back, each eliciting message of the backlog would interrupt the
-reply to the one before it (the server stops a reply when new input arrives: the user would get
-``interrupted`` and an empty ``turnComplete`` for all but the last). So while the reply to a
+none: what a client queues before it is live goes as sent, as on a live connection.) Written
+back to back, each eliciting message of the backlog would interrupt the reply to the one before
+it (the server stops a reply when new input arrives: the user would get ``interrupted`` and an
+empty ``turnComplete`` for all but the last). So while the reply to a
 backlog message is due on this connection (the activity model's count,
 :class:`~geminid.daemon.session.activity.Replies`: it ends at ``interactionStatus: IDLE``, or
 ``turnComplete`` for models that send no status), nothing more is written, and a client message
@@ -157,10 +158,11 @@ class ReplayBuffer:
         self.replies = Replies()
         #: The transparent index's convention, detected from the updates (geminid.daemon.session.consumed).
         self.consumed = ConsumedIndex.for_convention()
-        #: The seq of the last entry of this connection's backlog (None: no backlog): replies to
-        #: it and to what is before it are awaited one at a time (see :meth:`next_to_write`).
+        #: The highest seq in this connection's backlog (None: no backlog): the replies to the
+        #: backlog's eliciting messages are awaited one at a time (see :meth:`next_to_write`).
         self.backlog_through: int | None = None
-        #: The seq of the last eliciting message whose reply ended on an earlier connection.
+        #: The seq of the last eliciting message whose reply ended on an earlier connection
+        #: (what a fresh start drops, see :meth:`new_connection`).
         self._answered_before: int | None = None
 
     # -- queries ---------------------------------------------------------------------------
