@@ -374,3 +374,26 @@ async def test_a_failing_link_under_steady_turns_interrupts_no_reply(state_dir, 
         assert conversation_turns(core.fake) == [sent]
         texts = rec.texts()
         assert [w for w in whole if w not in texts] == []
+
+
+async def test_turns_restored_after_a_restart_get_a_reply_each(state_dir):
+    # Over loopback. The daemon stops (as by kill -9: the core is cancelled) with two turns
+    # that never reached a live connection; the restarted one restores and replays them one
+    # reply at a time.
+    async with open_core(state_dir) as core:
+        core.fake.refuse_next(1000, status=503)  # the upstream is down all along
+        await core.open()
+        await core.say("s", "a")
+        await core.say("s", "b")
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.02, reply_chunks=4)
+    async with open_core(state_dir, fake_options=opts) as core:
+        with trio.fail_after(10):
+            while "s" not in core.registry:
+                await trio.sleep(0.01)
+        rec = Recorder()
+        core.registry.attach("s", rec, None)
+        await rec.wait(lambda r: len(replies_since(r, 0)) >= 2, timeout=30)
+        await trio.sleep(0.2)
+        assert interruptions(rec) == 0
+        assert replies_since(rec, 0) == [full_reply(1, "a", None), full_reply(2, "b", "a")]
+        assert conversation_turns(core.fake)[-1] == ["a", "b"]
