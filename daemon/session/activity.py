@@ -187,9 +187,12 @@ class Activity:
         self.last_frame_at = now
 
     def written(self, entry: Entry, now: float) -> bool:
-        """``entry`` was written; True if it asks for a reply (the stall clock starts)."""
+        """``entry`` was written; True if it asks for a reply (the stall clock starts, unless
+        a reply was already due: silence counts from the first ask since the last frame, so a
+        client that keeps sending into a stalled connection does not push the stall on)."""
         if entry.asks_reply:
-            self.asked_at = now
+            if not self.expecting_reply() or self.asked_at <= self.last_frame_at:
+                self.asked_at = now
             return True
         return False
 

@@ -30,9 +30,10 @@ whatever the server had not consumed is replayed first, in order, before anythin
 **Replay one reply at a time.** A reconnection's *backlog* is what the buffer holds when it
 opens: messages an earlier connection (or, restored, the previous daemon) wrote and no handle
 covered, and messages queued while there was no connection. (A session's first connection has
-none: what a client queues before it is live goes as sent, as on a live connection.) Written back to back, each eliciting message of the backlog would interrupt the
-reply to the one before it (the server stops a reply when new input arrives: the user would get
-``interrupted`` and an empty ``turnComplete`` for all but the last). So while the reply to a
+none: what a client queues before it is live goes as sent, as on a live connection.) Written
+back to back, each eliciting message of the backlog would interrupt the reply to the one before
+it (the server stops a reply when new input arrives: the user would get ``interrupted`` and an
+empty ``turnComplete`` for all but the last). So while the reply to a
 backlog message is due on this connection (the activity model's count,
 :class:`~geminid.daemon.session.activity.Replies`: it ends at ``interactionStatus: IDLE``, or
 ``turnComplete`` for models that send no status), nothing more is written, and a client message
@@ -157,10 +158,11 @@ class ReplayBuffer:
         self.replies = Replies()
         #: The transparent index's convention, detected from the updates (geminid.daemon.session.consumed).
         self.consumed = ConsumedIndex.for_convention(consumed_index)
-        #: The seq of the last entry of this connection's backlog (None: no backlog): replies to
-        #: it and to what is before it are awaited one at a time (see :meth:`next_to_write`).
+        #: The highest seq in this connection's backlog (None: no backlog): the replies to the
+        #: backlog's eliciting messages are awaited one at a time (see :meth:`next_to_write`).
         self.backlog_through: int | None = None
-        #: The seq of the last eliciting message whose reply ended on an earlier connection.
+        #: The seq of the last eliciting message whose reply ended on an earlier connection
+        #: (what a fresh start drops, see :meth:`new_connection`).
         self._answered_before: int | None = None
 
     # -- queries ---------------------------------------------------------------------------
@@ -217,8 +219,18 @@ class ReplayBuffer:
         """What a fresh start will ask again: the entries after the last answered message (the
         same before and after :meth:`new_connection` drops the answered ones). A re-seed leaves
         their text out of the history it gives (:func:`geminid.daemon.session.reseed.seed_turns`)."""
+        return list(self._entries)[self._answered_index() + 1:]
+
+    def _answered_index(self) -> int:
+        """Where the last answered message is in the buffer (-1: none there). Everything before
+        it was written before it (positions are write order; seqs need not be, a tool response
+        can go ahead of a held replay), so the server consumed all of it."""
         answered = self.answered_through()
-        return [e for e in self._entries if answered is None or e.seq > answered]
+        if answered is not None:
+            for i, e in enumerate(self._entries):
+                if e.seq == answered:
+                    return i
+        return -1
 
     def answered_through(self) -> int | None:
         """The seq of the last eliciting message whose reply ended, on this connection or an
@@ -266,9 +278,10 @@ class ReplayBuffer:
         stale (counted in ``stats.dropped_stale``). Everything left is the connection's
         backlog, replayed from the cursor, which now sits at 0.
         """
-        answered = self._answered_before = self.answered_through()
-        if fresh and answered is not None:
-            kept = collections.deque(e for e in self._entries if e.seq > answered or e.kind is Kind.CONTEXT)
+        self._answered_before = self.answered_through()
+        last = self._answered_index()
+        if fresh and last >= 0:
+            kept = collections.deque(e for i, e in enumerate(self._entries) if i > last or e.kind is Kind.CONTEXT)
             self.stats.dropped_answered += len(self._entries) - len(kept)
             self._entries = kept
         dropped: list[Entry] = []

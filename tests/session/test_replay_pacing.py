@@ -11,9 +11,12 @@ replies, turn by turn) and what the server holds (the fake's record of the conve
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from session_harness import TOOL_SETUP, Recorder, conversation_turns, make_config, open_core
 
 from geminid.daemon.config import SessionConfig
@@ -271,4 +274,126 @@ async def test_extended_thinking_backlog_waits_for_idle_not_the_filler(state_dir
         )
         statuses = [_content(m).get("interactionStatus") for m in rec.messages()[start:] if _content(m).get("turnComplete")]
         assert statuses == ["IN_PROGRESS", "IDLE", "IN_PROGRESS", "IDLE"]
+        assert conversation_turns(core.fake)[-1] == ["a", "b"]
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("turn"), st.booleans()),  # a turn (eliciting or not)
+        st.tuples(st.just("tool"), st.just(False)),  # a tool response
+        st.tuples(st.just("write"), st.integers(1, 4)),
+        st.tuples(st.just("reply_end"), st.just(0)),
+        st.tuples(st.just("handle"), st.just(0)),
+        st.tuples(st.just("reconnect"), st.booleans()),  # fresh or resumed
+        st.tuples(st.just("blocking"), st.booleans()),  # a BLOCKING call pending or not
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS)
+def test_pacing_and_the_fresh_drop_never_lose_or_reorder_a_turn(ops):
+    # Pure model of the writer against a server that answers eliciting messages in order:
+    # while a backlog reply is due only tool responses are written (unless a BLOCKING call is
+    # pending); turns keep their order; a fresh start drops only what an answered message
+    # written after it covers; nothing else ever leaves the buffer but through a handle.
+    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
+
+    buf = ReplayBuffer(max_bytes=1 << 30, staleness=1e9)
+    seq, blocking = 0, False
+    answered: set[int] = set()
+    for op, arg in ops:
+        if op in ("turn", "tool"):
+            seq += 1
+            message = live.client_content(f"t{seq}") if op == "turn" else live.tool_response(
+                [live.function_response(f"c{seq}", "f", {})])
+            kind = Kind.TURN if op == "turn" else Kind.TOOL_RESPONSE
+            buf.append(Entry(seq, kind, message, json.dumps(message), 0.0, elicits=op == "turn" and arg))
+        elif op == "write":
+            for _ in range(arg):
+                e = buf.next_to_write(client_turn=blocking)
+                if e is None:
+                    break
+                held = buf.replaying() and not blocking
+                assert not held or e.kind is Kind.TOOL_RESPONSE
+                buf.mark_sent()
+        elif op == "reply_end":
+            owed = buf.replies.answering()
+            if owed is not None:
+                answered.add(owed)
+                buf.response_ended()
+        elif op == "handle":
+            if not buf.awaiting_reply():
+                buf.covered_by_handle(None)
+        elif op == "blocking":
+            blocking = arg
+        else:
+            before = list(buf)
+            buf.new_connection(0.0, fresh=arg)
+            gone = [e for e in before if e not in list(buf)]
+            for e in gone:  # each one written before an answered message
+                i = before.index(e)
+                assert any(x.seq in answered for x in before[i:]), (e.seq, answered)
+        turns = [e.seq for e in buf if e.kind is Kind.TURN]
+        assert turns == sorted(turns)
+
+
+#: The long form: GEMINID_REPLAY_MINUTES=30 (the CI form runs 4 minutes of simulated time).
+REPLAY_MINUTES = float(os.environ.get("GEMINID_REPLAY_MINUTES", "4"))
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+async def test_a_failing_link_under_steady_turns_interrupts_no_reply(state_dir, autojump_clock, fault):
+    # MockClock: every connection drops (or stalls: noticed at stall_timeout, 5 s, while the
+    # client goes on sending) 3 s after it opened, while a client sends a turn every second, so
+    # the backlog at a reconnection often holds several turns. No reply is ever interrupted,
+    # every turn is in the conversation once, in order, and every reply arrived whole.
+    from geminid.daemon.fake import Fault
+    from geminid.daemon.fake.faults import Planned, Trigger
+    from geminid.daemon.upstream import BackoffPolicy
+
+    cfg = make_config(state_dir, backoff=BackoffPolicy(), session=SessionConfig(inactivity_timeout=0))
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.05, reply_chunks=3,
+                       faults=(Planned(getattr(Fault, fault)(), Trigger("seconds", seconds=3.0)),))
+    async with open_core(state_dir, cfg=cfg, fake_options=opts, memory=True) as core:
+        rec = await core.open()
+        await rec.wait(lambda r: lives(r) == 1, timeout=60)
+        start = trio.current_time()
+        sent: list[str] = []
+        while trio.current_time() - start < REPLAY_MINUTES * 60:
+            sent.append(f"t{len(sent)}")
+            await core.say("s", sent[-1])
+            await trio.sleep(1)
+        whole = [f'heard "{t}"' + (f'; previous "{sent[i - 1]}"' if i else "") + "." for i, t in enumerate(sent)]
+        await rec.wait(lambda r: whole[-1] in r.texts(), timeout=600)
+        await trio.sleep(5)
+        assert "failed" not in rec.statuses()
+        assert len(core.fake.accepted) > REPLAY_MINUTES * 60 / (3 if fault == "drop" else 20) * 0.7  # it kept failing
+        assert interruptions(rec) == 0
+        assert conversation_turns(core.fake) == [sent]
+        texts = rec.texts()
+        assert [w for w in whole if w not in texts] == []
+
+
+async def test_turns_restored_after_a_restart_get_a_reply_each(state_dir):
+    # Over loopback. The daemon stops (as by kill -9: the core is cancelled) with two turns
+    # that never reached a live connection; the restarted one restores and replays them one
+    # reply at a time.
+    async with open_core(state_dir) as core:
+        core.fake.refuse_next(1000, status=503)  # the upstream is down all along
+        await core.open()
+        await core.say("s", "a")
+        await core.say("s", "b")
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.02, reply_chunks=4)
+    async with open_core(state_dir, fake_options=opts) as core:
+        with trio.fail_after(10):
+            while "s" not in core.registry:
+                await trio.sleep(0.01)
+        rec = Recorder()
+        core.registry.attach("s", rec, None)
+        await rec.wait(lambda r: len(replies_since(r, 0)) >= 2, timeout=30)
+        await trio.sleep(0.2)
+        assert interruptions(rec) == 0
+        assert replies_since(rec, 0) == [full_reply(1, "a", None), full_reply(2, "b", "a")]
         assert conversation_turns(core.fake)[-1] == ["a", "b"]
