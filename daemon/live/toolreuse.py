@@ -82,21 +82,20 @@ class ToolReuse:
                 continue
             earlier = self.reusable.pop(_key(call), None)
             if earlier is not None and isinstance(call.get("id"), str):
-                answer = {**earlier, "id": call["id"]}
-                answers.append(answer)
+                reply = {**earlier, "id": call["id"]}
+                answers.append(reply)
                 self.reused += 1
                 # as if the client had been shown it and answered: lost again, it is reused again
                 self.shown[call["id"]] = call
-                self.given[call["id"]] = answer
+                self.given[call["id"]] = reply
             else:
                 show.append(call)
                 if isinstance(call.get("id"), str):
                     self.shown[call["id"]] = call
-        answer = {"toolResponse": {"functionResponses": answers}} if answers else None
         if not answers:
             return CallSplit(message, None)
         shown = {**message, "toolCall": {**body, "functionCalls": show}} if show else None
-        return CallSplit(shown, answer)
+        return CallSplit(shown, {"toolResponse": {"functionResponses": answers}})
 
     def turn_complete(self) -> None:
         """The turn ended: its calls are settled, and one asked again later is a new question."""

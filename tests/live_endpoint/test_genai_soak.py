@@ -1,6 +1,6 @@
 """Acceptance (#12), the fault soak: google-genai 3.6.1's own live client, configured only through
 public options, holds one Live session on geminid's TCP+TLS endpoint for N turns (text, audio with
-input transcription, tool calls) while the upstream fake drops connections, closes them 1011,
+input transcription, tool calls), replies in TEXT, or in AUDIO with output transcription, while the upstream fake drops connections, closes them 1011,
 sends goAway and expires them (short lifetimes) every few seconds.
 
 What must hold: no exception in the SDK (a drop it saw would raise ``APIError``), every turn
@@ -30,6 +30,7 @@ from live_harness import MODEL, LiveDaemon, genai_client, run_asyncio
 
 from geminid.daemon.fake import FakeOptions, FakeUpstream, text_catalogue
 from geminid.daemon.fake.faults import Fault
+from geminid.daemon.fake.model import pcm_for_text, split_chunks
 
 genai = pytest.importorskip("google.genai")
 from google.genai import types  # noqa: E402
@@ -43,6 +44,8 @@ FAULT_1011 = ("Internal error encountered.", "The service is currently unavailab
 #: 100 ms of 16 kHz 16-bit mono PCM.
 CHUNK = b"\x01\x00" * 1600
 AUDIO_CHUNKS = 4
+#: Reply chunks of the fake (each a text or an audio frame with its transcription).
+CHUNKS = 3
 
 #: The daemon's timers scaled to a loopback fake: fast retries, goAway honoured at once, a
 #: rotation budget that lifetimes of a few seconds do not exhaust (tests/soak uses the same).
@@ -70,11 +73,12 @@ WEATHER = types.FunctionDeclaration(
 )
 
 
-def _config() -> types.LiveConnectConfig:
+def _config(modality: str) -> types.LiveConnectConfig:
     return types.LiveConnectConfig(
-        response_modalities=["TEXT"],
+        response_modalities=[modality],
         session_resumption=types.SessionResumptionConfig(),
         input_audio_transcription=types.AudioTranscriptionConfig(),
+        output_audio_transcription=types.AudioTranscriptionConfig() if modality == "AUDIO" else None,
         tools=[types.Tool(function_declarations=[WEATHER])],
         system_instruction="You are a test.",
     )
@@ -91,15 +95,15 @@ def _text_of(i: int) -> str:
     return f"recall {word}" if i % 10 == 0 else f"say {word}"
 
 
-async def _drive(client: Any, turns: int) -> list[dict[str, Any]]:
+async def _drive(client: Any, turns: int, modality: str) -> list[dict[str, Any]]:
     """The SDK's side (asyncio, in a thread): one connection for every turn."""
     out: list[dict[str, Any]] = []
-    async with client.aio.live.connect(model=MODEL, config=_config()) as s:
+    async with client.aio.live.connect(model=MODEL, config=_config(modality)) as s:
         for i in range(1, turns + 1):
             kind = _kind(i)
             rec: dict[str, Any] = {"i": i, "kind": kind, "text": "", "turn_completes": 0,
                                    "tool_calls": 0, "transcripts": [], "go_away": 0,
-                                   "called": [], "cancelled": []}
+                                   "called": [], "cancelled": [], "audio": 0}
             if kind == "audio":
                 for _ in range(AUDIO_CHUNKS):
                     await s.send_realtime_input(
@@ -131,6 +135,10 @@ async def _drive(client: Any, turns: int) -> list[dict[str, Any]]:
                         rec["transcripts"].append(sc.input_transcription.text)
                     if sc.model_turn is not None:
                         rec["text"] += "".join(p.text or "" for p in sc.model_turn.parts or [])
+                        rec["audio"] += sum(len(p.inline_data.data or b"") for p in sc.model_turn.parts or []
+                                            if p.inline_data is not None)
+                    if sc.output_transcription is not None and sc.output_transcription.text:
+                        rec["text"] += sc.output_transcription.text  # AUDIO: the reply's words
                     if sc.turn_complete:
                         rec["turn_completes"] += 1
 
@@ -178,9 +186,16 @@ class Faults:
             self.counts[kind] += 1
 
 
-async def test_genai_soak_under_upstream_faults(tmp_path: Path, nursery: trio.Nursery) -> None:
+def _audio_bytes(reply: str) -> int:
+    """What the fake speaks for ``reply`` (daemon/fake/model.py pcm_for_text, per chunk)."""
+    return sum(len(pcm_for_text(c)) for c in split_chunks(reply, CHUNKS))
+
+
+@pytest.mark.parametrize("modality", ["TEXT", "AUDIO"])
+async def test_genai_soak_under_upstream_faults(tmp_path: Path, nursery: trio.Nursery, modality: str) -> None:
     fake = await nursery.start(FakeUpstream(FakeOptions(
-        catalogue=text_catalogue(), reply_pace=0.002, lifetime=4.0, goaway_before=1.0, seed=SEED,
+        catalogue=text_catalogue(), reply_pace=0.002, reply_chunks=CHUNKS, lifetime=4.0, goaway_before=1.0,
+        seed=SEED,
     )).serve)
     conf = tmp_path / "geminid.toml"
     conf.write_text(SOAK_TOML)
@@ -192,7 +207,7 @@ async def test_genai_soak_under_upstream_faults(tmp_path: Path, nursery: trio.Nu
         started = time.monotonic()
         async with trio.open_nursery() as inner:
             inner.start_soon(faults.run)
-            records = await run_asyncio(_drive, client, TURNS)
+            records = await run_asyncio(_drive, client, TURNS, modality)
             inner.cancel_scope.cancel()
         took = time.monotonic() - started
         # the SDK's connection has ended: geminid logs what it hid (and proves it had faults)
@@ -204,7 +219,7 @@ async def test_genai_soak_under_upstream_faults(tmp_path: Path, nursery: trio.Nu
         await proc.aclose()
     print(f"\nhidden by geminid: {hid.get('repeats_hidden')} repeated reply frames, "
           f"{hid.get('restarts_shown')} restarts shown, {hid.get('tool_answers_reused')} tool answers reused")
-    print(f"\nlive soak: {TURNS} turns in {took:.1f} s, faults {dict(faults.counts)}, "
+    print(f"\nlive soak ({modality}): {TURNS} turns in {took:.1f} s, faults {dict(faults.counts)}, "
           f"upstream connections {len(fake.accepted)}, "
           f"calls cancelled {sum(len(r['cancelled']) for r in records)}")
     user_turns: list[str] = []
@@ -214,6 +229,10 @@ async def test_genai_soak_under_upstream_faults(tmp_path: Path, nursery: trio.Nu
         want = _expected(i, user_turns)
         if rec["text"] != want:
             problems.append(f"turn {i} ({rec['kind']}): got {rec['text']!r}, want {want!r}")
+        if modality == "AUDIO" and rec["audio"] != _audio_bytes(want):
+            problems.append(f"turn {i}: {rec['audio']} bytes of audio, want {_audio_bytes(want)}")
+        if modality == "TEXT" and rec["audio"]:
+            problems.append(f"turn {i}: audio in a TEXT session")
         if rec["turn_completes"] != 1:
             problems.append(f"turn {i}: {rec['turn_completes']} turnCompletes")
         # A call lost to a reconnect is cancelled (toolCallCancellation, the service's own way)
