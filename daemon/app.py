@@ -184,7 +184,7 @@ async def _run_claimed(
                     log.info("daemon.ready", sessions=len(report.records), socket=str(socket_path))
                     if _live_wanted(cfg):
                         # Just after READY: its imports (trio-websocket) stay off the start path.
-                        live_box.append(await core.start(_serve_live, registry, cfg, live_scope))
+                        live_box.append(await core.start(_serve_live, registry, _beside(cfg, socket_path), live_scope))
                     core.start_soon(sdnotify.run_watchdog, notifier, sdnotify.watchdog_interval(environ))
                     core.start_soon(_status_loop, notifier, registry.status_line)
                     task_status.started(registry)
@@ -242,6 +242,14 @@ async def _serve(
             registry, cfg.server, sock=listen_sock, lock_fd=socket_lock, health=store,
             status_extra=status_extra, task_status=task_status,
         )
+
+
+def _beside(cfg: Config, socket_path: Any) -> Config:
+    """``cfg`` naming the JSON-RPC socket the daemon really serves: under socket activation that
+    is systemd's socket, not ``server.socket_path``, and the Live socket goes beside it."""
+    if str(socket_path) == str(cfg.server.socket_path):
+        return cfg
+    return attrs.evolve(cfg, server=attrs.evolve(cfg.server, socket_path=socket_path))
 
 
 def _live_wanted(cfg: Config) -> bool:

@@ -146,9 +146,17 @@ class LiveServer:
         cleanup: list[Callable[[], None]] = []
         try:
             if self.cfg.live.unix:
-                unix, undo = await trio.to_thread.run_sync(self._bind_unix)
-                listeners.append((unix, False))
-                cleanup.append(undo)
+                try:
+                    unix, undo = await trio.to_thread.run_sync(self._bind_unix)
+                except ConfigError as exc:
+                    if self.cfg.live.socket_path is not None:
+                        raise  # asked for by name: a configuration error
+                    # The default socket (beside the JSON-RPC one) is an add-on: the daemon, already
+                    # READY for its JSON-RPC clients, goes on without it rather than dying.
+                    log.error("live.unix_unavailable", reason=exc.message)
+                else:
+                    listeners.append((unix, False))
+                    cleanup.append(undo)
             if self.cfg.live.listen is not None:
                 self._tcp = await self._open_tcp(self.cfg.live.listen)
                 listeners.append((self._tcp.listener, True))

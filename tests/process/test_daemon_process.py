@@ -155,9 +155,40 @@ async def test_socket_activation_through_listen_fds(tmp_path, fake):
             status = await c.status()
             assert status["upstream"] == "gemini"
             await c.open("a", SETUP)
+            # The Live endpoint's socket goes beside the socket systemd passed, not beside the
+            # configured default (/run/geminid, which need not exist): it was the daemon's death.
+            await _logged(proc, "live.listening")
+            assert (await c.status())["live"]["socket"] == str(sock_dir / "activated-live.sock")
+        assert (sock_dir / "activated-live.sock").is_socket()
         assert await proc.terminate() == 0
     finally:
         listener.close()
+        await proc.aclose()
+
+
+async def _logged(proc: DaemonProc, event: str, timeout: float = 20.0) -> None:
+    """Wait until the daemon's log has ``event`` (a log line, not an sd_notify message)."""
+    with trio.fail_after(timeout):
+        while not proc.events(event):
+            await trio.sleep(0.05)
+
+
+async def test_an_unusable_default_live_socket_costs_the_live_endpoint_only(tmp_path, fake):
+    """The default Live socket is an add-on beside the JSON-RPC socket: if it cannot be bound,
+    the daemon (READY already) logs why and keeps serving its JSON-RPC clients."""
+    proc = DaemonProc(tmp_path, fake.url())
+    (proc.sock_path.parent / "g-live.sock").mkdir()  # a directory where the socket would go
+    try:
+        await proc.start()
+        await _logged(proc, "live.unix_unavailable")
+        async with open_client(proc.sock_path) as c:
+            await c.open("a", SETUP)
+            turn = {"clientContent": {"turns": [{"role": "user", "parts": [{"text": "hi"}]}], "turnComplete": True}}
+            assert await c.send("a", turn) > 0
+        assert await proc.terminate() == 0
+        [event] = proc.events("live.unix_unavailable")
+        assert event["level"] == "error" and "g-live.sock" in event["reason"]
+    finally:
         await proc.aclose()
 
 
