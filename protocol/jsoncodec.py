@@ -124,4 +124,6 @@ def dumps_fast(obj: Any, *, newline: bool = False, nan_as_null: bool = False) ->
         return None
     if not nan_as_null and b"null" in out:
         return None
-    return out
+    # A copy: orjson's bytes keep its whole output buffer (4-8 KiB however short the JSON), and
+    # event lines live in every session's ring (+7.5 MiB at 1,000 sessions without the copy).
+    return bytes(memoryview(out))

@@ -15,9 +15,11 @@ credentials, awaited inside the connect timeout at every dial; this module knows
 
 from __future__ import annotations
 
+import os
 import ssl
+import struct
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import structlog
@@ -86,6 +88,49 @@ def _can_batch(ws: object) -> bool:
     return all(hasattr(ws, name) for name in _BATCH_ATTRS)
 
 
+_LEN16 = struct.Struct("!BBH")
+_LEN64 = struct.Struct("!BBQ")
+
+
+def client_text_frames(wires: Sequence[str], keys: bytes) -> bytes:
+    """Complete, masked client text frames (RFC 6455 5.2, 5.3) for ``wires``, one 4-byte masking
+    key each from ``keys``: byte for byte what wsproto's ``FrameProtocol.send_data`` writes for
+    an unfragmented message with no extension, at about half its cost (the XOR runs on one
+    integer per frame instead of four translated slices). Pure: the caller draws the keys."""
+    out: list[bytes] = []
+    for i, wire in enumerate(wires):
+        payload = wire.encode("utf-8")
+        n = len(payload)
+        if n < 126:
+            head = bytes((0x81, 0x80 | n))
+        elif n < 65536:
+            head = _LEN16.pack(0x81, 0xFE, n)
+        else:
+            head = _LEN64.pack(0x81, 0xFF, n)
+        key = keys[4 * i : 4 * i + 4]
+        mask = int.from_bytes((key * (n // 4 + 1))[:n], "little")
+        out += (head, key, (int.from_bytes(payload, "little") ^ mask).to_bytes(n, "little"))
+    return b"".join(out)
+
+
+def _plain_text_frames_ok(ws: Any) -> bool:
+    """Whether ``client_text_frames`` may stand in for wsproto on this connection: an open
+    client connection, no extension negotiated (no compression bit to set), no fragmented
+    message half sent. Otherwise wsproto serialises, as before."""
+    from wsproto.connection import ConnectionState  # loaded by then, with trio_websocket
+
+    conn = getattr(ws._wsproto, "connection", None)
+    proto = getattr(conn, "_proto", None)
+    return (
+        conn is not None
+        and proto is not None
+        and getattr(conn, "state", None) is ConnectionState.OPEN
+        and getattr(proto, "client", False) is True
+        and not getattr(proto, "extensions", True)
+        and getattr(proto, "_outbound_opcode", 0) is None
+    )
+
+
 class UpstreamLink:
     """An open, set-up connection. Only the session actor's tasks touch it."""
 
@@ -109,8 +154,9 @@ class UpstreamLink:
         """Send several text frames, in order, with one ``send_all`` (one syscall, one lock).
 
         trio-websocket 0.12 has no batched send: this does what its ``send_message`` does for
-        each frame (serialise through its wsproto connection) and writes the bytes together,
-        under its stream lock so that a concurrent ping or pong cannot interleave mid-frame.
+        each frame (serialise it; with :func:`client_text_frames` when that is exact, else through
+        its wsproto connection) and writes the bytes together, under its stream lock so that a
+        concurrent ping or pong cannot interleave mid-frame.
         """
         ws = self._ws
         if len(wires) == 1 or not _can_batch(ws):
@@ -121,7 +167,10 @@ class UpstreamLink:
 
         if ws._close_reason is not None:
             raise Ended(ending_from_closed(self._closed(ws._close_reason))) from None
-        data = b"".join([ws._wsproto.send(TextMessage(data=wire)) for wire in wires])
+        if _plain_text_frames_ok(ws):
+            data = client_text_frames(wires, os.urandom(4 * len(wires)))
+        else:
+            data = b"".join([ws._wsproto.send(TextMessage(data=wire)) for wire in wires])
         async with ws._stream_lock:
             try:
                 await ws._stream.send_all(data)

@@ -3,8 +3,16 @@
 A client pings its session in a closed loop (``realtimeInput`` text, wait for the reply's
 turnComplete, next). The fake sends goAway (timeLeft 10 s); the daemon rotates at the next quiet
 point: it holds new turns, closes with 1000, resumes with its handle on a new connection and
-sends what it held. Gap = the largest hole between two consecutive reply events around the
-rotation (last event before, first after). Lost = pings that never got their reply.
+sends what it held. The goal is on the *rotation hole*: the silence in the client's event stream
+across the rotation, from the last reply event (``modelTurn`` or ``turnComplete``) before the
+session was live again to the first one after. Beside it, the same between reply *starts* (that
+adds the round trip of the ping the client sends after the quiet point), and the largest hole
+anywhere in [goAway - 0.5 s, live + 1 s], the earlier metric: on a loaded
+machine that window holds ~100 ordinary replies, so its p99 is mostly ordinary scheduling
+jitter (compare "normal spacing"). Lost = pings that never got their reply.
+
+Per-phase figures (goAway -> close at the quiet point -> live) are in the daemon's info log
+(``BENCH_DAEMON_LOG=info BENCH_KEEP=1``).
 
 Limit, measured in the same run: one WebSocket handshake + setup + setupComplete done directly
 against the same fake (what any rotation must at least cost).
@@ -51,7 +59,8 @@ class Pinger:
     def __init__(self, client, name: str) -> None:
         self.client = client
         self.name = name
-        self.replies: list[float] = []  # arrival times of modelTurn events
+        self.replies: list[float] = []  # arrival times of the first event of each reply
+        self.events_at: list[float] = []  # arrival times of every reply event (modelTurn, turnComplete)
         self.statuses: list[tuple[float, str]] = []
         self.sent = 0
         self.answered = 0
@@ -67,6 +76,8 @@ class Pinger:
                 self.statuses.append((now, params["status"]))
             elif method == "session.message":
                 sc = params["message"].get("serverContent") or {}
+                if sc.get("modelTurn") or sc.get("turnComplete"):
+                    self.events_at.append(now)
                 if sc.get("modelTurn") and not self._in_reply:
                     self.replies.append(now)  # the first event of each reply
                     self._in_reply = True
@@ -92,6 +103,17 @@ class Pinger:
             if when > t and status == "live":
                 return when
         return None
+
+    def rotation_hole(self, t_live: float, events: bool = True) -> float:
+        """The silence the rotation makes: from the last reply event before the session was
+        live again to the first one after. ``events=False``: between reply *starts* instead
+        (then one whole ping round trip is part of it)."""
+        times = self.events_at if events else self.replies
+        before = [r for r in times if r <= t_live]
+        after = [r for r in times if r > t_live]
+        if not before or not after:
+            return float("nan")
+        return (after[0] - before[-1]) * 1000
 
     def gap_around(self, t_goaway: float, t_live: float) -> float:
         """Largest hole between consecutive replies in [t_goaway - 0.5 s, t_live + 1 s]."""
@@ -121,6 +143,8 @@ async def main(rotations: int) -> None:
                     inner.start_soon(p.ping_loop)
                     await trio.sleep(0.3)
                     gaps: list[float] = []
+                    holes: list[float] = []
+                    start_holes: list[float] = []
                     to_live: list[float] = []
                     for _ in range(rotations):
                         t0 = time.perf_counter()
@@ -133,20 +157,30 @@ async def main(rotations: int) -> None:
                         # delay (accept-then-close protection); real goAways come ~10 min apart.
                         await trio.sleep(args_spacing)
                         gaps.append(p.gap_around(t0, t_live))
+                        holes.append(p.rotation_hole(t_live))
+                        start_holes.append(p.rotation_hole(t_live, events=False))
                         to_live.append((t_live - t0) * 1000)
                     await trio.sleep(0.2)
                     inner.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
     lim = median(limit)
+    event_gap = [(b - a) * 1000 for a, b in zip(p.events_at, p.events_at[1:], strict=False)]
     baseline_gap = [(b - a) * 1000 for a, b in zip(p.replies, p.replies[1:], strict=False)]
     table(
         f"{rotations} rotations; pinging in a closed loop",
         ["measure", "p50 ms", "p99 ms", "max ms"],
         [
             ["limit: direct handshake + setup (baseline)", lim, pct(limit, 99), max(limit)],
-            ["normal spacing of reply events (no rotation)", pct(baseline_gap, 50), pct(baseline_gap, 99), "-"],
+            ["normal spacing of reply starts (the ping round trip)", pct(baseline_gap, 50), pct(baseline_gap, 99),
+             "-"],
+            ["normal spacing of reply events", pct(event_gap, 50), pct(event_gap, 99), "-"],
             ["goAway -> session live again", pct(to_live, 50), pct(to_live, 99), max(to_live)],
-            ["client-observed gap around a rotation", pct(gaps, 50), pct(gaps, 99), max(gaps)],
+            ["rotation hole: last reply event before live -> first after", pct(holes, 50),
+             pct(holes, 99), max(holes)],
+            ["same between reply starts (adds a ping round trip)", pct(start_holes, 50),
+             pct(start_holes, 99), max(start_holes)],
+            ["largest hole in [goAway - 0.5 s, live + 1 s] (includes unrelated jitter)", pct(gaps, 50),
+             pct(gaps, 99), max(gaps)],
         ],
         digits=2,
     )
@@ -155,7 +189,8 @@ async def main(rotations: int) -> None:
         "goals",
         ["goal", "measured", "verdict"],
         [
-            [f"gap <= {GOAL_MS:g} ms (p99)", f"{pct(gaps, 99):.1f} ms (limit {lim:.1f} ms)", verdict(pct(gaps, 99) <= GOAL_MS)],
+            [f"rotation hole <= {GOAL_MS:g} ms (p99)", f"{pct(holes, 99):.1f} ms (limit {lim:.1f} ms)",
+             verdict(pct(holes, 99) <= GOAL_MS)],
             ["messages lost = 0", str(p.lost), verdict(p.lost == 0)],
         ],
     )

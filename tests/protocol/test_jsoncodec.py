@@ -189,3 +189,20 @@ def test_event_lines_are_equal_json() -> None:
             slow = Event.build(1, "session.message", p).line
         assert fast.endswith(b"\n")
         assert json.loads(fast) == json.loads(slow)
+
+
+def test_encoded_lines_hold_only_their_own_bytes() -> None:
+    """orjson's output object keeps its whole buffer (4 KiB or more for a 90 B line); event
+    lines are kept in every session's ring, so the fast path must hand back a compact copy."""
+    import tracemalloc
+
+    params = {"session": "s1", "status": "live", "seq": 3}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        lines = [Event.build(i, "session.status", params).line for i in range(2000)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(lines[0]) < 120
+    assert held / len(lines) < 600  # the Event itself, and a line of under 120 bytes

@@ -8,13 +8,16 @@ same order; the client's stream saw a single ``send_all`` for the batch.
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 import trio
 import trio.testing
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from trio_websocket import wrap_server_stream
 
 from geminid.daemon.upstream import Dial, Ended, Endpoint, FixedKey, open_link
+from geminid.daemon.upstream.link import _plain_text_frames_ok, client_text_frames
 from geminid.protocol import live
 
 SETUP = live.encode(live.setup("models/gemini-3.8-live"))
@@ -128,3 +131,51 @@ async def test_send_many_falls_back_to_one_frame_at_a_time_without_the_internals
         assert counting.writes == before + len(wires)
         await done.wait()
         assert got == wires
+
+
+@given(
+    st.lists(st.text(max_size=300), min_size=1, max_size=3),
+    st.binary(min_size=12, max_size=12),
+)
+@example(["", "x" * 125, "y" * 126], bytes(12))
+@example(["é" * 40_000, "z" * 65_535, "w" * 65_536], bytes(range(12)))
+@settings(max_examples=60, deadline=None)
+def test_direct_frames_are_wsprotos_bytes(wires, keys):
+    """``client_text_frames`` writes exactly what wsproto writes for the same masking keys
+    (every length encoding: 7-bit, 16-bit, 64-bit; non-ASCII text; an empty frame)."""
+    from wsproto.frame_protocol import FrameProtocol
+
+    try:
+        for w in wires:
+            w.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # a lone surrogate cannot be a text frame (live.encode never makes one)
+    proto = FrameProtocol(client=True, extensions=[])
+    expected = b""
+    for i, wire in enumerate(wires):
+        key = keys[4 * i : 4 * i + 4]
+        with mock_urandom(key):
+            expected += bytes(proto.send_data(wire, True))
+    assert client_text_frames(wires, keys) == expected
+
+
+@contextmanager
+def mock_urandom(key: bytes):
+    """wsproto draws its masking key with os.urandom(4); hand it the key under test."""
+    import os
+
+    saved = os.urandom
+    os.urandom = lambda n: key  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os.urandom = saved
+
+
+async def test_send_many_uses_the_direct_frames_on_a_plain_connection(nursery):
+    wires = [live.encode(live.realtime_audio(bytes(range(256)) * 4)) for _ in range(3)]
+    async with _linked(nursery, len(wires)) as (link, counting, got, done):
+        assert _plain_text_frames_ok(link._ws)
+        await link.send_many(wires)
+        await done.wait()
+        assert got == wires  # a real trio-websocket server unmasked and decoded them
