@@ -700,6 +700,9 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
         problem = loopback_problem(listen)
         if problem is not None:
             raise _fail("live.listen", problem, where.get("live.listen"))
+    if (merged.get("live.tls_cert") is None) != (merged.get("live.tls_key") is None):
+        half = "live.tls_cert" if merged.get("live.tls_cert") is not None else "live.tls_key"
+        raise _fail(half, "set live.tls_cert and live.tls_key both, or neither", where.get(half))
 
     key_source: str | None = None
     if (key_file := merged.get("upstream.api_key_file")) is not None:

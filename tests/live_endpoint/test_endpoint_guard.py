@@ -108,6 +108,23 @@ async def test_non_loopback_live_listen_refused_at_start(tmp_path, where):
         await proc.aclose()
 
 
+async def test_half_a_tls_pair_is_refused_at_start(tmp_path):
+    """A certificate without its key (or the reverse) is a config error before READY, not a
+    failure of the Live listener after it."""
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not used")
+    proc = DaemonProc(tmp_path, None, args=["--live-listen", "127.0.0.1:0"],
+                      env={"GEMINID_LIVE_TLS_CERT": str(cert)})
+    try:
+        await proc.start(wait_ready=False)
+        assert await proc.exit_status() == 2
+        lines = [ln for ln in proc.output().splitlines() if ln.strip()]
+        assert len(lines) == 1 and "live.tls_cert" in lines[0] and "live.tls_key" in lines[0], lines
+        assert not await trio.Path(proc.sock_path).exists()
+    finally:
+        await proc.aclose()
+
+
 async def test_the_real_key_reaches_no_client_log_or_handle(tmp_path, nursery):
     # This fake takes only the real key: each connection it accepts shows the key was used.
     fake = await nursery.start(FakeUpstream(FakeOptions(
