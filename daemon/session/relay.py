@@ -34,6 +34,7 @@ from geminid.daemon.upstream import (
     Ending,
     EndingKind,
     UpstreamLink,
+    beside_transport_errors,
     ending_from_group,
     open_link,
 )
@@ -185,9 +186,10 @@ class Relay:
         except Ended as exc:
             ending = exc.ending
         except BaseExceptionGroup as group:
-            found = ending_from_group(group, stage="relay" if conn.live_at else "connect")
+            stage = "relay" if conn.live_at else "connect"
+            found = ending_from_group(group, stage=stage)
             if found is None:
-                raise
+                raise beside_transport_errors(group, stage=stage)  # noqa: B904 - the group is its context
             ending = found
         finally:
             self._conn_scope = None
@@ -288,7 +290,7 @@ class Relay:
         except BaseExceptionGroup as group:
             found = ending_from_group(group, stage="relay")
             if found is None:
-                raise
+                raise beside_transport_errors(group, stage="relay")  # noqa: B904 - the group is its context
             return found
         finally:
             self._relay_scope = None

@@ -42,6 +42,7 @@ from .link import MESSAGE_QUEUE_SIZE as MESSAGE_QUEUE_SIZE
 from .link import Dial as Dial
 from .link import UpstreamLink as UpstreamLink
 from .link import open_link as open_link
+from .translate import beside_transport_errors as beside_transport_errors
 from .translate import ending_from_exception as ending_from_exception
 from .translate import ending_from_group as ending_from_group
 
@@ -72,6 +73,7 @@ __all__ = [
     "UpstreamLink",
     "Verdict",
     "VertexCredentials",
+    "beside_transport_errors",
     "classify",
     "ending_from_exception",
     "ending_from_group",

@@ -86,6 +86,20 @@ def ending_from_group(exc: BaseException, *, stage: str) -> Ending | None:
     return ending_from_exception(exc, stage=stage)
 
 
+def beside_transport_errors(group: BaseExceptionGroup[BaseException], *, stage: str) -> BaseException:
+    """What to raise for a group that :func:`ending_from_group` did not explain: the group
+    without its transport errors.
+
+    A transport error beside a cancellation (the websocket reader's ConnectionRejected racing
+    the daemon's own shutdown) is moot; left in, it would turn a clean cancellation into a crash
+    of the session, and of the daemon's exit. Other errors (bugs) still propagate, whole.
+    """
+    _, rest = group.split(
+        lambda e: not isinstance(e, BaseExceptionGroup) and ending_from_exception(e, stage=stage) is not None
+    )
+    return group if rest is None else rest
+
+
 def _fault(exc: BaseException, stage: str) -> DialFault | None:
     """What a dial's transport error says about the endpoint (stages: connect, tls)."""
     if stage == "tls":

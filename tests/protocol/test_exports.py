@@ -30,7 +30,7 @@ PUBLIC: dict[str, list[str]] = {
         "API_KEY_HEADER", "FATAL_CAUSES", "MESSAGE_QUEUE_SIZE", "Action", "ApiKey", "Backoff",
         "BackoffPolicy", "Context", "Credentials", "Dial", "DialAuth", "DialFault", "DialHistory", "Ended", "Ending",
         "EndingKind", "Endpoint", "FixedKey", "Suspicion", "UpstreamLink", "Verdict", "classify",
-        "ending_from_exception", "ending_from_group", "open_link",
+        "beside_transport_errors", "ending_from_exception", "ending_from_group", "open_link",
         # issue #14 credentials layer
         "AUTHORIZATION_HEADER", "CREDENTIAL_CAUSES", "CredentialError", "EphemeralToken",
         "VertexCredentials", "vertex_model",
