@@ -21,9 +21,11 @@ smallest allowed ``c`` is at most the true one, so nothing unconsumed is ever tr
 **Duplicates.** Trimming less than was consumed replays consumed messages after a reconnect.
 Two ambiguities can do that, and the first updates resolve both:
 
-- *Base.* 0- and 1-based differ by one message. An index of 0 proves 0-based (1-based would
-  mean a count of -1); an index equal to the number written proves 1-based (0-based would mean
-  one more consumed than written). The common case in between, index = written - 1 at a quiet
+- *Base.* 0- and 1-based differ by one message. An index of 0 proves 0-based (an index names
+  the last consumed message, and none is numbered 0 from 1); an index equal to the number
+  written proves 1-based (0-based would mean one more consumed than written). Updates without
+  a handle (``resumable: false``, while the model speaks) are read for this too
+  (:meth:`ReplayBuffer.index_seen`): the one right after the first turn settles the base. The common case in between, index = written - 1 at a quiet
   point, is settled by the replies: a reply that ended proves its eliciting message (and all
   before it) consumed (``at_least``), so 1-based, which would leave it unconsumed, is dropped.
   Resumable handles come at quiet points (every reply ended), so the first one settles the base
@@ -122,7 +124,10 @@ class ConsumedIndex:
         def total(cand: _Candidate) -> int:
             return 0 if index is None else index + 1 - cand.base
 
-        fits = [(cand, cand.fit(total(cand), sent, at_least)) for cand in self.candidates]
+        # An index names a consumed message (its absence, None, says none was): so a count
+        # below 1 is no reading of it (index 0 is 0-based: no message is numbered 0 from 1).
+        fits = [(cand, None if index is not None and total(cand) < 1 else cand.fit(total(cand), sent, at_least))
+                for cand in self.candidates]
         alive = [(cand, f) for cand, f in fits if f is not None]
         if not alive:
             return min((c.c_lo for c in self.candidates), default=0)

@@ -290,13 +290,13 @@ class SessionCore:
         (sent while generating) keeps the last good handle.
         """
         if not (msg.resumable and msg.new_handle):
+            self.buffer.index_seen(msg.last_consumed_index if self.transparent else None)  # no trim
             return 0, []
         if self.activity.in_response and not self.transparent:
             return 0, []  # mid-interaction (IN_PROGRESS): no quiet point, keep the last quiet handle
         old = self.handle
         self.handle = msg.new_handle
-        self.handle_issued_at = wall
-        self.last_alive_at = wall
+        self.handle_issued_at = self.last_alive_at = wall
         effects: list[Effect] = [SecretAdded(self.handle)]
         if old and old != self.handle:
             effects.append(SecretRemoved(old))

@@ -344,6 +344,18 @@ class ReplayBuffer:
         :meth:`geminid.daemon.session.activity.Activity.server_message`)."""
         self.replies.reply_ended()
 
+    def index_seen(self, last_consumed_index: int | None) -> None:
+        """An update without a handle (``resumable: false``, sent while the model speaks) named
+        the index: it trims nothing (no handle to resume with holds it) but tells the
+        convention apart early. The first turn's update settles the base (index 0 is 0-based;
+        an index equal to the count written is 1-based), which the first handle often cannot:
+        it comes at the reply's end, after audio written meanwhile, so both bases fit it and
+        trimming by the smaller would replay a consumed chunk (tests/session/
+        test_consumed_index_daemon.py). No reply bound is passed: only the index is used.
+        None (no index, or not transparent): nothing to read."""
+        if last_consumed_index is not None:
+            self.consumed.observe(last_consumed_index, self._conn_base + len(self._conn_seqs))
+
     def covered_by_handle(self, last_consumed_index: int | None, *, transparent: bool = False) -> int:
         """A resumable handle arrived: trim what it covers. Returns the number of entries trimmed.
 

@@ -109,3 +109,14 @@ def test_resume_update_before_any_write_proves_session_scope():
     assert d.observe(4, 0) == 0  # a non-zero index with nothing written: session scope
     assert d.convention == "0-session"
     assert d.observe(6, 2, at_least=2) == 2
+
+
+def test_an_index_of_zero_is_zero_based_and_one_equal_to_the_count_written_is_one_based():
+    """An index names a consumed message; none is numbered 0 from 1. The update sent while the
+    first reply starts (resumable: false) names the turn alone: 0 or 1, the base at once."""
+    d = ConsumedIndex.for_convention()
+    d.observe(0, 1)
+    assert {c.base for c in d.candidates} == {0}
+    d = ConsumedIndex.for_convention()
+    d.observe(1, 1)
+    assert {c.base for c in d.candidates} == {1}

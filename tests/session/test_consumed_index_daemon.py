@@ -75,3 +75,36 @@ async def test_a_wrongly_configured_convention_loses_or_duplicates(state_dir, se
     trimmed and every reconnect replays what the server already holds (measured: turns, audio
     and redials all off for both)."""
     assert await run_with_drops(state_dir, server, configured=configured) != (True, True, True)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+async def test_audio_heard_during_the_first_reply_is_not_replayed(state_dir, convention):
+    """The first handle of a session comes at the end of its first reply, with audio written
+    while the reply streamed: the index then names everything (turn and chunk) consumed, but
+    the reply that ended proves only the turn, so 0- and 1-based readings both fit it. A drop
+    right after must not replay the chunk into the resumed state (a duplicate); the base is
+    settled by the updates that came before (resumable: false, sent while the model spoke)."""
+    cfg = make_config(
+        state_dir,
+        upstream=UpstreamConfig(transparent=True, stall_timeout=5),
+        session=SessionConfig(inactivity_timeout=0, audio_staleness=60.0),
+    )
+    opts = FakeOptions(catalogue=text_catalogue(), reply_pace=0.02, reply_chunks=4,
+                       consumed_index=convention, transparent=True)
+    async with open_core(state_dir, cfg=cfg, fake_options=opts) as core:
+        rec = await core.open()
+        await core.say("s", "first turn")
+        await rec.wait(lambda r: any("serverContent" in m for m in r.messages()))
+        await core.registry.send("s", live.realtime_audio(b"\0\0" * 160))
+        await rec.wait(lambda r: r.turn_ends() >= 1)
+        # The handle issued at the reply's end reached the daemon: drop now.
+        first = core.fake.accepted[0]
+        await rec.wait(lambda r: first.handles and core.actor("s").core.handle == first.handles[-1])
+        await core.fake.drop_all()
+        await rec.wait(lambda r: len(core.fake.accepted) >= 2 and r.statuses()[-1] == "live")
+        await core.say("s", "second turn")
+        await rec.wait(lambda r: r.turn_ends() >= 2)
+        await trio.sleep(0.05)
+        (conv,) = core.fake.conversations.values()
+        assert conversation_turns(core.fake) == [["first turn", "second turn"]]
+        assert conv.state.audio_chunks == 1
