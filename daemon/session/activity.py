@@ -13,6 +13,8 @@ the replay buffer is trimmed, so a rule change that missed one lost messages. No
 - :class:`Replies` counts, per connection, the eliciting messages written and the replies that
   ended. The replay buffer asks it which client messages a Developer-API handle covers
   (:meth:`Replies.covered_through`); responses end in order, one per eliciting message.
+- :meth:`Activity.written` ends an interaction that the server will not end on its own (a
+  NON_BLOCKING call keeping it IN_PROGRESS; see there).
 - :meth:`Activity.expecting_reply` (the stall timer), :meth:`Activity.quiet` (the goAway
   rotation), :meth:`Activity.holds` (what the writer keeps back while draining) and
   :meth:`Activity.idle_for` (the inactivity timeout; the registry calls :meth:`Activity.touch`).
@@ -82,23 +84,27 @@ class Replies:
     Coverage on the Developer API rests on this count: the server issues ``resumable: true``
     handles only at quiet points, so a handle covers every message up to the last eliciting
     message whose reply has ended on this connection. Besides the client's turns, a response to
-    a NON_BLOCKING call that is not SILENT elicits a reply of its own when it is written while
-    the model is idle (written mid-interaction, its result is spoken within that interaction).
-    A reply that ends with no eliciting message left unanswered (the model spoke on its own) is
-    not counted: an over-count would let a handle trim a turn it does not cover.
+    a NON_BLOCKING call that is not SILENT elicits a reply of its own (WHEN_IDLE: spoken once the
+    model is idle, after the end of what it was saying). A reply that ends with no eliciting
+    message left unanswered (the model spoke on its own) is not counted.
+
+    The asymmetry is the point: an eliciting message counted whose reply never ends on its own
+    only delays coverage (a possible duplicate on a replay, which :class:`Activity` resolves
+    where the server merges two interactions into one), while an end counted for a message
+    the server has not consumed lets a handle trim a turn it does not cover (a lost turn). So a
+    tool response is counted wherever it is written: before the chaos soak's 2026 forms, one
+    written while the model was talking was not, and its spoken result, which ends with an IDLE
+    of its own, was counted as the answer to the next turn.
     """
 
     def __init__(self) -> None:
         self._eliciting: collections.deque[int] = collections.deque()  # unanswered, in order
         self._answered = 0  # replies ended on this connection not yet matched to a handle
-        #: The model is mid-interaction (set by the activity model).
-        self.interaction_open = False
 
     def reset(self) -> None:
         """A new connection: nothing written on it yet, nothing answered."""
         self._eliciting.clear()
         self._answered = 0
-        self.interaction_open = False
 
     def sent(self, seq: int) -> None:
         """An eliciting message was written on this connection."""
@@ -106,8 +112,7 @@ class Replies:
 
     def sent_tool_response(self, seq: int, replies: int) -> None:
         """A tool response eliciting ``replies`` replies was written (see the class docstring)."""
-        if not self.interaction_open:
-            self._eliciting.extend([seq] * replies)
+        self._eliciting.extend([seq] * replies)
 
     def reply_ended(self) -> None:
         if self._answered < len(self._eliciting):
@@ -145,6 +150,17 @@ class Replies:
             self._answered = max(0, self._answered - 1)
 
 
+def _says_something(msg: live.ServerMessage) -> bool:
+    """Model output or a turn boundary (not input transcription, not bookkeeping)."""
+    return bool(
+        msg.turn_complete
+        or msg.content.get("modelTurn")
+        or msg.text
+        or msg.output_transcription
+        or msg.audio_chunks
+    )
+
+
 @attrs.define
 class Activity:
     """The session's activity facts; asked by the writer, the timers, the rotation, the registry."""
@@ -160,6 +176,19 @@ class Activity:
     #: reply: silence is measured from the later of the two (a tool that took minutes is not a stall).
     last_frame_at: float = 0.0
     asked_at: float = 0.0
+    #: The server is between two utterances of an open interaction: its last word was a
+    #: ``turnComplete`` with IN_PROGRESS (a filler, background reasoning, a call running).
+    paused: bool = False
+    #: The eliciting message the open interaction answers (``Replies.answering`` when it began).
+    open_for: int | None = None
+    #: The open interaction made a NON_BLOCKING call: paused, it waits for the result, and has
+    #: nothing more to say until a response (or new input) arrives.
+    call_wait: bool = False
+    #: Something eliciting was written while that interaction was open (see :meth:`written`).
+    merge_pending: bool = False
+    #: The open interaction was counted as over before the server ended it (a SILENT response
+    #: closed its call): the ``interrupted`` or IDLE that may still end it answers nothing more.
+    precounted: bool = False
 
     @property
     def replies(self) -> Replies:
@@ -173,36 +202,88 @@ class Activity:
 
     def connection_opened(self, now: float) -> None:
         self.connected = True
-        self.in_response = False
-        self.replies.interaction_open = False
+        self._no_interaction()
         self.last_frame_at = now
         self.asked_at = 0.0
 
     def connection_closed(self) -> None:
         self.connected = False
+        self._no_interaction()
+
+    def _no_interaction(self) -> None:
         self.in_response = False
-        self.replies.interaction_open = False
+        self.paused = False
+        self.open_for = None
+        self.call_wait = False
+        self.merge_pending = False
+        self.precounted = False
 
     def frame_received(self, now: float) -> None:
         self.last_frame_at = now
 
     def written(self, entry: Entry, now: float) -> bool:
-        """``entry`` was written; True if it asks for a reply (the stall clock starts)."""
+        """``entry`` was written; True if it asks for a reply (the stall clock starts).
+
+        An interaction that made a NON_BLOCKING call pauses at an IN_PROGRESS ``turnComplete``
+        while the call runs (extended thinking), and has no end of its own when
+
+        - new input arrives at the pause (a turn, a spoken result): the model answers it within
+          the same interaction, and one IDLE later ends both; the merge is detected when the
+          model speaks after the pause (:meth:`server_message`): an ``interrupted`` instead
+          means the input cut the interaction, which is an end as usual;
+        - its last call is answered SILENT: the model says nothing more for it, so it is over
+          now (an IDLE or ``interrupted`` that still ends it is not counted again).
+
+        Counted as one end for two eliciting messages, every later handle was taken to cover one
+        turn fewer than it did, and the next reconnect replayed a turn the resumed conversation
+        already held (the chaos soak's extended-thinking form), and the session, still "in a
+        reply" after the SILENT response, was declared stalled.
+        """
+        if self.in_response and self.call_wait:
+            if entry.elicits or entry.replies_owed:
+                self.merge_pending = True
+            elif entry.silent and self.paused and not self.tools.open and self._open_for_pending():
+                self.replies.reply_ended()
+                self._no_interaction()
+                self.precounted = True
         if entry.asks_reply:
             self.asked_at = now
             return True
         return False
 
+    def _open_for_pending(self) -> bool:
+        """The open interaction began for an eliciting message that is still unanswered."""
+        return self.open_for is not None and self.replies.answering() == self.open_for
+
     def server_message(self, msg: live.ServerMessage) -> ReplyFacts:
         """Account for one server message's effect on the reply in progress."""
+        says = msg.kind == "toolCall" or (msg.kind == "serverContent" and _says_something(msg))
+        if says and self.in_response and self.paused and self.merge_pending:
+            # The interaction that waited for its call took new input at its pause and speaks
+            # again: this is the reply to that input (see :meth:`written`); the waiting one is over.
+            if self._open_for_pending():
+                self.replies.reply_ended()
+            self._no_interaction()
         facts = reply_facts(msg, in_response=self.in_response)
+        if self.precounted and facts.answers and not says:
+            facts = attrs.evolve(facts, answers=False)  # it ended what was counted as over
         if facts.started:
             self.in_response = True
+            self.open_for = self.replies.answering()
         if facts.boundary:
             if facts.answers:
                 self.replies.reply_ended()
-            self.in_response = False
-        self.replies.interaction_open = self.in_response
+            self._no_interaction()
+        if msg.kind == "toolCall" and self.in_response and self.tools.non_blocking_pending:
+            self.call_wait = True
+        if says:
+            self.precounted = False
+            self.paused = (
+                msg.kind == "serverContent"
+                and msg.turn_complete
+                and msg.interaction_status is live.InteractionStatus.IN_PROGRESS
+                and self.in_response
+            )
         return facts
 
     # -- questions -----------------------------------------------------------------------

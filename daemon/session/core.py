@@ -255,8 +255,8 @@ class SessionCore:
         return facts
 
     def tool_call(self, msg: live.ServerMessage) -> None:
+        self.tools.called(msg.function_calls)  # first: the activity model asks what kind they are
         self.activity.server_message(msg)
-        self.tools.called(msg.function_calls)
 
     def reconcile_tool_calls(self) -> tuple[list[str], int]:
         """A new connection: every open call is lost (``ToolCalls.connection_lost``), its turn is
