@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import trio
 from session_harness import Core, Recorder, conversation_turns, make_config, open_core
 
@@ -79,11 +80,28 @@ async def _drop_at_the_quiet_point(core: Core, rec: Recorder) -> None:
     await rec.wait(lambda r: 'heard "bye"' in spoken(r))
 
 
-async def test_silent_response_ends_the_interaction_the_call_kept_open(state_dir):
-    async with open_core(state_dir, fake_options=FakeOptions(reply_pace=0.005)) as core:
+def _bare_idles(core: Core) -> int:
+    """Bare ``turnComplete`` + IDLE frames the fake sent (no reply, no interruption before)."""
+    return sum(
+        1
+        for rec in core.fake.accepted
+        for m in rec.sent
+        if (m.get("serverContent") or {}).get("interactionStatus") == "IDLE"
+        and (m.get("usageMetadata") or {}).get("responseTokenCount") == 0
+    )
+
+
+@pytest.mark.parametrize("idle_after_silent", [False, True])
+async def test_silent_response_ends_the_interaction_the_call_kept_open(state_dir, idle_after_silent):
+    # Both UNCONFIRMED behaviours: after the SILENT response nothing comes, or a bare IDLE does.
+    opts = FakeOptions(reply_pace=0.005, idle_after_silent=idle_after_silent)
+    async with open_core(state_dir, fake_options=opts) as core:
         rec = await core.open(setup=EXT_TOOL_SETUP)
         call = await _call(core, rec, "get_time in Bern?")
         await core.registry.send("s", respond(call, {"time": "09:00"}, scheduling="SILENT"))
+        if idle_after_silent:
+            await rec.wait(lambda r: statuses(r)[-1] == "IDLE")
+        assert _bare_idles(core) == int(idle_after_silent)
         await core.say("s", "hello")
         await rec.wait(lambda r: 'heard "hello"' in spoken(r))
         await _drop_at_the_quiet_point(core, rec)
@@ -105,11 +123,15 @@ async def test_user_speaking_while_a_call_runs_is_not_replayed(state_dir):
         assert rec.statuses().count("live") == 2 and not rec.of("session.context_lost")
 
 
-async def test_silent_response_on_extended_thinking_then_a_minute_of_silence_is_no_stall(state_dir, autojump_clock):
+@pytest.mark.parametrize("idle_after_silent", [False, True])
+async def test_silent_response_on_extended_thinking_then_a_minute_of_silence_is_no_stall(
+    state_dir, autojump_clock, idle_after_silent
+):
     # The interaction stayed IN_PROGRESS (the call ran) and the SILENT response brings no IDLE:
     # the daemon kept "expecting a reply" and declared a stall after stall_timeout.
     cfg = make_config(state_dir, upstream=UpstreamConfig(stall_timeout=30, keepalive_interval=0))
-    async with open_core(state_dir, cfg=cfg, memory=True, fake_options=FakeOptions(reply_pace=0.005)) as core:
+    opts = FakeOptions(reply_pace=0.005, idle_after_silent=idle_after_silent)
+    async with open_core(state_dir, cfg=cfg, memory=True, fake_options=opts) as core:
         rec = await core.open(setup=EXT_TOOL_SETUP)
         call = await _call(core, rec, "get_time in Bern?")
         await core.registry.send("s", respond(call, {"time": "09:00"}, scheduling="SILENT"))
