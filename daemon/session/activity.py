@@ -23,6 +23,7 @@ the replay buffer is trimmed, so a rule change that missed one lost messages. No
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import TYPE_CHECKING
 
 import attrs
@@ -100,11 +101,14 @@ class Replies:
     def __init__(self) -> None:
         self._eliciting: collections.deque[int] = collections.deque()  # unanswered, in order
         self._answered = 0  # replies ended on this connection not yet matched to a handle
+        #: The tool responses among ``_eliciting`` (their reply may be spoken inside another).
+        self._results: set[int] = set()
 
     def reset(self) -> None:
         """A new connection: nothing written on it yet, nothing answered."""
         self._eliciting.clear()
         self._answered = 0
+        self._results.clear()
 
     def sent(self, seq: int) -> None:
         """An eliciting message was written on this connection."""
@@ -113,6 +117,8 @@ class Replies:
     def sent_tool_response(self, seq: int, replies: int) -> None:
         """A tool response eliciting ``replies`` replies was written (see the class docstring)."""
         self._eliciting.extend([seq] * replies)
+        if replies:
+            self._results.add(seq)
 
     def reply_ended(self) -> None:
         if self._answered < len(self._eliciting):
@@ -127,6 +133,14 @@ class Replies:
         """An eliciting message was written on this connection and its reply has not ended."""
         return len(self._eliciting) > self._answered
 
+    def awaiting_input_reply(self) -> bool:
+        """:meth:`awaiting`, for an eliciting message that is not a tool response. A result's
+        reply may have been spoken inside another interaction (so no end of its own comes):
+        owed, it still holds coverage back (the safe side), but it is no reason to expect
+        frames (a stall) or to put off a rotation; its round trip is ``ToolCalls.answered``
+        until the next interaction end."""
+        return any(seq not in self._results for seq in itertools.islice(self._eliciting, self._answered, None))
+
     def answered_through(self) -> int | None:
         """The seq of the last eliciting message whose reply ended (not consumed, unlike
         :meth:`covered_through`): the server surely consumed it."""
@@ -140,13 +154,14 @@ class Replies:
         last: int | None = None
         for _ in range(answered):
             last = self._eliciting.popleft()
+            self._results.discard(last)
         self._answered = 0
         return last
 
     def consumed_through(self, limit: int) -> None:
         """Transparent mode: the server consumed every message up to seq ``limit``."""
         while self._eliciting and self._eliciting[0] <= limit:
-            self._eliciting.popleft()
+            self._results.discard(self._eliciting.popleft())
             self._answered = max(0, self._answered - 1)
 
 
@@ -293,7 +308,7 @@ class Activity:
         the client: then the server is rightly silent for as long as the tool takes."""
         if not self.connected or self.tools.pending:
             return False
-        return self.in_response or self.replies.awaiting() or bool(self.tools.answered)
+        return self.in_response or self.replies.awaiting_input_reply() or bool(self.tools.answered)
 
     def stall_at(self, timeout: float) -> float | None:
         """When silence becomes a stall (None: no reply due, or stall detection off)."""
@@ -307,7 +322,7 @@ class Activity:
         return (
             self.connected
             and not self.in_response
-            and not self.replies.awaiting()
+            and not self.replies.awaiting_input_reply()
             and not self.tools.open
             and not self.buffer.sent_uncovered()
         )

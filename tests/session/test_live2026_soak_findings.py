@@ -234,3 +234,22 @@ def test_an_interrupted_pause_is_an_end_as_before():
     assert act.buffer.covered_by_handle(None) == 1  # turn 1 only: turn 2's reply has not ended
     _say(act, live.turn_complete(None, "IDLE"))
     assert act.buffer.covered_by_handle(None) == 1
+
+
+async def test_a_result_spoken_inside_the_interaction_then_a_minute_of_silence_is_no_stall(state_dir, autojump_clock):
+    # The user spoke while the call ran; the answer ends IN_PROGRESS (the call still runs); the
+    # result, written then, is spoken inside that interaction and one IDLE ends it all. No reply
+    # is owed after that IDLE: a session that waits for one declares a stall and reconnects.
+    cfg = make_config(state_dir, upstream=UpstreamConfig(stall_timeout=30, keepalive_interval=0))
+    async with open_core(state_dir, cfg=cfg, memory=True, fake_options=FakeOptions(reply_pace=0.005)) as core:
+        rec = await core.open(setup=EXT_TOOL_SETUP)
+        call = await _call(core, rec, "get_time in Oslo?")
+        await core.say("s", "and the news?")
+        await rec.wait(lambda r: 'heard "and the news?"' in spoken(r))
+        # the call's filler, the turn's filler and its answer: all IN_PROGRESS (the call runs)
+        await rec.wait(lambda r: statuses(r) == ["IN_PROGRESS"] * 3)
+        await core.registry.send("s", respond(call, {"time": "10:00"}))
+        await rec.wait(lambda r: 'get_time returned {"time":"10:00"}' in spoken(r) and statuses(r)[-1] == "IDLE")
+        await trio.sleep(60)
+        assert core.metrics.reconnects_by_cause.get("stall", 0) == 0
+        assert len(core.fake.accepted) == 1 and rec.statuses().count("live") == 1
