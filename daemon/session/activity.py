@@ -133,6 +133,14 @@ class Replies:
         """An eliciting message was written on this connection and its reply has not ended."""
         return len(self._eliciting) > self._answered
 
+    def forgive(self, seq: int) -> None:
+        """The reply owed for tool response ``seq`` was spoken inside another interaction
+        (:meth:`Activity.written`): it is owed no more."""
+        for i in range(self._answered, len(self._eliciting)):
+            if self._eliciting[i] == seq:
+                del self._eliciting[i]
+                return
+
     def awaiting_input_reply(self) -> bool:
         """:meth:`awaiting`, for an eliciting message that is not a tool response. A result's
         reply may have been spoken inside another interaction (so no end of its own comes):
@@ -204,6 +212,11 @@ class Activity:
     #: The open interaction was counted as over before the server ended it (a SILENT response
     #: closed its call): the ``interrupted`` or IDLE that may still end it answers nothing more.
     precounted: bool = False
+    #: A tool response written at a pause of an interaction that did not make the call (so
+    #: not told from background reasoning): its seq, and whether that interaction has ended
+    #: since. Its result was spoken inside it if nothing starts before the next input.
+    result_at_pause: int | None = None
+    result_pause_ended: bool = False
 
     @property
     def replies(self) -> Replies:
@@ -218,6 +231,7 @@ class Activity:
     def connection_opened(self, now: float) -> None:
         self.connected = True
         self._no_interaction()
+        self.result_at_pause, self.result_pause_ended = None, False
         self.last_frame_at = now
         self.asked_at = 0.0
 
@@ -253,7 +267,22 @@ class Activity:
         turn fewer than it did, and the next reconnect replayed a turn the resumed conversation
         already held (the chaos soak's extended-thinking form), and the session, still "in a
         reply" after the SILENT response, was declared stalled.
+
+        A tool response written at the pause of an interaction that did not make the call
+        cannot be placed at once: the pause may be background reasoning (the result is spoken
+        after the IDLE, an end of its own) or only the call (the result is spoken inside, one
+        IDLE for both). If the interaction ended and nothing started before the client's next
+        input, no result came after the IDLE: its owed reply is forgiven (``Replies.forgive``).
+        Had the result's speech been about to start, that input reaches the server during it
+        (and interrupts it, an end counted for a message the server has consumed) unless it
+        travels longer than the whole spoken result takes.
         """
+        if entry.elicits and self.result_pause_ended and self.result_at_pause is not None:
+            # The interaction ended and nothing started since: the result was spoken in it.
+            self.replies.forgive(self.result_at_pause)
+            self.result_at_pause, self.result_pause_ended = None, False
+        if entry.replies_owed and self.in_response and self.paused and not self.call_wait:
+            self.result_at_pause, self.result_pause_ended = entry.seq, False
         if self.in_response and self.call_wait:
             if entry.elicits or entry.replies_owed:
                 self.merge_pending = True
@@ -283,12 +312,15 @@ class Activity:
         if self.precounted and facts.answers and not says:
             facts = attrs.evolve(facts, answers=False)  # it ended what was counted as over
         if facts.started:
+            if self.result_pause_ended:
+                self.result_at_pause, self.result_pause_ended = None, False  # its own reply
             self.in_response = True
             self.open_for = self.replies.answering()
         if facts.boundary:
             if facts.answers:
                 self.replies.reply_ended()
             self._no_interaction()
+            self.result_pause_ended = self.result_at_pause is not None
         if msg.kind == "toolCall" and self.in_response and self.tools.non_blocking_pending:
             self.call_wait = True
         if says:

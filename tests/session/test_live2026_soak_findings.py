@@ -253,3 +253,20 @@ async def test_a_result_spoken_inside_the_interaction_then_a_minute_of_silence_i
         await trio.sleep(60)
         assert core.metrics.reconnects_by_cause.get("stall", 0) == 0
         assert len(core.fake.accepted) == 1 and rec.statuses().count("live") == 1
+
+
+async def test_a_result_spoken_inside_the_interaction_does_not_shift_later_turns(state_dir):
+    # As above; then the user speaks again. The result's reply, still owed, took the next
+    # turn's end, so every later handle covered one turn fewer: the reconnect replayed a turn.
+    async with open_core(state_dir, fake_options=FakeOptions(reply_pace=0.005)) as core:
+        rec = await core.open(setup=EXT_TOOL_SETUP)
+        call = await _call(core, rec, "get_time in Oslo?")
+        await core.say("s", "and the news?")
+        await rec.wait(lambda r: statuses(r) == ["IN_PROGRESS"] * 3)
+        await core.registry.send("s", respond(call, {"time": "10:00"}))
+        await rec.wait(lambda r: statuses(r)[-1:] == ["IDLE"])
+        await core.say("s", "hello")
+        await rec.wait(lambda r: 'heard "hello"' in spoken(r))
+        await _drop_at_the_quiet_point(core, rec)
+        turns = conversation_turns(core.fake)
+        assert turns == [["get_time in Oslo?", "and the news?", "hello", "bye"]], turns
