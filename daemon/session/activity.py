@@ -217,6 +217,8 @@ class Activity:
     #: since. Its result was spoken inside it if nothing starts before the next input.
     result_at_pause: int | None = None
     result_pause_ended: bool = False
+    #: A SILENT response closed the last call at such a pause, and the server said nothing since.
+    silent_at_pause: bool = False
 
     @property
     def replies(self) -> Replies:
@@ -241,6 +243,7 @@ class Activity:
 
     def _no_interaction(self) -> None:
         self.in_response = False
+        self.silent_at_pause = False
         self.paused = False
         self.open_for = None
         self.call_wait = False
@@ -275,8 +278,16 @@ class Activity:
         input, no result came after the IDLE: its owed reply is forgiven (``Replies.forgive``).
         Had the result's speech been about to start, that input reaches the server during it
         (and interrupts it, an end counted for a message the server has consumed) unless it
-        travels longer than the whole spoken result takes.
+        travels longer than the whole spoken result takes. A SILENT response closing the last
+        call at such a pause is placed the same way: if the server says nothing more before the
+        client's next input, the interaction was over (counted then; no stall meanwhile).
         """
+        if entry.elicits and self.silent_at_pause and self._open_for_pending():
+            # Nothing came after the SILENT response that closed the last call: the interaction
+            # was over (had it been reasoning, its answer would have come).
+            self.replies.reply_ended()
+            self._no_interaction()
+            self.precounted = True
         if entry.elicits and self.result_pause_ended and self.result_at_pause is not None:
             # The interaction ended and nothing started since: the result was spoken in it.
             self.replies.forgive(self.result_at_pause)
@@ -290,6 +301,8 @@ class Activity:
                 self.replies.reply_ended()
                 self._no_interaction()
                 self.precounted = True
+        elif entry.silent and self.in_response and self.paused and not self.tools.open:
+            self.silent_at_pause = True
         if entry.asks_reply:
             self.asked_at = now
             return True
@@ -325,6 +338,7 @@ class Activity:
             self.call_wait = True
         if says:
             self.precounted = False
+            self.silent_at_pause = False
             self.paused = (
                 msg.kind == "serverContent"
                 and msg.turn_complete
@@ -338,7 +352,7 @@ class Activity:
     def expecting_reply(self) -> bool:
         """The server owes us frames (a silence now is a stall). Not while a tool call waits for
         the client: then the server is rightly silent for as long as the tool takes."""
-        if not self.connected or self.tools.pending:
+        if not self.connected or self.tools.pending or self.silent_at_pause:
             return False
         return self.in_response or self.replies.awaiting_input_reply() or bool(self.tools.answered)
 

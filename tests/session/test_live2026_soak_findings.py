@@ -270,3 +270,24 @@ async def test_a_result_spoken_inside_the_interaction_does_not_shift_later_turns
         await _drop_at_the_quiet_point(core, rec)
         turns = conversation_turns(core.fake)
         assert turns == [["get_time in Oslo?", "and the news?", "hello", "bye"]], turns
+
+
+async def test_a_silent_result_at_a_pause_the_call_alone_holds_is_no_stall_and_no_shift(state_dir, autojump_clock):
+    # The user spoke while the call ran; its answer ends IN_PROGRESS (the call still runs); the
+    # SILENT response then brings nothing more. The session waited for an end that never came
+    # (a stall after stall_timeout), and the next turn's end was counted for it (a duplicate).
+    cfg = make_config(state_dir, upstream=UpstreamConfig(stall_timeout=30, keepalive_interval=0))
+    async with open_core(state_dir, cfg=cfg, memory=True, fake_options=FakeOptions(reply_pace=0.005)) as core:
+        rec = await core.open(setup=EXT_TOOL_SETUP)
+        call = await _call(core, rec, "get_time in Oslo?")
+        await core.say("s", "and the news?")
+        await rec.wait(lambda r: statuses(r) == ["IN_PROGRESS"] * 3)
+        await core.registry.send("s", respond(call, {"time": "10:00"}, scheduling="SILENT"))
+        await trio.sleep(60)
+        assert core.metrics.reconnects_by_cause.get("stall", 0) == 0
+        assert len(core.fake.accepted) == 1
+        await core.say("s", "hello")
+        await rec.wait(lambda r: 'heard "hello"' in spoken(r))
+        await _drop_at_the_quiet_point(core, rec)
+        turns = conversation_turns(core.fake)
+        assert turns == [["get_time in Oslo?", "and the news?", "hello", "bye"]], turns
