@@ -289,8 +289,8 @@ class SessionCore:
         """
         if not (msg.resumable and msg.new_handle):
             return 0, []
-        if self.activity.in_response and not self.transparent:
-            return 0, []  # mid-interaction (IN_PROGRESS): no quiet point, keep the last quiet handle
+        if (self.activity.in_response or self.tools.open) and not self.transparent:
+            return 0, []  # mid-interaction or a tool round trip open: keep the last quiet handle
         old = self.handle
         self.handle = msg.new_handle
         self.handle_issued_at = wall

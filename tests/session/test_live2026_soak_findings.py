@@ -39,6 +39,13 @@ EXT_TOOL_SETUP = live.setup(
     generation_config={"thinkingConfig": {"thinkingLevel": "LOW"}},
     tools=[{"functionDeclarations": [{"name": "get_time", "description": "time in a city"}]}],
 )["setup"]
+#: gemini-3.8-live (audio only), the same function: NON_BLOCKING, the 3.8 default.
+PLAIN_TOOL_SETUP = live.setup(
+    "gemini-3.8-live",
+    response_modalities=["AUDIO"],
+    output_audio_transcription=True,
+    tools=[{"functionDeclarations": [{"name": "get_time", "description": "time in a city"}]}],
+)["setup"]
 
 
 def spoken(rec: Recorder) -> str:
@@ -291,3 +298,25 @@ async def test_a_silent_result_at_a_pause_the_call_alone_holds_is_no_stall_and_n
         await _drop_at_the_quiet_point(core, rec)
         turns = conversation_turns(core.fake)
         assert turns == [["get_time in Oslo?", "and the news?", "hello", "bye"]], turns
+
+
+async def test_a_handle_issued_while_a_call_runs_is_not_taken(state_dir):
+    # A server may issue resumable handles while a NON_BLOCKING call runs (UNCONFIRMED; the
+    # fake's resumable_pending_calls). Taken, such a handle trimmed a response still in flight
+    # as consumed (the 3.8-audio soak: a response acked that never reached the server, no loss
+    # reported), and a resume with it left the model with a call no connection would answer.
+    # Not taken, a drop while the call runs replays the turn and the model calls again.
+    opts = FakeOptions(reply_pace=0.005, resumable_pending_calls=True)
+    async with open_core(state_dir, fake_options=opts) as core:
+        rec = await core.open(setup=PLAIN_TOOL_SETUP)
+        await core.say("s", "get_time in Lima?")
+        await rec.wait(lambda r: any("toolCall" in m for m in r.messages()) and statuses(r)[-1:] == ["IDLE"])
+        conn = core.fake.accepted[-1]
+        await rec.wait(lambda r: len(conn.handles) >= 2)  # one at setup, one with the call pending
+        assert core.actor().core.handle != conn.handles[-1]
+        await core.fake.drop_all()
+        await rec.wait(lambda r: len([m for m in r.messages() if "toolCall" in m]) >= 2)
+        again = [m for m in rec.messages() if "toolCall" in m][-1]["toolCall"]["functionCalls"][0]
+        await core.registry.send("s", respond(again, {"time": "07:00"}))
+        await rec.wait(lambda r: 'get_time returned {"time":"07:00"}' in spoken(r))
+        assert conversation_turns(core.fake) == [["get_time in Lima?"]]
