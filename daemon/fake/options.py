@@ -60,6 +60,9 @@ class FakeOptions:
       ``turnComplete`` and IDLE (UNCONFIRMED; False: not resumable until IDLE).
     - ``resumable_pending_calls``: a pending NON_BLOCKING call does not hold handles back
       (UNCONFIRMED; False: no resumable handle while any call is pending).
+    - ``idle_after_silent``: on extended thinking, a SILENT response that closes the last pending
+      call of an idle model ends its IN_PROGRESS interaction with a bare ``turnComplete`` + IDLE
+      (UNCONFIRMED; False: nothing is sent, the interaction stays IN_PROGRESS until new input).
     - ``bearer_check``: on the Vertex path, a bearer token passes only when this says it is
       valid now (a token issuer the test controls: an OAuth endpoint on loopback that
       google-auth calls); an expired or unknown token is refused with HTTP 401 at the upgrade,
@@ -94,6 +97,7 @@ class FakeOptions:
     plain_interaction_status: bool = True
     resumable_in_progress: bool = False
     resumable_pending_calls: bool = False
+    idle_after_silent: bool = False
     bearer_check: Callable[[str], bool] | None = None
     consumed_index: str = attrs.field(
         default="0-connection",

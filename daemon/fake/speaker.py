@@ -149,6 +149,16 @@ class Speaker:
         if self.gen is None and waiting and not self.conn.closing:
             self.stream(self.start(waiting.pop(0)))
 
+    def idle_now(self) -> None:
+        """End an interaction that only a pending call kept IN_PROGRESS, with nothing to say
+        (``FakeOptions.idle_after_silent``): a bare ``turnComplete`` with the status now."""
+        if self.conn.spec.style is not C.Style.EXTENDED or self.gen is not None:
+            return
+        st = self.conn.state
+        self.conn.emit(live.turn_complete(live.usage_metadata(st.context_tokens(), 0), self.status(more=False)))
+        self._turn_done()
+        self._next_when_idle()
+
     def status(self, *, more: bool) -> str | None:
         """The ``interactionStatus`` for a turnComplete now; None if this model sends none."""
         conn = self.conn

@@ -101,6 +101,7 @@ class ToolDesk:
             self.conn.reject(body, reason)
             return
         last: M.ToolCallRecord | None = None
+        silent_closed = False  # a final SILENT response to a NON_BLOCKING call
         for fr in body.get("functionResponses") or []:
             call = self.pending[fr["id"]]
             if fr.get("willContinue") is not True:
@@ -113,10 +114,13 @@ class ToolDesk:
             )
             if call.behavior == "NON_BLOCKING":
                 self._async_result(call, fr.get("scheduling") or "WHEN_IDLE")
+                silent_closed = silent_closed or (call.answered and fr.get("scheduling") == "SILENT")
             elif call.answered:
                 last = call
         speaker = self.conn.speaker
         gen = speaker.gen
+        if silent_closed and not self.pending and gen is None and self.conn.opts.idle_after_silent:
+            speaker.idle_now()
         if (
             last is not None
             and gen is not None

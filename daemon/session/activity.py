@@ -13,6 +13,8 @@ the replay buffer is trimmed, so a rule change that missed one lost messages. No
 - :class:`Replies` counts, per connection, the eliciting messages written and the replies that
   ended. The replay buffer asks it which client messages a Developer-API handle covers
   (:meth:`Replies.covered_through`); responses end in order, one per eliciting message.
+- :meth:`Activity.written` ends an interaction that the server will not end on its own (a
+  NON_BLOCKING call keeping it IN_PROGRESS; see there).
 - :meth:`Activity.expecting_reply` (the stall timer), :meth:`Activity.quiet` (the goAway
   rotation), :meth:`Activity.holds` (what the writer keeps back while draining) and
   :meth:`Activity.idle_for` (the inactivity timeout; the registry calls :meth:`Activity.touch`).
@@ -21,6 +23,7 @@ the replay buffer is trimmed, so a rule change that missed one lost messages. No
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import TYPE_CHECKING
 
 import attrs
@@ -82,23 +85,30 @@ class Replies:
     Coverage on the Developer API rests on this count: the server issues ``resumable: true``
     handles only at quiet points, so a handle covers every message up to the last eliciting
     message whose reply has ended on this connection. Besides the client's turns, a response to
-    a NON_BLOCKING call that is not SILENT elicits a reply of its own when it is written while
-    the model is idle (written mid-interaction, its result is spoken within that interaction).
-    A reply that ends with no eliciting message left unanswered (the model spoke on its own) is
-    not counted: an over-count would let a handle trim a turn it does not cover.
+    a NON_BLOCKING call that is not SILENT elicits a reply of its own (WHEN_IDLE: spoken once the
+    model is idle, after the end of what it was saying). A reply that ends with no eliciting
+    message left unanswered (the model spoke on its own) is not counted.
+
+    The asymmetry is the point: an eliciting message counted whose reply never ends on its own
+    only delays coverage (a possible duplicate on a replay, which :class:`Activity` resolves
+    where the server merges two interactions into one), while an end counted for a message
+    the server has not consumed lets a handle trim a turn it does not cover (a lost turn). So a
+    tool response is counted wherever it is written: before the chaos soak's 2026 forms, one
+    written while the model was talking was not, and its spoken result, which ends with an IDLE
+    of its own, was counted as the answer to the next turn.
     """
 
     def __init__(self) -> None:
         self._eliciting: collections.deque[int] = collections.deque()  # unanswered, in order
         self._answered = 0  # replies ended on this connection not yet matched to a handle
-        #: The model is mid-interaction (set by the activity model).
-        self.interaction_open = False
+        #: The tool responses among ``_eliciting`` (their reply may be spoken inside another).
+        self._results: set[int] = set()
 
     def reset(self) -> None:
         """A new connection: nothing written on it yet, nothing answered."""
         self._eliciting.clear()
         self._answered = 0
-        self.interaction_open = False
+        self._results.clear()
 
     def sent(self, seq: int) -> None:
         """An eliciting message was written on this connection."""
@@ -106,8 +116,9 @@ class Replies:
 
     def sent_tool_response(self, seq: int, replies: int) -> None:
         """A tool response eliciting ``replies`` replies was written (see the class docstring)."""
-        if not self.interaction_open:
-            self._eliciting.extend([seq] * replies)
+        self._eliciting.extend([seq] * replies)
+        if replies:
+            self._results.add(seq)
 
     def reply_ended(self) -> None:
         if self._answered < len(self._eliciting):
@@ -122,6 +133,22 @@ class Replies:
         """An eliciting message was written on this connection and its reply has not ended."""
         return len(self._eliciting) > self._answered
 
+    def forgive(self, seq: int) -> None:
+        """The reply owed for tool response ``seq`` was spoken inside another interaction
+        (:meth:`Activity.written`): it is owed no more."""
+        for i in range(self._answered, len(self._eliciting)):
+            if self._eliciting[i] == seq:
+                del self._eliciting[i]
+                return
+
+    def awaiting_input_reply(self) -> bool:
+        """:meth:`awaiting`, for an eliciting message that is not a tool response. A result's
+        reply may have been spoken inside another interaction (so no end of its own comes):
+        owed, it still holds coverage back (the safe side), but it is no reason to expect
+        frames (a stall) or to put off a rotation; its round trip is ``ToolCalls.answered``
+        until the next interaction end."""
+        return any(seq not in self._results for seq in itertools.islice(self._eliciting, self._answered, None))
+
     def answered_through(self) -> int | None:
         """The seq of the last eliciting message whose reply ended (not consumed, unlike
         :meth:`covered_through`): the server surely consumed it."""
@@ -135,14 +162,26 @@ class Replies:
         last: int | None = None
         for _ in range(answered):
             last = self._eliciting.popleft()
+            self._results.discard(last)
         self._answered = 0
         return last
 
     def consumed_through(self, limit: int) -> None:
         """Transparent mode: the server consumed every message up to seq ``limit``."""
         while self._eliciting and self._eliciting[0] <= limit:
-            self._eliciting.popleft()
+            self._results.discard(self._eliciting.popleft())
             self._answered = max(0, self._answered - 1)
+
+
+def _says_something(msg: live.ServerMessage) -> bool:
+    """Model output or a turn boundary (not input transcription, not bookkeeping)."""
+    return bool(
+        msg.turn_complete
+        or msg.content.get("modelTurn")
+        or msg.text
+        or msg.output_transcription
+        or msg.audio_chunks
+    )
 
 
 @attrs.define
@@ -160,6 +199,26 @@ class Activity:
     #: reply: silence is measured from the later of the two (a tool that took minutes is not a stall).
     last_frame_at: float = 0.0
     asked_at: float = 0.0
+    #: The server is between two utterances of an open interaction: its last word was a
+    #: ``turnComplete`` with IN_PROGRESS (a filler, background reasoning, a call running).
+    paused: bool = False
+    #: The eliciting message the open interaction answers (``Replies.answering`` when it began).
+    open_for: int | None = None
+    #: The open interaction made a NON_BLOCKING call: paused, it waits for the result, and has
+    #: nothing more to say until a response (or new input) arrives.
+    call_wait: bool = False
+    #: Something eliciting was written while that interaction was open (see :meth:`written`).
+    merge_pending: bool = False
+    #: The open interaction was counted as over before the server ended it (a SILENT response
+    #: closed its call): the ``interrupted`` or IDLE that may still end it answers nothing more.
+    precounted: bool = False
+    #: A tool response written at a pause of an interaction that did not make the call (so
+    #: not told from background reasoning): its seq, and whether that interaction has ended
+    #: since. Its result was spoken inside it if nothing starts before the next input.
+    result_at_pause: int | None = None
+    result_pause_ended: bool = False
+    #: A SILENT response closed the last call at such a pause, and the server said nothing since.
+    silent_at_pause: bool = False
 
     @property
     def replies(self) -> Replies:
@@ -173,15 +232,23 @@ class Activity:
 
     def connection_opened(self, now: float) -> None:
         self.connected = True
-        self.in_response = False
-        self.replies.interaction_open = False
+        self._no_interaction()
+        self.result_at_pause, self.result_pause_ended = None, False
         self.last_frame_at = now
         self.asked_at = 0.0
 
     def connection_closed(self) -> None:
         self.connected = False
+        self._no_interaction()
+
+    def _no_interaction(self) -> None:
         self.in_response = False
-        self.replies.interaction_open = False
+        self.silent_at_pause = False
+        self.paused = False
+        self.open_for = None
+        self.call_wait = False
+        self.merge_pending = False
+        self.precounted = False
 
     def frame_received(self, now: float) -> None:
         self.last_frame_at = now
@@ -189,23 +256,98 @@ class Activity:
     def written(self, entry: Entry, now: float) -> bool:
         """``entry`` was written; True if it asks for a reply (the stall clock starts, unless
         a reply was already due: silence counts from the first ask since the last frame, so a
-        client that keeps sending into a stalled connection does not push the stall on)."""
+        client that keeps sending into a stalled connection does not push the stall on).
+
+        An interaction that made a NON_BLOCKING call pauses at an IN_PROGRESS ``turnComplete``
+        while the call runs (extended thinking), and has no end of its own when
+
+        - new input arrives at the pause (a turn, a spoken result): the model answers it within
+          the same interaction, and one IDLE later ends both; the merge is detected when the
+          model speaks after the pause (:meth:`server_message`): an ``interrupted`` instead
+          means the input cut the interaction, which is an end as usual;
+        - its last call is answered SILENT: the model says nothing more for it, so it is over
+          now (an IDLE or ``interrupted`` that still ends it is not counted again).
+
+        Counted as one end for two eliciting messages, every later handle was taken to cover one
+        turn fewer than it did, and the next reconnect replayed a turn the resumed conversation
+        already held (the chaos soak's extended-thinking form), and the session, still "in a
+        reply" after the SILENT response, was declared stalled.
+
+        A tool response written at the pause of an interaction that did not make the call
+        cannot be placed at once: the pause may be background reasoning (the result is spoken
+        after the IDLE, an end of its own) or only the call (the result is spoken inside, one
+        IDLE for both). If the interaction ended and nothing started before the client's next
+        input, no result came after the IDLE: its owed reply is forgiven (``Replies.forgive``).
+        Had the result's speech been about to start, that input reaches the server during it
+        (and interrupts it, an end counted for a message the server has consumed) unless it
+        travels longer than the whole spoken result takes. A SILENT response closing the last
+        call at such a pause is placed the same way: if the server says nothing more before the
+        client's next input, the interaction was over (counted then; no stall meanwhile).
+        """
+        if entry.elicits and self.silent_at_pause and self._open_for_pending():
+            # Nothing came after the SILENT response that closed the last call: the interaction
+            # was over (had it been reasoning, its answer would have come).
+            self.replies.reply_ended()
+            self._no_interaction()
+            self.precounted = True
+        if entry.elicits and self.result_pause_ended and self.result_at_pause is not None:
+            # The interaction ended and nothing started since: the result was spoken in it.
+            self.replies.forgive(self.result_at_pause)
+            self.result_at_pause, self.result_pause_ended = None, False
+        if entry.replies_owed and self.in_response and self.paused and not self.call_wait:
+            self.result_at_pause, self.result_pause_ended = entry.seq, False
+        if self.in_response and self.call_wait:
+            if entry.elicits or entry.replies_owed:
+                self.merge_pending = True
+            elif entry.silent and self.paused and not self.tools.open and self._open_for_pending():
+                self.replies.reply_ended()
+                self._no_interaction()
+                self.precounted = True
+        elif entry.silent and self.in_response and self.paused and not self.tools.open:
+            self.silent_at_pause = True
         if entry.asks_reply:
             if not self.expecting_reply() or self.asked_at <= self.last_frame_at:
                 self.asked_at = now
             return True
         return False
 
+    def _open_for_pending(self) -> bool:
+        """The open interaction began for an eliciting message that is still unanswered."""
+        return self.open_for is not None and self.replies.answering() == self.open_for
+
     def server_message(self, msg: live.ServerMessage) -> ReplyFacts:
         """Account for one server message's effect on the reply in progress."""
+        says = msg.kind == "toolCall" or (msg.kind == "serverContent" and _says_something(msg))
+        if says and self.in_response and self.paused and self.merge_pending:
+            # The interaction that waited for its call took new input at its pause and speaks
+            # again: this is the reply to that input (see :meth:`written`); the waiting one is over.
+            if self._open_for_pending():
+                self.replies.reply_ended()
+            self._no_interaction()
         facts = reply_facts(msg, in_response=self.in_response)
+        if self.precounted and facts.answers and not says:
+            facts = attrs.evolve(facts, answers=False)  # it ended what was counted as over
         if facts.started:
+            if self.result_pause_ended:
+                self.result_at_pause, self.result_pause_ended = None, False  # its own reply
             self.in_response = True
+            self.open_for = self.replies.answering()
         if facts.boundary:
             if facts.answers:
                 self.replies.reply_ended()
-            self.in_response = False
-        self.replies.interaction_open = self.in_response
+            self._no_interaction()
+            self.result_pause_ended = self.result_at_pause is not None
+        if msg.kind == "toolCall" and self.in_response and self.tools.non_blocking_pending:
+            self.call_wait = True
+        if says:
+            self.precounted = False
+            self.silent_at_pause = False
+            self.paused = (
+                msg.kind == "serverContent"
+                and msg.turn_complete
+                and msg.interaction_status is live.InteractionStatus.IN_PROGRESS
+                and self.in_response
+            )
         return facts
 
     # -- questions -----------------------------------------------------------------------
@@ -213,9 +355,9 @@ class Activity:
     def expecting_reply(self) -> bool:
         """The server owes us frames (a silence now is a stall). Not while a tool call waits for
         the client: then the server is rightly silent for as long as the tool takes."""
-        if not self.connected or self.tools.pending:
+        if not self.connected or self.tools.pending or self.silent_at_pause:
             return False
-        return self.in_response or self.replies.awaiting() or bool(self.tools.answered)
+        return self.in_response or self.replies.awaiting_input_reply() or bool(self.tools.answered)
 
     def stall_at(self, timeout: float) -> float | None:
         """When silence becomes a stall (None: no reply due, or stall detection off)."""
@@ -229,7 +371,7 @@ class Activity:
         return (
             self.connected
             and not self.in_response
-            and not self.replies.awaiting()
+            and not self.replies.awaiting_input_reply()
             and not self.tools.open
             and not self.buffer.sent_uncovered()
         )

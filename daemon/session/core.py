@@ -257,8 +257,8 @@ class SessionCore:
         return facts
 
     def tool_call(self, msg: live.ServerMessage) -> None:
+        self.tools.called(msg.function_calls)  # first: the activity model asks what kind they are
         self.activity.server_message(msg)
-        self.tools.called(msg.function_calls)
 
     def reconcile_tool_calls(self) -> tuple[list[str], int]:
         """A new connection: every open call is lost (``ToolCalls.connection_lost``), its turn is
@@ -292,8 +292,8 @@ class SessionCore:
         if not (msg.resumable and msg.new_handle):
             self.buffer.index_seen(msg.last_consumed_index if self.transparent else None)  # no trim
             return 0, []
-        if self.activity.in_response and not self.transparent:
-            return 0, []  # mid-interaction (IN_PROGRESS): no quiet point, keep the last quiet handle
+        if (self.activity.in_response or self.tools.open) and not self.transparent:
+            return 0, []  # mid-interaction or a tool round trip open: keep the last quiet handle
         old = self.handle
         self.handle = msg.new_handle
         self.handle_issued_at = self.last_alive_at = wall

@@ -71,6 +71,11 @@ class ToolCalls:
         """The model waits, silent, for a response (a BLOCKING call is pending)."""
         return any(self.is_blocking(i) for i in self.pending)
 
+    @property
+    def non_blocking_pending(self) -> bool:
+        """A NON_BLOCKING call runs (the model may talk meanwhile, IN_PROGRESS)."""
+        return any(not self.is_blocking(i) for i in self.pending)
+
     def is_blocking(self, call_id: str) -> bool:
         return self._behavior.get(call_id, models.BLOCKING) == models.BLOCKING
 

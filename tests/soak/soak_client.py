@@ -52,22 +52,81 @@ def session_of_setup(setup: dict | None) -> str | None:
     return None
 
 
-def make_setup(session: str, *, tools: bool) -> dict:
+#: The function a soak tool turn calls when it must block (declared BLOCKING) and the one it calls
+#: when it must not (declared NON_BLOCKING): the fake calls a declared function whose name the
+#: user's text mentions (``weather`` also triggers the first one).
+BLOCKING_TOOL = "get_weather"
+NON_BLOCKING_TOOL = "get_time"
+#: How a NON_BLOCKING call's response is scheduled; ``CONTINUE``: a ``willContinue`` generator
+#: (partial responses, then the final one, WHEN_IDLE).
+SCHEDULINGS = ("WHEN_IDLE", "SILENT", "INTERRUPT", "CONTINUE")
+
+
+@attrs.frozen
+class Form:
+    """One catalogue entry the chaos soak runs against, and the fake options it runs with.
+
+    - ``audio``: AUDIO replies with ``outputAudioTranscription`` (the soak reads the reply text
+      from the transcription; the audio itself is only counted);
+    - ``thinking``: the ``thinkingConfig`` the model requires (extended thinking: exactly one of
+      level/budget), None for none;
+    - ``blocking_tool``: a BLOCKING function is declared too (extended thinking refuses them);
+    - ``resumable_in_progress`` / ``resumable_pending_calls``: the fake's UNCONFIRMED handle rules
+      (:class:`~geminid.daemon.fake.FakeOptions`), set to the aggressive value on some forms so
+      that the daemon is shown safe with both values.
+    """
+
+    name: str
+    model: str
+    audio: bool
+    thinking: dict[str, Any] | None = None
+    blocking_tool: bool = True
+    resumable_in_progress: bool = False
+    resumable_pending_calls: bool = False
+
+    @property
+    def text_catalogue(self) -> bool:
+        """TEXT replies need :func:`~geminid.daemon.fake.text_catalogue` (UNCONFIRMED on 3.8)."""
+        return not self.audio
+
+
+FORMS: dict[str, Form] = {f.name: f for f in (
+    # Today's form: TEXT on gemini-3.8-live (Vertex lists text output for 3.8), fake defaults.
+    Form("3.8-text", "gemini-3.8-live", audio=False),
+    # 3.8 as the Developer API serves it: audio only, text from the transcription; handles stay
+    # resumable while a NON_BLOCKING call is pending.
+    Form("3.8-audio", "gemini-3.8-live", audio=True, resumable_pending_calls=True),
+    # Extended thinking: a filler ending IN_PROGRESS, then the answer ending IDLE; NON_BLOCKING
+    # tools only; resumable handles between IN_PROGRESS and IDLE (the worst case).
+    Form("3.8-extended", "gemini-3.8-live-extended-thinking", audio=True,
+         thinking={"thinkingLevel": "LOW"}, blocking_tool=False, resumable_in_progress=True),
+)}
+DEFAULT_FORM = FORMS["3.8-text"]
+
+
+def tool_declarations(form: Form) -> list[dict[str, Any]]:
+    # The parameter schema matters: the fake fills in declared parameters only (a real model
+    # calls a function without parameters with ``args: {}``), and the reply to a tool turn
+    # carries the turn's token only if ``_answer`` finds it in the args.
+    params = {"type": "OBJECT", "properties": {"query": {"type": "STRING"}}, "required": ["query"]}
+    decls = [{"name": NON_BLOCKING_TOOL, "description": "time in a city", "behavior": "NON_BLOCKING",
+              "parameters": params}]
+    if form.blocking_tool:
+        decls.insert(0, {"name": BLOCKING_TOOL, "description": "weather for a city",
+                         "behavior": "BLOCKING", "parameters": params})
+    return [{"functionDeclarations": decls}]
+
+
+def make_setup(session: str, *, tools: bool, form: Form = DEFAULT_FORM) -> dict:
     kwargs: dict[str, Any] = {}
     if tools:
-        kwargs["tools"] = [
-            # The parameter schema matters: the fake fills in declared parameters only (a real
-            # model calls a function without parameters with ``args: {}``), and the reply to a
-            # tool turn carries the turn's token only if ``_answer`` finds it in the args.
-            {"functionDeclarations": [{
-                "name": "get_weather", "description": "weather for a city", "behavior": "BLOCKING",
-                "parameters": {"type": "OBJECT", "properties": {"query": {"type": "STRING"}},
-                               "required": ["query"]},
-            }]}
-        ]
+        kwargs["tools"] = tool_declarations(form)
+    if form.thinking is not None:
+        kwargs["generation_config"] = {"thinkingConfig": dict(form.thinking)}
     return live.setup(
-        "gemini-3.8-live",  # TEXT: the soak's fakes use text_catalogue() (see soak_lib)
-        response_modalities=["TEXT"],
+        form.model,
+        response_modalities=["AUDIO" if form.audio else "TEXT"],
+        output_audio_transcription=form.audio,
         system_instruction=session_instruction(session),
         **kwargs,
     )["setup"]
@@ -79,7 +138,7 @@ class Sent:
 
     session: str
     n: int
-    kind: str  # text | tool | audio | audio_end | final
+    kind: str  # text | tool | nbtool | audio | audio_end | final
     text: str = ""
     chunk: int | None = None
     seq: int | None = None
@@ -99,7 +158,7 @@ class SentLog:
     slow: list[tuple[int, str, float]] = attrs.Factory(list)
 
     def turns(self) -> list[Sent]:
-        return [s for s in self.sent if s.kind in ("text", "tool", "final")]
+        return [s for s in self.sent if s.kind in ("text", "tool", "nbtool", "final")]
 
     def audio(self) -> list[Sent]:
         return [s for s in self.sent if s.kind == "audio"]
@@ -125,7 +184,26 @@ class SessionView:
     statuses: list[str] = attrs.Factory(list)
     ended: list[dict] = attrs.Factory(list)
     turn_completes: int = 0
+    #: Ends of the model's interactions: a ``turnComplete`` whose ``interactionStatus`` is not
+    #: IN_PROGRESS (IDLE, or none on models that send none; an interruption ends with one too).
+    interaction_ends: int = 0
+    #: ``turnComplete`` + IN_PROGRESS: an extended-thinking filler, or a call still running.
+    in_progress_ends: int = 0
+    interruptions: int = 0
+    #: Audio reply chunks (AUDIO forms: the text comes from ``outputTranscription``).
+    audio_chunks: int = 0
     first_chunk_seen: int = 0
+    #: call id -> the soak turn it belongs to (the token in its args)
+    call_turn: dict[str, int] = attrs.Factory(dict)
+    #: turn n -> how its NON_BLOCKING call is to be answered (see :data:`SCHEDULINGS`)
+    plans: dict[int, str] = attrs.Factory(dict)
+    #: the NON_BLOCKING turn whose driver waits for its reply now (an INTERRUPT response is sent
+    #: only then: it cuts whatever the model is saying, which must be that turn's filler, not
+    #: the reply to a turn the driver waits for)
+    waiting_turn: int | None = None
+    #: call id -> trio time it arrived, and the time its (final) response was acknowledged
+    call_at: dict[str, float] = attrs.Factory(dict)
+    answered_at: dict[str, float] = attrs.Factory(dict)
     _lot: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     #: a gap announcement not yet matched by the events that follow it
     _announced: list[tuple[int, int]] = attrs.Factory(list)
@@ -155,12 +233,27 @@ class SessionView:
                     if isinstance(part.get("text"), str):
                         self.text += part["text"]
                         self.first_chunk_seen += 1
+                    elif isinstance(part.get("inlineData"), dict):
+                        self.audio_chunks += 1
+                said = (sc.get("outputTranscription") or {}).get("text")
+                if isinstance(said, str):
+                    self.text += said
+                if sc.get("interrupted"):
+                    self.interruptions += 1
                 if sc.get("turnComplete"):
                     self.turn_completes += 1
+                    if sc.get("interactionStatus") == "IN_PROGRESS":
+                        self.in_progress_ends += 1
+                    else:
+                        self.interaction_ends += 1
             if "toolCall" in msg:
                 out = msg["toolCall"]
                 for call in out.get("functionCalls") or []:
                     self.tool_calls[call["id"]] = call
+                    self.call_at[call["id"]] = trio.current_time()
+                    tok = parse_token(json.dumps(call.get("args") or {}))
+                    if tok is not None:
+                        self.call_turn[call["id"]] = tok[1]
             if "toolCallCancellation" in msg:
                 self.cancelled_ids.update(msg["toolCallCancellation"].get("ids") or [])
         elif method == "session.context_lost":
@@ -191,6 +284,24 @@ class SessionView:
 
     def _wake(self) -> None:
         self._lot.unpark_all()
+
+    def calls_of(self, n: int) -> list[str]:
+        """The ids of the tool calls made for turn ``n`` (a replayed turn is called again)."""
+        return [i for i, t in self.call_turn.items() if t == n]
+
+    def call_given_up(self, n: int) -> bool:
+        """Every call of turn ``n`` so far was reported lost or cancelled (and at least one came):
+        its reply will not come unless the turn is replayed."""
+        ids = self.calls_of(n)
+        return bool(ids) and all(
+            i in self.tool_call_lost_ids or i in self.cancelled_ids
+            or self.tool_outcome.get(i) in ("lost", "cancelled", "connection_lost")
+            for i in ids
+        )
+
+    @staticmethod
+    def non_blocking(call: dict) -> bool:
+        return call.get("name") == NON_BLOCKING_TOOL
 
     async def wait_for(self, pred, timeout: float) -> bool:
         with trio.move_on_after(timeout):
@@ -238,20 +349,54 @@ class SoakClient:
                     nursery.start_soon(self._answer, view, fc)
 
     async def _answer(self, view: SessionView, call: dict) -> None:
-        await trio.sleep(self.rng.uniform(0.0, 0.03))
+        """Answer one call. A BLOCKING one at once (the model waits, silent); a NON_BLOCKING one
+        after up to 0.2 s (the user may speak meanwhile: the call must survive that), scheduled
+        as the driver planned for its turn, a ``willContinue`` generator sending one or two
+        partial responses first."""
         args = call.get("args") or {}
         tok = parse_token(json.dumps(args))
         response = {"forecast": "sunny", "token": token(*tok) if tok else None}
-        msg = live.tool_response([live.function_response(call["id"], call["name"], response)])
+        fr = live.function_response(call["id"], call["name"], response)
+        steps: list[dict] = [fr]
+        if view.non_blocking(call):
+            await trio.sleep(self.rng.uniform(0.0, 0.2))
+            plan = view.plans.get(tok[1], "WHEN_IDLE") if tok else "WHEN_IDLE"
+            if plan == "INTERRUPT" and (tok is None or view.waiting_turn != tok[1]):
+                plan = "WHEN_IDLE"
+            if plan in ("SILENT", "INTERRUPT"):
+                steps = [{**fr, "scheduling": plan}]
+            elif plan == "CONTINUE":
+                partial = [
+                    {**live.function_response(call["id"], call["name"], {"progress": f"{k}/2"}),
+                     "willContinue": True, "scheduling": self.rng.choice(("SILENT", "WHEN_IDLE"))}
+                    for k in range(self.rng.randint(1, 2))
+                ]
+                steps = [*partial, fr]
+        else:
+            await trio.sleep(self.rng.uniform(0.0, 0.03))
+        for step in steps:
+            outcome = await self._respond(view, live.tool_response([step]))
+            view.tool_outcome[call["id"]] = outcome
+            if outcome != "acked":
+                break
+            if step is fr:
+                view.answered_at[call["id"]] = trio.current_time()
+            if step is not fr:
+                await trio.sleep(self.rng.uniform(0.0, 0.05))
+        view._wake()
+
+    async def _respond(self, view: SessionView, msg: dict) -> str:
         try:
             await self.client.send(view.name, msg)
         except RemoteError as exc:
-            view.tool_outcome[call["id"]] = "lost" if exc.code == TOOL_CALL_LOST else f"error:{exc.code}:{exc.message}"
+            if exc.code != TOOL_CALL_LOST:
+                return f"error:{exc.code}:{exc.message}"
+            # Lost to a reconnect (the server that issued it is gone), or cancelled by new input
+            # (which a NON_BLOCKING call must never be).
+            return "lost" if exc.data.get("lost") == "reconnect" else "cancelled"
         except ConnectionLost:
-            view.tool_outcome[call["id"]] = "connection_lost"
-        else:
-            view.tool_outcome[call["id"]] = "acked"
-        view._wake()
+            return "connection_lost"
+        return "acked"
 
 
 def pcm_chunk(session_index: int, chunk: int, ms: int) -> bytes:

@@ -10,6 +10,15 @@ calls. In-process means one trio clock for everybody, so the checker can compare
 audio chunk was sent with the time the fake accepted a connection (the staleness rule), and the
 fake's records can be read directly.
 
+Forms (``SoakParams.form``, soak_client.FORMS): the run is against one catalogue entry of the 2026
+fake: "3.8-text" (TEXT on gemini-3.8-live, as before), "3.8-audio" (audio only, the reply text read
+from ``outputTranscription``) or "3.8-extended" (gemini-3.8-live-extended-thinking: a filler ending
+``turnComplete`` + IN_PROGRESS, then the answer ending IDLE). The tool share has BLOCKING calls
+(where the model takes them) and NON_BLOCKING ones, answered WHEN_IDLE, SILENT, INTERRUPT or as
+``willContinue`` generators, often only after the user spoke again. A driver waits for a turn's
+token in the reply (a filler never carries it: fillers are not answers) and, to let a reply finish,
+for the end of the interaction (a ``turnComplete`` that is not IN_PROGRESS).
+
 What is checked (``check``), per session; ``C_0..C_m`` are the fake conversations that belong to
 the session (mapped through the setup's systemInstruction), in creation order:
 
@@ -25,6 +34,8 @@ C1  every fresh conversation after the first that received any client message wa
     alarm); the observer client got the same notices as the driver;
 K1  every toolCall delivered to the driver was answered (its toolResponse reached the fake) or
     reported: ``session.tool_call_lost`` / a ToolCallLost error / toolCallCancellation;
+K2  a NON_BLOCKING call is never cancelled (no toolCallCancellation, no "cancelled" refusal of its
+    response): new input does not end it, only a reconnect loses it (reported, K1);
 A1  an acknowledged audio chunk that never reached the fake was stale: no connection of the session
     that received later input opened before the chunk was sent or less than
     ``audio_staleness`` (- 0.25 s of setup slack) after it;
@@ -51,6 +62,9 @@ import structlog
 import trio
 from broken_build import broken
 from soak_client import (
+    FORMS,
+    NON_BLOCKING_TOOL,
+    Form,
     Sent,
     SentLog,
     SessionView,
@@ -67,6 +81,7 @@ from soak_client import (
 from geminid.daemon import logsetup
 from geminid.daemon.config import Config, ServerConfig, SessionConfig, UpstreamConfig
 from geminid.daemon.fake import CANCELLED_REASON, FakeOptions, FakeUpstream, Fault, text_catalogue
+from geminid.daemon.fake.catalogue import catalogue_2026
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.registry import start_core
 from geminid.daemon.server import serve_unix
@@ -122,6 +137,9 @@ class SoakParams:
     #: Faults come by the clock and turns as fast as the daemon answers, so a fast run would
     #: otherwise see fewer faults: the drivers send extra turns until this many have landed.
     min_faults: int | None = None
+    #: the catalogue entry and fake options (soak_client.FORMS): "3.8-text", "3.8-audio",
+    #: "3.8-extended"
+    form: str = "3.8-text"
     verbose: bool = True
 
 
@@ -133,7 +151,8 @@ class SoakResult:
 
     def text(self) -> str:
         p = self.params
-        title = f"chaos soak: seed={p.seed} turns={p.turns} sessions={p.sessions} break={p.break_mode}"
+        title = (f"chaos soak: form={p.form} seed={p.seed} turns={p.turns} sessions={p.sessions} "
+                 f"break={p.break_mode}")
         return format_report(title, self.report, self.violations)
 
 
@@ -248,14 +267,34 @@ class Injector:
         return True
 
 
+def fake_options(form: Form, seed: int) -> FakeOptions:
+    """The fake of one soak form: its catalogue entry, its UNCONFIRMED handle rules."""
+    # TEXT on gemini-3.8-live (text_catalogue): the text form reads text replies; Vertex lists
+    # text output for 3.8 and the Developer API's answer is UNCONFIRMED, so the fake accepts it
+    # there. The audio forms use the 2026 catalogue as it is (audio only).
+    return FakeOptions(
+        catalogue=text_catalogue() if form.text_catalogue else catalogue_2026(),
+        reply_pace=0.004, reply_chunks=3, seed=seed, lifetime=6.0, goaway_before=1.5,
+        resumable_in_progress=form.resumable_in_progress,
+        resumable_pending_calls=form.resumable_pending_calls,
+    )
+
+
+#: plan -> weight for a NON_BLOCKING tool turn's response (soak_client.SCHEDULINGS)
+PLAN_WEIGHTS = {"WHEN_IDLE": 4, "SILENT": 3, "INTERRUPT": 2, "CONTINUE": 2}
+
+
 class Driver:
-    """Drives one session from one client: text turns, tool turns and audio streams."""
+    """Drives one session from one client: text turns, tool turns (BLOCKING and NON_BLOCKING)
+    and audio streams."""
 
     def __init__(self, sc: SoakClient, view: SessionView, session: str, index: int,
-                 log: SentLog, rng: random.Random, staleness: float, reply_timeout: float) -> None:
+                 log: SentLog, rng: random.Random, staleness: float, reply_timeout: float,
+                 form: Form) -> None:
         self.sc, self.view, self.session, self.index = sc, view, session, index
         self.log, self.rng = log, rng
         self.reply_timeout = reply_timeout
+        self.form = form
         self.chunk = 0
         self.staleness = staleness
         #: the number of the last turn ``run`` sent
@@ -276,22 +315,41 @@ class Driver:
     async def turn(self, n: int, kind: str, timeout: float | None = None) -> None:
         timeout = self.reply_timeout if timeout is None else timeout
         tok = token(self.session, n)
+        view = self.view
+        plan = None
         if kind == "tool":
             text = f"{tok} what is the weather in {self.rng.choice(CITIES)}?"
+        elif kind == "nbtool":
+            text = f"{tok} {NON_BLOCKING_TOOL} in {self.rng.choice(CITIES)}?"
+            plan = view.plans[n] = self.rng.choices(list(PLAN_WEIGHTS), list(PLAN_WEIGHTS.values()))[0]
         elif kind == "final":
             text = f"{tok} thanks, that is all"
         else:
             text = f"{tok} note {self.rng.randrange(10**6)}"
-        mark = len(self.view.text)
+        mark = len(view.text)
+        # A reply is over at the end of the model's interaction (IDLE), not at a filler.
+        waited_for: Callable[[], bool] = lambda: tok in view.text[mark:]  # noqa: E731
+        if plan == "SILENT":
+            # Context only: no reply will carry the token; the response reaching the daemon is
+            # the end of the round trip.
+            waited_for = lambda: (any(view.tool_outcome.get(i) == "acked" for i in view.calls_of(n))  # noqa: E731
+                                  or tok in view.text[mark:])
+        if plan is not None and plan != "INTERRUPT" and self.rng.random() < 0.4:
+            # The user goes on talking as soon as the call is out: the NON_BLOCKING call must
+            # survive the next turn (and its response still reach the model).
+            waited_for = lambda: bool(view.calls_of(n)) or tok in view.text[mark:]  # noqa: E731
+        if plan == "INTERRUPT":
+            view.waiting_turn = n  # an INTERRUPT cuts what the model says: only this turn's filler
         if not await self._send(Sent(self.session, n, kind, text), live.client_content(text)):
             return
         t0 = trio.current_time()
-        if not await self.view.wait_for(lambda: tok in self.view.text[mark:], timeout):
+        if not await view.wait_for(lambda: waited_for() or view.call_given_up(n), timeout):
             self.log.reply_timeouts += 1
         elif self.rng.random() < 0.5:
-            # Half the time let the reply finish; otherwise the next turn interrupts it.
-            ends = self.view.turn_completes
-            await self.view.wait_for(lambda: self.view.turn_completes > ends, 2.0)
+            # Half the time let the interaction finish; otherwise the next turn interrupts it.
+            ends = view.interaction_ends
+            await view.wait_for(lambda: view.interaction_ends > ends, 2.0)
+        view.waiting_turn = None
         if trio.current_time() - t0 > 1.0:
             self.log.slow.append((n, kind, round(trio.current_time() - t0, 2)))
 
@@ -320,7 +378,10 @@ class Driver:
             if r < 0.15:
                 await self.audio(n)
             elif r < 0.32:
-                await self.turn(n, "tool")
+                # The tool share: BLOCKING and NON_BLOCKING calls (NON_BLOCKING only where the
+                # model takes no other).
+                blocking = self.form.blocking_tool and self.rng.random() < 0.5
+                await self.turn(n, "tool" if blocking else "nbtool")
             else:
                 await self.turn(n, "text")
             self.last = n
@@ -350,7 +411,7 @@ async def run_soak(params: SoakParams, workdir: Path | None = None, *,
                    for i in range(params.sessions)]
     if params.verbose:
         print(f"\nchaos soak: seed={params.seed} (GEMINID_SOAK_SEED={params.seed} to reproduce the "
-              f"fault sequence), turns={params.turns}, sessions={params.sessions}, "
+              f"fault sequence), form={params.form}, turns={params.turns}, sessions={params.sessions}, "
               f"break={params.break_mode}", flush=True)
     quiet = _QuietLogs()
     started = time.monotonic()
@@ -361,12 +422,8 @@ async def run_soak(params: SoakParams, workdir: Path | None = None, *,
     try:
         with broken(params.break_mode), trio.fail_after(params.time_limit):
             async with trio.open_nursery() as nursery:
-                # TEXT on gemini-3.8-live (text_catalogue): these tests read text replies; Vertex lists text
-                # output for 3.8 and the Developer API's answer is UNCONFIRMED, so the fake accepts it here.
-                fake = await nursery.start(FakeUpstream(FakeOptions(catalogue=text_catalogue(),
-                    reply_pace=0.004, reply_chunks=3, seed=params.seed, lifetime=6.0,
-                    goaway_before=1.5, **backend.fake_options,
-                )).serve)
+                fake = await nursery.start(FakeUpstream(attrs.evolve(
+                    fake_options(FORMS[params.form], params.seed), **backend.fake_options)).serve)
                 cfg = soak_config(state_dir, sockdir / "geminid.sock", params.audio_staleness)
                 metrics = Metrics()
                 if backend.wire is not None:
@@ -398,6 +455,7 @@ async def run_soak(params: SoakParams, workdir: Path | None = None, *,
 
 async def _drive(params, rng, fake, registry, metrics, sock, names, per_session, logs):
     injector = Injector(fake, random.Random(rng.random()), params.fault_gap)
+    form = FORMS[params.form]
     async with contextlib.AsyncExitStack() as stack:
         outer = await stack.enter_async_context(trio.open_nursery())
         clients: list[SoakClient] = []
@@ -409,11 +467,11 @@ async def _drive(params, rng, fake, registry, metrics, sock, names, per_session,
             clients.append(sc)
             outer.start_soon(sc.consume, outer)
         for i, name in enumerate(names):
-            await clients[i].client.open(name, make_setup(name, tools=True))
+            await clients[i].client.open(name, make_setup(name, tools=True, form=form))
             view = await clients[i].attach(name, answer_tools=True)
             drivers.append(Driver(clients[i], view, name, i, logs[name],
                                   random.Random(rng.random()), params.audio_staleness,
-                                  params.reply_timeout))
+                                  params.reply_timeout, form))
             observer_views[name] = await clients[-1].attach(name)
         # Let every session reach live once before the chaos starts.
         for d in drivers:
@@ -431,27 +489,31 @@ async def _drive(params, rng, fake, registry, metrics, sock, names, per_session,
         async with trio.open_nursery() as work:
             for d in drivers:
                 work.start_soon(d.turn, d.last + 1, "final", params.quiet_timeout)
-        quiet = await _wait_quiet(clients[0], names, params.quiet_timeout)
-        sessions = {s["session"]: s for s in await clients[0].client.sessions()}
+        # The listing that showed the quiet point is the one checked: a later one may catch a
+        # session in a lifetime rotation (the fake cuts every 6 s), which is no violation.
+        quiet, sessions = await _wait_quiet(clients[0], names, params.quiet_timeout)
         violations: list[str] = []
         if not quiet:
             violations.append(f"S1 sessions did not quiesce (live, empty buffer) within "
                               f"{params.quiet_timeout} s: "
                               + repr({k: (v["status"], v["buffered"]) for k, v in sessions.items()}))
         report = check(fake, names, logs, drivers, observer_views, sessions, metrics, injector,
-                       params.audio_staleness, violations)
+                       params.audio_staleness, violations, form)
     return violations, report
 
 
-async def _wait_quiet(sc: SoakClient, names: list[str], timeout: float) -> bool:
+async def _wait_quiet(sc: SoakClient, names: list[str], timeout: float) -> tuple[bool, dict[str, dict]]:
+    """Wait until every session is live with an empty buffer and no pending call; returns
+    whether that came, and the last ``session.list``."""
+    listed: dict[str, dict] = {}
     with trio.move_on_after(timeout):
         while True:
             listed = {s["session"]: s for s in await sc.client.sessions()}
             if all(n in listed and listed[n]["status"] == "live" and listed[n]["buffered"] == 0
                    and not listed[n]["pending_tool_calls"] for n in names):
-                return True
+                return True, listed
             await trio.sleep(0.05)
-    return False
+    return False, listed
 
 
 def session_conversations(fake: FakeUpstream) -> tuple[dict[str, list[str]], dict[str, list]]:
@@ -518,7 +580,7 @@ def check_turns(session: str, conv_turns: list[list[str]], turns: list[Sent], no
 
 
 def check(fake, names, logs, drivers, observer_views, sessions, metrics, injector, staleness,
-          violations) -> dict[str, Any]:
+          violations, form: Form) -> dict[str, Any]:
     convs, records = session_conversations(fake)
     totals: Counter[str] = Counter()
     suspected: list[str] = []
@@ -581,6 +643,26 @@ def check(fake, names, logs, drivers, observer_views, sessions, metrics, injecto
                 violations.append(f"K1 {name}: tool call {call_id} neither answered nor reported "
                                   f"lost (outcome {outcome})")
         totals["tool_calls"] += len(view.tool_calls)
+        # K2: a NON_BLOCKING call survives new input (only a reconnect loses it)
+        sends = sorted(s.t_send for s in log.turns())
+        for call_id, call in view.tool_calls.items():
+            if not view.non_blocking(call):
+                continue
+            totals["nb_calls"] += 1
+            outcome = view.tool_outcome.get(call_id)
+            if call_id in view.cancelled_ids or outcome == "cancelled":
+                violations.append(f"K2 {name}: NON_BLOCKING call {call_id} was cancelled "
+                                  f"({'toolCallCancellation' if call_id in view.cancelled_ids else 'refused'})")
+            if outcome == "acked":
+                totals["nb_answered"] += 1
+                t0, t1 = view.call_at.get(call_id, 0.0), view.answered_at.get(call_id, 0.0)
+                if any(t0 < t < t1 for t in sends):
+                    totals["nb_answered_after_new_input"] += 1
+        for plan in view.plans.values():
+            totals[f"nb_plan_{plan.lower()}"] += 1
+        totals["fillers"] += view.in_progress_ends
+        totals["interaction_ends"] += view.interaction_ends
+        totals["audio_reply_chunks"] += view.audio_chunks
         # A1/A2: audio
         sent_chunks = {s.chunk: s for s in log.audio() if s.seq is not None}
         got: Counter[int] = Counter()
@@ -627,6 +709,7 @@ def check(fake, names, logs, drivers, observer_views, sessions, metrics, injecto
     m = metrics.as_dict()
     turns_total = sum(len({x.n for x in logs[name].sent if x.seq is not None}) for name in names)
     report: dict[str, Any] = {
+        "form": form.name,
         "turns": turns_total,
         "turns_acked": totals["acked"],  # text and tool turns (audio turns are not acked as such)
         "turns_unacked": totals["unacked"],
@@ -645,6 +728,13 @@ def check(fake, names, logs, drivers, observer_views, sessions, metrics, injecto
         "tool_answered": totals["tool_answered"],
         "tool_reported_lost_or_cancelled": totals["tool_reported_lost_or_cancelled"],
         "tool_calls_lost_metric": m["tool_calls_lost"],
+        "nb_calls": totals["nb_calls"],
+        "nb_answered": totals["nb_answered"],
+        "nb_answered_after_new_input": totals["nb_answered_after_new_input"],
+        "nb_plans": {k[len("nb_plan_"):]: v for k, v in totals.items() if k.startswith("nb_plan_")},
+        "fillers_in_progress": totals["fillers"],
+        "interaction_ends": totals["interaction_ends"],
+        "audio_reply_chunks": totals["audio_reply_chunks"],
         "audio_chunks_sent": totals["audio_sent"],
         "audio_chunks_received": totals["audio_received_unique"],
         "audio_duplicates": totals["audio_duplicates"],
