@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import attrs
@@ -166,9 +167,13 @@ class Replies:
         self._answered = 0
         return last
 
-    def consumed_through(self, limit: int) -> None:
-        """Transparent mode: the server consumed every message up to seq ``limit``."""
-        while self._eliciting and self._eliciting[0] <= limit:
+    def consumed_through(self, covered: Collection[int]) -> None:
+        """Transparent mode: the server consumed the messages ``covered`` (seqs), the first ones
+        written on this connection. By write position, not by seq: a tool response written ahead
+        of a held replay has a higher seq than the turns written after it, which it does not
+        cover (counted as consumed, their replies would be matched to the wrong messages, and a
+        later trim would take a turn the server never had)."""
+        while self._eliciting and self._eliciting[0] in covered:
             self._results.discard(self._eliciting.popleft())
             self._answered = max(0, self._answered - 1)
 

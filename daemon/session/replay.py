@@ -233,8 +233,8 @@ class ReplayBuffer:
         return -1
 
     def answered_through(self) -> int | None:
-        """The seq of the last eliciting message whose reply ended, on this connection or an
-        earlier one (a fresh start drops what it covers, see :meth:`new_connection`)."""
+        """The seq of the last eliciting message whose reply ended, on this connection or the
+        one before it (a fresh start drops what it covers, see :meth:`new_connection`)."""
         now = self.replies.answered_through()
         if now is None or (self._answered_before is not None and self._answered_before > now):
             return self._answered_before
@@ -278,7 +278,11 @@ class ReplayBuffer:
         stale (counted in ``stats.dropped_stale``). Everything left is the connection's
         backlog, replayed from the cursor, which now sits at 0.
         """
-        self._answered_before = self.answered_through()
+        # Answered on the connection that just ended only: what an earlier one answered and no
+        # handle covered is not in the conversation a resume went back to (a rollback), so after
+        # a resume it is replayed, and a fresh start after that must ask it again, not drop it
+        # (dropped, it was in no conversation at all: the 3.8-extended soak's lost turns).
+        self._answered_before = self.replies.answered_through()
         last = self._answered_index()
         if fresh and last >= 0:
             kept = collections.deque(e for i, e in enumerate(self._entries) if i > last or e.kind is Kind.CONTEXT)
@@ -368,17 +372,20 @@ class ReplayBuffer:
         if last_consumed_index is not None:
             # How many written on this connection are surely consumed, whatever the convention.
             answered = self.replies.answered_through()
-            known = 0 if answered is None else sum(1 for s in self._conn_seqs if s <= answered)
+            # (by write position: what was written up to the answered message, not seqs below it)
+            known = self._conn_seqs.index(answered) + 1 if answered in self._conn_seqs else 0
             sent = self._conn_base + len(self._conn_seqs)
             count = self.consumed.observe(last_consumed_index, sent, self._conn_base + known)
             pos = count - 1 - self._conn_base
             if pos < 0:
                 return 0
-            limit = self._conn_seqs[pos]  # covered: every seq <= limit
+            # Covered: the first pos + 1 messages written on this connection (write order, which
+            # is buffer order; seqs need not be in order, see _answered_index).
+            covered = frozenset(self._conn_seqs[: pos + 1])
             del self._conn_seqs[: pos + 1]
             self._conn_base = count
-            self.replies.consumed_through(limit)
-            return self._trim(lambda seq: seq <= limit)
+            self.replies.consumed_through(covered)
+            return self._trim(covered.__contains__)
         # Developer API: the handle holds what the server had consumed when it issued it. That
         # is everything up to the last message whose reply has ended (replies end in order),
         # and the tool responses at the head (no handle is issued while a call is pending).

@@ -120,3 +120,19 @@ def test_an_index_of_zero_is_zero_based_and_one_equal_to_the_count_written_is_on
     d = ConsumedIndex.for_convention()
     d.observe(1, 1)
     assert {c.base for c in d.candidates} == {1}
+
+
+def test_transparent_coverage_goes_by_write_position_not_by_seq():
+    """A tool response (seq 5) written ahead of held replay turns (seqs 2, 3: paced replay)
+    covers what was written before it, not the lower seqs written after it. Counted as consumed
+    by seq, turn 2's reply was matched to the wrong message and a later trim took a turn the
+    server never had (the Vertex soak's lost turns after the replay pacing landed)."""
+    from geminid.daemon.session.activity import Replies
+
+    replies = Replies()
+    for seq in (1, 5, 2, 3):  # write order
+        replies.sent(seq)
+    replies.consumed_through(frozenset({1, 5}))
+    assert replies.answering() == 2  # turns 2 and 3 still owe their replies
+    replies.reply_ended()
+    assert replies.answered_through() == 2

@@ -157,6 +157,33 @@ async def test_a_blocking_call_of_a_replayed_turn_lifts_the_hold(state_dir, auto
         assert rec.statuses().count("failed") == 0 and lives(rec) == 2
 
 
+def test_a_fresh_start_after_a_resume_asks_again_what_only_an_older_connection_answered():
+    # Pure. "a" was answered on connection 1, no handle covering it; connection 2 resumed from
+    # an older handle (the conversation went back to before "a") and replayed it, then dropped
+    # before its reply ended; connection 3 is fresh. "a" is in no conversation now: the fresh
+    # start must ask it again, not drop it as answered (the 3.8-extended soak's lost turns).
+    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
+
+    msg = live.client_content("a")
+    buf = ReplayBuffer(max_bytes=1 << 20, staleness=1.0)
+    buf.append(Entry(1, Kind.TURN, msg, json.dumps(msg), 0.0, True))
+    buf.new_connection(0.0, replaying=False)
+    assert buf.next_to_write().seq == 1
+    buf.mark_sent()
+    buf.response_ended()
+    buf.new_connection(1.0)  # resumed
+    assert buf.next_to_write().seq == 1
+    buf.mark_sent()
+    buf.new_connection(2.0, fresh=True)
+    assert [e.seq for e in buf] == [1] and buf.stats.dropped_answered == 0
+    # ... while what the connection that just ended answered is dropped by a fresh start.
+    assert buf.next_to_write().seq == 1
+    buf.mark_sent()
+    buf.response_ended()
+    buf.new_connection(3.0, fresh=True)
+    assert [e.seq for e in buf] == [] and buf.stats.dropped_answered == 1
+
+
 def test_a_tool_response_goes_ahead_of_a_held_replay():
     # Pure: while a backlog reply is due, only a tool response may be written (moved ahead of
     # the held turn, which keeps its place after it); once the reply ends, the turn goes.

@@ -630,8 +630,11 @@ def check(fake, names, logs, drivers, observer_views, sessions, metrics, injecto
                     received_responses.add(fr.get("id"))
         for call_id in view.tool_calls:
             outcome = view.tool_outcome.get(call_id)
+            # A ToolCallLost refusal is a report: "lost" to a reconnect, or "cancelled" by input
+            # written while a BLOCKING call was pending (e.g. turns held behind a replay, released
+            # when the replayed turn made the call); K2 below still forbids it for NON_BLOCKING.
             reported = (call_id in view.tool_call_lost_ids or call_id in view.cancelled_ids
-                        or outcome == "lost")
+                        or outcome in ("lost", "cancelled"))
             if outcome == "acked" and call_id in received_responses:
                 totals["tool_answered"] += 1
             elif reported:
