@@ -142,6 +142,10 @@ class Replies:
                 del self._eliciting[i]
                 return
 
+    def is_result(self, seq: int) -> bool:
+        """Eliciting message ``seq`` is a tool response (its reply speaks a result)."""
+        return seq in self._results
+
     def awaiting_input_reply(self) -> bool:
         """:meth:`awaiting`, for an eliciting message that is not a tool response. A result's
         reply may have been spoken inside another interaction (so no end of its own comes):
@@ -217,10 +221,12 @@ class Activity:
     #: The open interaction was counted as over before the server ended it (a SILENT response
     #: closed its call): the ``interrupted`` or IDLE that may still end it answers nothing more.
     precounted: bool = False
-    #: A tool response written at a pause of an interaction that did not make the call (so
-    #: not told from background reasoning): its seq, and whether that interaction has ended
-    #: since. Its result was spoken inside it if nothing starts before the next input.
-    result_at_pause: int | None = None
+    #: The tool responses written at pauses of an interaction that did not make the call (so
+    #: not told from background reasoning): their seqs, and whether that interaction has ended
+    #: since. Their results were spoken inside it if nothing starts before the next input. All
+    #: of them, not only the last: a willContinue partial and the final result can both be
+    #: written at pauses of one interaction and both be spoken inside it (the soak's seed 11).
+    results_at_pause: tuple[int, ...] = ()
     result_pause_ended: bool = False
     #: A SILENT response closed the last call at such a pause, and the server said nothing since.
     silent_at_pause: bool = False
@@ -238,7 +244,7 @@ class Activity:
     def connection_opened(self, now: float) -> None:
         self.connected = True
         self._no_interaction()
-        self.result_at_pause, self.result_pause_ended = None, False
+        self.results_at_pause, self.result_pause_ended = (), False
         self.last_frame_at = now
         self.asked_at = 0.0
 
@@ -295,12 +301,13 @@ class Activity:
             self.replies.reply_ended()
             self._no_interaction()
             self.precounted = True
-        if entry.elicits and self.result_pause_ended and self.result_at_pause is not None:
-            # The interaction ended and nothing started since: the result was spoken in it.
-            self.replies.forgive(self.result_at_pause)
-            self.result_at_pause, self.result_pause_ended = None, False
+        if entry.elicits and self.result_pause_ended and self.results_at_pause:
+            # The interaction ended and nothing started since: the results were spoken in it.
+            for seq in self.results_at_pause:
+                self.replies.forgive(seq)
+            self.results_at_pause, self.result_pause_ended = (), False
         if entry.replies_owed and self.in_response and self.paused and not self.call_wait:
-            self.result_at_pause, self.result_pause_ended = entry.seq, False
+            self.results_at_pause, self.result_pause_ended = (*self.results_at_pause, entry.seq), False
         if self.in_response and self.call_wait:
             if entry.elicits or entry.replies_owed:
                 self.merge_pending = True
@@ -334,14 +341,14 @@ class Activity:
             facts = attrs.evolve(facts, answers=False)  # it ended what was counted as over
         if facts.started:
             if self.result_pause_ended:
-                self.result_at_pause, self.result_pause_ended = None, False  # its own reply
+                self.results_at_pause, self.result_pause_ended = (), False  # its own reply
             self.in_response = True
             self.open_for = self.replies.answering()
         if facts.boundary:
             if facts.answers:
                 self.replies.reply_ended()
             self._no_interaction()
-            self.result_pause_ended = self.result_at_pause is not None
+            self.result_pause_ended = bool(self.results_at_pause)
         if msg.kind == "toolCall" and self.in_response and self.tools.non_blocking_pending:
             self.call_wait = True
         if says:
@@ -353,7 +360,23 @@ class Activity:
                 and msg.interaction_status is live.InteractionStatus.IN_PROGRESS
                 and self.in_response
             )
+            if self.paused and self._result_reply_waits_for_a_call():
+                self.call_wait = True
         return facts
+
+    def _result_reply_waits_for_a_call(self) -> bool:
+        """The open interaction speaks a tool result and paused while a NON_BLOCKING call still
+        runs (a ``willContinue`` partial, or another call): like the interaction that made a
+        call, it has nothing more to say until a response or new input comes, so what is written
+        at this pause is answered inside it (:meth:`written`). A reply to a result has no filler
+        of its own; before this rule, the final result written at a partial's pause stayed owed
+        a reply of its own after it was spoken inside, and the next turn's end was counted for
+        it (the extended-thinking soak's duplicated turns)."""
+        return (
+            self.open_for is not None
+            and self.replies.is_result(self.open_for)
+            and self.tools.non_blocking_pending
+        )
 
     # -- questions -----------------------------------------------------------------------
 

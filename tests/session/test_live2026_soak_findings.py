@@ -320,3 +320,50 @@ async def test_a_handle_issued_while_a_call_runs_is_not_taken(state_dir):
         await core.registry.send("s", respond(again, {"time": "07:00"}))
         await rec.wait(lambda r: 'get_time returned {"time":"07:00"}' in spoken(r))
         assert conversation_turns(core.fake) == [["get_time in Lima?"]]
+
+
+def test_a_result_at_the_pause_of_a_partial_reply_is_spoken_inside_it():
+    # The chaos soak (3.8-extended, seed 12): the model speaks a willContinue partial result and
+    # pauses IN_PROGRESS because the call still runs, as the interaction that made the call
+    # does. The final result, written at that pause, is spoken inside the same interaction, and
+    # the next turn interrupts it: one end for both results. Counted as one end for the partial
+    # only, the final result's reply stayed owed; the next turn's end was taken for it, and the
+    # reconnect replayed a turn the resumed conversation already held.
+    act = _activity("models/gemini-3.8-live-extended-thinking")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _result(act, 2, "c1", scheduling="WHEN_IDLE", willContinue=True)  # a partial, at the pause
+    _say(act, live.server_text("progress 1/2"), live.turn_complete(None, "IN_PROGRESS"))  # the call runs
+    _result(act, 3, "c1")  # the final result, at that pause: spoken at once, inside
+    _say(act, live.server_text("get_time returned"))
+    _turn(act, 4)  # cuts it
+    _say(act, live.interrupted(), live.turn_complete(None, "IDLE"))
+    _say(act, live.server_text("the answer to 4"), live.turn_complete(None, "IDLE"))
+    assert not act.replies.awaiting()
+    act.buffer.covered_by_handle(None)
+    assert len(act.buffer) == 0  # turn 4 is covered: a replay would duplicate it
+
+
+def test_two_results_spoken_inside_one_interaction_are_both_forgiven():
+    # The chaos soak (3.8-extended, seed 11): the user spoke while the call ran; its answer
+    # paused IN_PROGRESS (the call still runs); a willContinue partial and then the final result
+    # were written at that interaction's pauses, and both were spoken inside it before one IDLE.
+    # Only the last result written at a pause was remembered, so only its reply was forgiven;
+    # the partial's stayed owed, the next turn's end was counted for it, and the reconnect
+    # replayed that turn.
+    act = _activity("models/gemini-3.8-live-extended-thinking")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn(act, 2)  # at the call's pause: answered inside the same interaction
+    _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IN_PROGRESS"))
+    _result(act, 3, "c1", scheduling="WHEN_IDLE", willContinue=True)
+    _say(act, live.server_text("progress 1/2"), live.turn_complete(None, "IN_PROGRESS"))
+    _result(act, 4, "c1")
+    _say(act, live.server_text("get_time returned"), live.turn_complete(None, "IDLE"))
+    _turn(act, 5)  # nothing started after the IDLE: both results were spoken inside
+    _say(act, live.server_text("the answer to 5"), live.turn_complete(None, "IDLE"))
+    assert not act.replies.awaiting()
+    act.buffer.covered_by_handle(None)
+    assert len(act.buffer) == 0  # turn 5 is covered: a replay would duplicate it
