@@ -164,6 +164,7 @@ class LiveServer:
                 task_status.started(self)
                 return
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.handles.flusher)
                 for listener, with_token in listeners:
                     server = WebSocketServer(
                         functools.partial(self._handle, with_token), cast(Any, [listener]),
@@ -174,6 +175,8 @@ class LiveServer:
                          base_url=None if self._tcp is None else self._tcp.base_url)
                 task_status.started(self)
         finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.handles.flush()  # what the clients have seen, for the next daemon
             for undo in cleanup:
                 undo()
             self._done.set()
