@@ -197,7 +197,8 @@ async def test_a_client_holding_an_older_handle_is_spared_replies_it_saw(tmp_pat
         live = await proc.start_live()
         client = genai_client(live, proc.token())
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.to_thread.run_sync, lambda: asyncio.run(client_side(client)))
+            nursery.start_soon(functools.partial(  # (abandoned on a failure: the client may be blocked)
+                trio.to_thread.run_sync, lambda: asyncio.run(client_side(client)), abandon_on_cancel=True))
             await trio.to_thread.run_sync(ready.wait, 120)
             with trio.fail_after(20):  # turn 2's end is recorded (seqs: turn 1 is 1, turn 2 is 2)
                 while _answered_on_disk(proc) < 2:
