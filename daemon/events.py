@@ -29,21 +29,25 @@ class Event:
     method: str
     params: dict[str, Any]
     line: bytes
+    #: For a ``session.message`` of a reply: the seq of the client message it answers.
+    #: In-process only (not in ``line``): a Live client uses it to skip a reply it already saw
+    #: whole before a daemon restart (:mod:`geminid.daemon.live.connection`).
+    answers: int | None = None
 
     @classmethod
-    def build(cls, seq: int, method: str, params: dict[str, Any]) -> Event:
+    def build(cls, seq: int, method: str, params: dict[str, Any], answers: int | None = None) -> Event:
         body = {"jsonrpc": "2.0", "method": method, "params": params}
         # Encoded once per event for every subscriber; orjson when it can (a NaN from upstream
         # becomes null there, where the stdlib below writes the non-JSON ``NaN``).
         fast = dumps_fast(body, newline=True, nan_as_null=True)
         if fast is not None:
-            return cls(seq, method, params, fast)
+            return cls(seq, method, params, fast, answers)
         try:
             line = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         except UnicodeEncodeError:
             # A lone surrogate (legal in JSON text, not in UTF-8): escape it instead.
             line = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
-        return cls(seq, method, params, line + b"\n")
+        return cls(seq, method, params, line + b"\n", answers)
 
 
 class EventSink(Protocol):
@@ -94,14 +98,14 @@ class EventHub:
     def subscriber_count(self) -> int:
         return len(self._sinks)
 
-    def notify(self, note: Notification) -> Event:
+    def notify(self, note: Notification, *, answers: int | None = None) -> Event:
         """Publish one catalogued notification (:mod:`geminid.protocol.notifications`)."""
-        return self.publish(note.METHOD, note.to_params())
+        return self.publish(note.METHOD, note.to_params(), answers=answers)
 
-    def publish(self, method: str, params: dict[str, Any]) -> Event:
+    def publish(self, method: str, params: dict[str, Any], *, answers: int | None = None) -> Event:
         seq = self.next_seq
         self.next_seq += 1
-        event = Event.build(seq, method, {"session": self.session, "seq": seq, **params})
+        event = Event.build(seq, method, {"session": self.session, "seq": seq, **params}, answers)
         self._ring.append(event)
         for sink in tuple(self._sinks.values()):
             sink.deliver(event)

@@ -7,6 +7,15 @@ session event goes through :func:`~.translate.translate` to the client. It is th
 EventSink, so ``deliver`` never blocks: past ``queue_cap`` frames waiting, the client is too slow
 and is closed (1013) rather than holding the session up.
 
+What the client has seen survives the daemon: at each reply end it was given whole, the seq of
+the client message that reply answers is recorded with its local handle
+(:meth:`~.handles.LocalHandles.note_answered`, durable soon after, off the loop). A client that
+comes back to a restarted daemon is attached from the new daemon's event-ring start, so that a
+reply produced before it came back reaches it, and the replies to turns it had already seen
+answered (which the restarted daemon re-asks: it resumed from a handle up to ~1 s old) are left
+out. Only replayed replies are ever left out; a kill between a reply end and its record means
+that reply comes again (a repeat, never a loss).
+
 Closes, in the protocol's own terms: 1007 for a bad first message, a bad client message or a
 setup that differs from the named session's (as the service would); 1008 "Requested entity was
 not found." for a local handle that names no session; 1000 on geminid's planned shutdown (after
@@ -25,6 +34,7 @@ import trio
 
 from geminid.daemon.events import Event
 from geminid.daemon.live import translate as tr
+from geminid.daemon.live.handles import split_seen, with_seen
 from geminid.daemon.live.paths import Target
 from geminid.daemon.live.replies import ReplyView
 from geminid.daemon.live.toolreuse import ToolReuse
@@ -67,8 +77,14 @@ class LiveConnection:
         self._server = server
         self._target = target
         self._cap = max(16, queue_cap)
-        #: (event seq or 0, text frame or None: only the position) waiting for the writer.
-        self._out: collections.deque[tuple[int, str | None]] = collections.deque()
+        #: (event seq or 0, text frame or None: only the position, the seq of the client message
+        #: whose reply this frame ends or 0) waiting for the writer.
+        self._out: collections.deque[tuple[int, str | None, int]] = collections.deque()
+        #: The seq of the last client message whose reply this session's Live client was given
+        #: whole (on this daemon or, recorded with the handle, on an earlier one).
+        self._answered = 0
+        #: ...as it will be once the frames queued now are written (for the handles it is given).
+        self._queued_answered = 0
         self._view = ReplyView()
         self._tools = ToolReuse()
         #: Tool responses geminid sends itself (reused answers), for the answerer task.
@@ -87,6 +103,10 @@ class LiveConnection:
     def deliver(self, event: Event) -> None:
         if self._closing is not None:
             return
+        if self._seen_whole(event):
+            self._out.append((event.seq, None, 0))  # a replayed reply the client saw whole
+            self._lot.unpark_all()
+            return
         action = tr.translate(event.method, event.params, self._view, self._tools,
                               continue_on_context_loss=self._target.continue_on_context_loss)
         if isinstance(action, tr.Close):
@@ -101,12 +121,27 @@ class LiveConnection:
             self._answers.extend(answers)
             self._answer_lot.unpark_all()
         if not forwards and event.method == "session.message":
-            self._out.append((event.seq, None))  # nothing for the client: only the position
+            self._out.append((event.seq, None, 0))  # nothing for the client: only the position
         for forward in forwards:
-            self._out.append((event.seq, forward.text))
+            ends = (event.answers or 0) if forward.turn_complete else 0
+            self._out.append((event.seq, forward.text, ends))
+            self._queued_answered = max(self._queued_answered, ends)
             if forward.turn_complete and self._handle is not None:
-                self._out.append((0, tr.resumption_update(self._handle)))
+                self._out.append((0, self._resumption_update(), 0))
         self._lot.unpark_all()
+
+    def _resumption_update(self) -> str:
+        """A ``sessionResumptionUpdate``: the handle, with what the client will have seen once the
+        frames queued before it are written (it is written after them)."""
+        assert self._handle is not None
+        return tr.resumption_update(with_seen(self._handle, self._queued_answered))
+
+    def _seen_whole(self, event: Event) -> bool:
+        """A frame of a replayed reply to a client message whose reply this client was given
+        whole already (the restarted daemon re-asked a turn its checkpoint did not show as
+        answered). Only replayed replies: a fresh one is never left out."""
+        return (event.method == "session.message" and bool(event.params.get("replayed"))
+                and event.answers is not None and event.answers <= self._answered)
 
     def close(self, close: tr.Close) -> None:
         """Close once the frames already queued are written (the first close wins)."""
@@ -117,7 +152,7 @@ class LiveConnection:
     def go_away(self, time_left: float, reason: str) -> None:
         """geminid's planned shutdown: ``goAway`` then close 1000, as the service does."""
         if self._closing is None and self.name is not None:
-            self._out.append((0, tr.go_away(time_left)))
+            self._out.append((0, tr.go_away(time_left), 0))
         self.close(tr.Close(1000, reason))
 
     # -- life ---------------------------------------------------------------------------------
@@ -188,12 +223,20 @@ class LiveConnection:
         except GeminidError as exc:
             self.close(tr.Close(1011, tr.reason_text(f"geminid: {exc.message}")))
             return None
-        self._handle = await self._server.handles.issue(name, set(registry.names()))
+        handles = self._server.handles
+        self._handle = await handles.issue(name, set(registry.names()))
         self.name = name
         self._server.bind(name, self)
-        self._out.append((0, tr.setup_complete()))
-        self._out.append((0, tr.resumption_update(self._handle)))
+        self._out.append((0, tr.setup_complete(), 0))
+        # A handle given with a reply end says that reply was seen whole (handles.with_seen).
+        presented = split_seen(handle)[1] if isinstance(handle, str) and handles.session_of(handle) == name else 0
+        self._answered = self._queued_answered = max(handles.answered(name), presented)
+        self._out.append((0, self._resumption_update(), 0))
         since = self._server.positions.get(name)
+        if since is None and (handles.seen_before(name) is not None or presented):
+            # A Live client of this session was served by an earlier daemon: whatever this one
+            # produced is news to it, except the replies it saw whole (see _seen_whole).
+            since = 0
         sub = registry.attach(name, self, since)
         for event in sub.backlog:
             self.deliver(event)
@@ -222,12 +265,15 @@ class LiveConnection:
         try:
             while True:
                 if self._out:
-                    seq, text = self._out.popleft()
+                    seq, text, ends = self._out.popleft()
                     if text is not None:
                         await self._ws.send_message(text)
                         self.forwarded += 1 if seq else 0
                     if seq and self.name is not None:
                         self._server.positions[self.name] = seq
+                    if ends and self.name is not None:
+                        self._answered = max(self._answered, ends)
+                        self._server.handles.note_answered(self.name, ends)
                     continue
                 if self._closing is not None:
                     with trio.move_on_after(5):

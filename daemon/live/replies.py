@@ -188,7 +188,9 @@ def _rebuild(message: dict[str, Any], content: dict[str, Any], pieces: list[Any]
 
 
 def _is_empty(message: dict[str, Any]) -> bool:
-    """Nothing left for the client: no content, no turn or generation end, no other field."""
-    if any(k != "serverContent" for k in message):
+    """Nothing left for the client: no content, no turn or generation end, no other field but
+    ``usageMetadata`` (a wholly repeated frame's usage is that of what the client was given,
+    with its own usage: forwarded, it would be counted twice)."""
+    if any(k not in ("serverContent", "usageMetadata") for k in message):
         return False
     return not message.get("serverContent")

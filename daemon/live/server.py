@@ -5,9 +5,10 @@ admitted by its credentials, exactly as the JSON-RPC socket admits it) and a loo
 listener (``live.listen``, off by default; TLS unless ``live.tls = false``; a client presents the
 local token). Both speak the same WebSocket protocol on Google's paths (:mod:`.paths`).
 
-The server owns what outlives one connection: the local handles, the token, and per session the
-seq of the last event a Live client was given (so that a client that comes back gets what it
-missed, when the daemon still holds it). A session has at most one Live client: a newer
+The server owns what outlives one connection: the local handles (with what each session's Live
+client has seen, durable: it outlives the daemon, see :mod:`.handles`), the token, and per session
+the seq of the last event a Live client was given (in memory: so that a client that comes back to
+the same daemon gets exactly what it missed, when the daemon still holds it). A session has at most one Live client: a newer
 connection takes it over and the older one is closed (1000).
 """
 
@@ -164,6 +165,7 @@ class LiveServer:
                 task_status.started(self)
                 return
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.handles.flusher)
                 for listener, with_token in listeners:
                     server = WebSocketServer(
                         functools.partial(self._handle, with_token), cast(Any, [listener]),
@@ -174,6 +176,8 @@ class LiveServer:
                          base_url=None if self._tcp is None else self._tcp.base_url)
                 task_status.started(self)
         finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.handles.flush()  # what the clients have seen, for the next daemon
             for undo in cleanup:
                 undo()
             self._done.set()

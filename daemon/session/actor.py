@@ -138,6 +138,8 @@ class SessionActor(Sender, Relay):
         self._sent_through = 0
         self._replayed: set[int] = set()
         self._in_replayed_reply = False
+        #: The eliciting message the reply now streaming answers, up to its turnComplete.
+        self._reply_of: int | None = None
         if record is not None:
             self._restore(record)
 
@@ -383,6 +385,7 @@ class SessionActor(Sender, Relay):
             self._sent_through = max(self._sent_through, list(self.buffer)[self.buffer.cursor - 1].seq)
         self._replayed = {e.seq for e in self.buffer if e.elicits and e.seq <= self._sent_through}
         self._in_replayed_reply = False
+        self._reply_of = None
 
     def _replaying_reply(self, msg: live.ServerMessage) -> bool:
         """The server frame ``msg`` belongs to a reply to a replayed message (up to and with its
@@ -396,6 +399,21 @@ class SessionActor(Sender, Relay):
         if msg.raw.get("serverContent", {}).get("turnComplete"):
             self._in_replayed_reply = False
         return marked
+
+    def _reply_answers(self, msg: live.ServerMessage) -> int | None:
+        """The seq of the eliciting message whose reply the server frame ``msg`` belongs to (from
+        the reply's first frame up to and with its ``turnComplete``), or None (not a reply frame,
+        or nothing owed). Call before the frame may end the reply. A Live client records the seq
+        of the replies it was given whole, so that a restarted daemon spares it those replies
+        when it replays their messages (:mod:`geminid.daemon.live.connection`)."""
+        if msg.kind != "serverContent":
+            return None
+        if self._reply_of is None:
+            self._reply_of = self.buffer.replies.answering()
+        answers = self._reply_of
+        if msg.raw.get("serverContent", {}).get("turnComplete"):
+            self._reply_of = None
+        return answers
 
     # ------------------------------------------------------------------ checkpoint record --
 

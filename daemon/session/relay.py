@@ -120,6 +120,7 @@ class Relay:
         def _wake_writer(self) -> None: ...
         def _mark_replays(self) -> None: ...
         def _replaying_reply(self, msg: live.ServerMessage) -> bool: ...
+        def _reply_answers(self, msg: live.ServerMessage) -> int | None: ...
 
     async def _life(self) -> None:
         while True:
@@ -343,6 +344,7 @@ class Relay:
     async def _on_server_message(self, msg: live.ServerMessage, conn: Conn) -> None:
         kind = msg.kind
         replayed = self._replaying_reply(msg)  # (before the frame may end the reply)
+        answers = self._reply_answers(msg)
         if kind == "serverContent":
             self._on_server_content(msg, conn)
         elif kind == "toolCall":
@@ -362,7 +364,7 @@ class Relay:
             if self.hub.next_seq > self.durability.event_durable:
                 self._maybe_reserve(force=True)
                 await self._await_reservation()
-            self.hub.notify(SessionMessage(msg.raw, replayed=replayed))
+            self.hub.notify(SessionMessage(msg.raw, replayed=replayed), answers=answers)
             self._maybe_reserve()
         rotate = self.core.rotation()
         if rotate is not None:

@@ -14,6 +14,7 @@ import trio
 from daemon_proc import SENTINEL_KEY
 from live_harness import MODEL, LiveDaemon
 
+from geminid.daemon.live.handles import split_seen
 from geminid.daemon.live.paths import parse_target
 from geminid.protocol import live
 
@@ -84,8 +85,11 @@ async def test_raw_websockets_turn_over_tls_with_the_local_token(tmp_path, fake)
         assert answers == ['turn 1: heard "my name is Ada".',
                            'turn 2: heard "and I like tea"; previous "my name is Ada".']
         assert "setupComplete" in seen[0]
-        [handle] = set(handles(seen))
-        assert handle.startswith("gmdh-") and fake.handles.entry(handle) is None
+        # One session handle; each update after a reply end adds what the client had seen.
+        [base] = {split_seen(h)[0] for h in handles(seen)}
+        handle = handles(seen)[-1]
+        assert [split_seen(h)[1] for h in handles(seen)] == [0, 1, 2]
+        assert base.startswith("gmdh-") and fake.handles.entry(base) is None
         # Each server message once: exactly one turnComplete per turn, none of the upstream's own
         # connection messages (its setupComplete, its fake- handles) leak through.
         assert sum(1 for m in seen if (m.get("serverContent") or {}).get("turnComplete")) == 2

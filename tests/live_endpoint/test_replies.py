@@ -90,3 +90,18 @@ def test_frames_other_than_server_content_pass() -> None:
     v.connection_changed()
     msg = {"toolCall": {"functionCalls": [{"id": "a", "name": "f"}]}}
     assert v.message(msg, replayed=True) == [msg]
+
+
+def test_a_hidden_repeat_carries_no_usage_to_count_twice() -> None:
+    # The repeated frame's usage describes what the client was already given (with its own
+    # usageMetadata): forwarded, an SDK tallying usage would count it twice.
+    usage = {"promptTokenCount": 7, "responseTokenCount": 3, "totalTokenCount": 10}
+    v = ReplyView()
+    first = {**text("turn 3: he"), "usageMetadata": usage}
+    assert v.message(first, replayed=False) == [first]
+    v.connection_changed()
+    assert v.message({**text("turn 3: he"), "usageMetadata": usage}, replayed=True) == []
+    assert v.hidden == 1
+    # a repeat that goes past what was given keeps its usage (it is news)
+    got = v.message({**text("ard", done=True), "usageMetadata": usage}, replayed=True)
+    assert got == [{**text("ard", done=True), "usageMetadata": usage}]
