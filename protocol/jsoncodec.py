@@ -15,6 +15,7 @@ listed on each function.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 _orjson: Any  # the module, or None; Any so that tests can switch the fast paths off
@@ -48,20 +49,14 @@ def _strict_equivalent(obj: Any, colons: int) -> bool:
     while stack:
         value, depth = pop()
         t = type(value)
-        if t is dict:
+        if t is dict or t is list:
             if depth > _MAX_DEPTH:
                 return False
-            members += len(value)
-            for v in value.values():
-                tv = type(v)
-                if tv is dict or tv is list:
-                    push((v, depth + 1))
-                elif tv is float:
-                    return False
-        elif t is list:
-            if depth > _MAX_DEPTH:
-                return False
-            for v in value:
+            children: Iterable[Any] = value
+            if t is dict:
+                members += len(value)
+                children = value.values()
+            for v in children:
                 tv = type(v)
                 if tv is dict or tv is list:
                     push((v, depth + 1))

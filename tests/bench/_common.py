@@ -307,3 +307,49 @@ def pinned_note(cpu: int | None) -> str:
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+# -- a ping and its reply, through the daemon's JSON-RPC socket (latency benches) -------------
+
+
+def make_message(kind: str, i: int) -> dict[str, Any]:
+    """The ping a latency bench sends: a turn (``clientContent``) or realtime text."""
+    return live.client_content(f"ping {i}") if kind == "turn" else live.realtime_text(f"ping {i}")
+
+
+def is_reply(message: dict[str, Any]) -> bool:
+    sc = message.get("serverContent")
+    return isinstance(sc, dict) and bool(sc.get("modelTurn"))
+
+
+def is_end(message: dict[str, Any]) -> bool:
+    sc = message.get("serverContent")
+    return isinstance(sc, dict) and bool(sc.get("turnComplete"))
+
+
+async def rpc_round_trip(client: Any, name: str, message: dict[str, Any]) -> tuple[float, float]:
+    """Seconds from sending ``message`` through the JSON-RPC client to the first reply event,
+    and to its ``turnComplete`` (drained); the send's ack is awaited too."""
+    acked = trio.Event()
+
+    async def send() -> None:
+        await client.send(name, message)
+        acked.set()
+
+    async with trio.open_nursery() as nursery:
+        t0 = time.perf_counter()
+        nursery.start_soon(send)
+        first: float | None = None
+        while True:
+            method, params = await client.next_event()
+            if method != "session.message":
+                continue
+            msg = params["message"]
+            if first is None and is_reply(msg):
+                first = time.perf_counter() - t0
+            if is_end(msg):
+                done = time.perf_counter() - t0
+                break
+        await acked.wait()
+    assert first is not None
+    return first, done

@@ -34,8 +34,12 @@ from _common import (
     cpu_seconds,
     direct_session,
     header,
+    is_end,
+    is_reply,
+    make_message,
     pct,
     pinned_note,
+    rpc_round_trip,
     running_daemon,
     start_fake,
     table,
@@ -53,17 +57,6 @@ PATHS = ["direct (baseline)", "endpoint wss", "endpoint unix", "JSON-RPC"]
 Sample = tuple[float, float]
 
 
-def make_message(kind: str, i: int) -> dict[str, Any]:
-    return live.client_content(f"ping {i}") if kind == "turn" else live.realtime_text(f"ping {i}")
-
-
-def _reply(msg: dict[str, Any]) -> tuple[bool, bool]:
-    sc = msg.get("serverContent")
-    if not isinstance(sc, dict):
-        return False, False
-    return bool(sc.get("modelTurn")), bool(sc.get("turnComplete"))
-
-
 async def ws_round_trip(ws: WebSocketConnection, message: dict[str, Any]) -> Sample:
     """Send ``message`` as a Live client; seconds to the first reply frame and to turnComplete.
     Other frames (the endpoint's resumption update after each turnComplete) are read past."""
@@ -74,38 +67,11 @@ async def ws_round_trip(ws: WebSocketConnection, message: dict[str, Any]) -> Sam
         parsed = live.parse_server_frame(await ws.get_message())
         if parsed is None:
             continue
-        is_reply, is_end = _reply(parsed.raw)
-        if first is None and is_reply:
+        if first is None and is_reply(parsed.raw):
             first = time.perf_counter() - t0
-        if is_end:
+        if is_end(parsed.raw):
             assert first is not None
             return first, time.perf_counter() - t0
-
-
-async def rpc_round_trip(client: Client, name: str, message: dict[str, Any]) -> Sample:
-    acked = trio.Event()
-
-    async def send() -> None:
-        await client.send(name, message)
-        acked.set()
-
-    async with trio.open_nursery() as nursery:
-        t0 = time.perf_counter()
-        nursery.start_soon(send)
-        first = None
-        while True:
-            method, params = await client.next_event()
-            if method != "session.message":
-                continue
-            is_reply, is_end = _reply(params["message"])
-            if first is None and is_reply:
-                first = time.perf_counter() - t0
-            if is_end:
-                done = time.perf_counter() - t0
-                break
-        await acked.wait()
-    assert first is not None
-    return first, done
 
 
 async def set_up(ws: WebSocketConnection) -> WebSocketConnection:

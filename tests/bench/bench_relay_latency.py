@@ -25,8 +25,12 @@ from _common import (
     direct_next,
     direct_session,
     header,
+    is_end,
+    is_reply,
+    make_message,
     pct,
     pinned_note,
+    rpc_round_trip,
     running_daemon,
     start_fake,
     table,
@@ -37,45 +41,9 @@ from geminid.protocol import live
 from geminid.protocol.client import Client, open_client
 
 
-def is_reply(message: dict) -> bool:
-    sc = message.get("serverContent")
-    return isinstance(sc, dict) and bool(sc.get("modelTurn"))
-
-
-def is_end(message: dict) -> bool:
-    sc = message.get("serverContent")
-    return isinstance(sc, dict) and bool(sc.get("turnComplete"))
-
-
-def make_message(kind: str, i: int) -> dict:
-    if kind == "turn":
-        return live.client_content(f"ping {i}")
-    return live.realtime_text(f"ping {i}")
-
-
 async def daemon_round_trip(client: Client, name: str, message: dict) -> float:
     """Seconds from sending ``message`` to the first reply event; drains to turnComplete."""
-    acked = trio.Event()
-
-    async def send() -> None:
-        await client.send(name, message)
-        acked.set()
-
-    async with trio.open_nursery() as nursery:
-        t0 = time.perf_counter()
-        nursery.start_soon(send)
-        first = None
-        while True:
-            method, params = await client.next_event()
-            if method != "session.message":
-                continue
-            msg = params["message"]
-            if first is None and is_reply(msg):
-                first = time.perf_counter() - t0
-            if is_end(msg):
-                break
-        await acked.wait()
-    assert first is not None
+    first, _ = await rpc_round_trip(client, name, message)
     return first
 
 
