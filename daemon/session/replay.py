@@ -164,6 +164,9 @@ class ReplayBuffer:
         #: The seq of the last eliciting message whose reply ended on an earlier connection
         #: (what a fresh start drops, see :meth:`new_connection`).
         self._answered_before: int | None = None
+        #: A resume was tried since the connection that answered them ended (see
+        #: :meth:`resume_tried`): what it answered may have been rolled back.
+        self._rolled_back = False
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -276,7 +279,10 @@ class ReplayBuffer:
         # handle covered is not in the conversation a resume went back to (a rollback), so after
         # a resume it is replayed, and a fresh start after that must ask it again, not drop it
         # (dropped, it was in no conversation at all: the 3.8-extended soak's lost turns).
-        self._answered_before = self.replies.answered_through()
+        self._answered_before = None if self._rolled_back else self.replies.answered_through()
+        if self._rolled_back:
+            self.replies.reset()  # (nothing it answered is known to be in the conversation)
+            self._rolled_back = False
         last = self._answered_index()
         if fresh and last >= 0:
             kept = collections.deque(e for i, e in enumerate(self._entries) if i > last or e.kind is Kind.CONTEXT)
@@ -315,6 +321,15 @@ class ReplayBuffer:
         self._conn_base = 0
         self.replies.reset()
         return dropped
+
+    def resume_tried(self) -> None:
+        """A resume attempt ended before it went live, after the setup may have reached the
+        server. The server restores the handle's conversation when it reads the setup, so the
+        attempt may have rolled the conversation back to before what the last live connection
+        answered: a fresh start must then ask those messages again, not drop them as answered
+        (dropped, they were in no conversation: a lost turn in the 3.8-extended soak, under
+        load, where a resume got ``setupComplete`` and was cut before the daemon read it)."""
+        self._rolled_back = True
 
     def note_extra_sent(self) -> None:
         """A message that is not in the buffer (a re-seed) was written: it still counts for the
