@@ -167,6 +167,8 @@ class ReplayBuffer:
         #: A resume was tried since the connection that answered them ended (see
         #: :meth:`resume_tried`): what it answered may have been rolled back.
         self._rolled_back = False
+        #: Written audio at the head was forgotten as stale (see :meth:`drop_sent_stale_audio`).
+        self._head_audio_dropped = False
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -290,7 +292,9 @@ class ReplayBuffer:
             self._entries = kept
         dropped: list[Entry] = []
         keep: collections.deque[Entry] = collections.deque()
-        lost_audio = kept_audio = False  # since the last eliciting message kept
+        # (since the last eliciting message kept; the audio at the head may have gone already)
+        lost_audio, kept_audio = self._head_audio_dropped, False
+        self._head_audio_dropped = False
         for e in self._entries:
             if e.kind is Kind.AUDIO:
                 if now - e.at > self.staleness:
@@ -302,7 +306,9 @@ class ReplayBuffer:
                 body = e.message.get("realtimeInput") or {}
                 if body.get("audioStreamEnd") and lost_audio and not kept_audio:
                     # Its audio is gone: replayed alone it would elicit no reply, and every
-                    # later reply would be counted against the wrong message.
+                    # later reply would be counted against the wrong message (and, paced, the
+                    # replay would wait for that reply for good: the 3.8-extended soak's stuck
+                    # session, whose audio drop_sent_stale_audio had already forgotten).
                     dropped.append(e)
                     continue
                 lost_audio = kept_audio = False
@@ -430,7 +436,8 @@ class ReplayBuffer:
 
     def drop_sent_stale_audio(self, now: float) -> None:
         """Forget audio already written and older than the staleness window: a replay would drop
-        it anyway, so holding it only costs memory."""
+        it anyway, so holding it only costs memory. The stream's end, if still held, then lost
+        audio as surely as if :meth:`new_connection` had dropped it (``_head_audio_dropped``)."""
         while self.cursor and self._entries:
             head = self._entries[0]
             if head.kind is not Kind.AUDIO or now - head.at <= self.staleness:
@@ -438,6 +445,7 @@ class ReplayBuffer:
             self._entries.popleft()
             self.bytes -= head.size
             self.cursor -= 1
+            self._head_audio_dropped = True
 
     # -- internals -------------------------------------------------------------------------
 
@@ -460,6 +468,8 @@ class ReplayBuffer:
         for _ in range(n):
             e = self._entries.popleft()
             self.bytes -= e.size
+            if e.elicits:
+                self._head_audio_dropped = False  # (the stream that lost it is covered)
         self.cursor -= n
         self.stats.trimmed += n
         return n
