@@ -169,6 +169,10 @@ class ReplayBuffer:
         self._rolled_back = False
         #: Written audio at the head was forgotten as stale (see :meth:`drop_sent_stale_audio`).
         self._head_audio_dropped = False
+        #: The backlog message whose reply the last connection ended waiting for (the pace's
+        #: valve, see :meth:`new_connection`), and whether the one before ended waiting on it too.
+        self._held_on: int | None = None
+        self._held_twice = False
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -281,6 +285,10 @@ class ReplayBuffer:
         # handle covered is not in the conversation a resume went back to (a rollback), so after
         # a resume it is replayed, and a fresh start after that must ask it again, not drop it
         # (dropped, it was in no conversation at all: the 3.8-extended soak's lost turns).
+        # The backlog reply the connection that just ended was held on, twice in a row: see below.
+        held_on = self.replies.answering() if self.replaying() else None
+        self._held_twice = held_on is not None and held_on == self._held_on
+        self._held_on = held_on
         self._answered_before = None if self._rolled_back else self.replies.answered_through()
         if self._rolled_back:
             self.replies.reset()  # (nothing it answered is known to be in the conversation)
@@ -318,7 +326,13 @@ class ReplayBuffer:
         self.stats.dropped_stale += len(dropped)
         # (the first connection of a session has no backlog: what was queued before it was
         # live is sent as the client sent it, as on a live connection)
-        self.backlog_through = max((e.seq for e in keep), default=None) if replaying else None
+        # Paced, unless the last two connections both ended waiting for the reply to the same
+        # backlog message: one the server does not answer (a model that declines it, input it
+        # cannot use) would hold everything behind it for good, each stall reconnect replaying
+        # it again. Unpaced, the next message interrupts what the server did not say (at worst a
+        # reply cut short), and the queue moves on.
+        paced = replaying and not self._held_twice
+        self.backlog_through = max((e.seq for e in keep), default=None) if paced else None
         if replaying:  # (the first connection of a session replays nothing: it sends)
             self.stats.replayed += len(self._entries)
         self.cursor = 0

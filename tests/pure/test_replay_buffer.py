@@ -137,6 +137,34 @@ def test_a_stream_end_covered_by_a_handle_keeps_nothing_stale_in_mind():
     assert [e.seq for e in buf] == [3, 4]
 
 
+def test_a_backlog_message_the_server_never_answers_holds_the_replay_twice_at_most():
+    # The pace's valve: two connections in a row ended waiting for the reply to the same backlog
+    # message (one the server does not answer); the third writes the rest without waiting, so
+    # the session cannot hang behind it however often it reconnects.
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    buf.new_connection(0.0, replaying=False)
+    buf.append(entry(1, Kind.TURN))
+    assert drain(buf) == [1]
+    buf.append(entry(2, Kind.TURN))  # queued while there is no connection
+    for attempt in (1, 2):
+        buf.new_connection(float(attempt))
+        assert buf.next_to_write().seq == 1
+        buf.mark_sent()
+        assert buf.next_to_write() is None, attempt  # held: "2" waits for the reply to "1"
+    buf.new_connection(3.0)
+    assert drain(buf) == [1, 2]
+    # Answered at last, the pace is back for the next backlog.
+    buf.response_ended()
+    buf.response_ended()
+    assert buf.covered_by_handle(None) == 2
+    buf.append(entry(3, Kind.TURN))
+    buf.append(entry(4, Kind.TURN))
+    buf.new_connection(4.0)
+    assert buf.next_to_write().seq == 3
+    buf.mark_sent()
+    assert buf.next_to_write() is None
+
+
 def test_full_buffer_drops_oldest_audio_then_refuses():
     buf = ReplayBuffer(max_bytes=400, staleness=1.0)
     buf.append(entry(1, Kind.AUDIO, size=60))
