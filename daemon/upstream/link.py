@@ -151,7 +151,7 @@ class UpstreamLink:
         self.bytes_up += len(wire)
 
     async def send_many(self, wires: Sequence[str]) -> None:
-        """Send several text frames, in order, with one ``send_all`` (one syscall, one lock).
+        """Send one or more text frames, in order, with one ``send_all`` (one syscall, one lock).
 
         trio-websocket 0.12 has no batched send: this does what its ``send_message`` does for
         each frame (serialise it; with :func:`client_text_frames` when that is exact, else through
@@ -159,7 +159,7 @@ class UpstreamLink:
         concurrent ping or pong cannot interleave mid-frame.
         """
         ws = self._ws
-        if len(wires) == 1 or not _can_batch(ws):
+        if not _can_batch(ws):
             for wire in wires:
                 await self.send(wire)
             return
