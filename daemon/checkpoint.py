@@ -528,6 +528,10 @@ class CheckpointStore:
                 await self._wait_for_work()
                 if self.coalesce > 0:
                     await trio.sleep(self.coalesce)
+                else:
+                    # One pass of the scheduler first: the tasks woken with this one (the
+                    # session's writer, sending the turn just marked) go before the snapshot.
+                    await trio.lowlevel.checkpoint()
                 await self._write_once(self._ready_names())
         finally:
             # SIGTERM must lose nothing: one bounded, shielded last batch, holds ignored.
