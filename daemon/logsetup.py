@@ -333,6 +333,12 @@ def get_level() -> str:
     return next(name for name, num in LEVELS.items() if num == _level)
 
 
+def enabled(level: str) -> bool:
+    """Whether an event at ``level`` would be logged now (to skip costly fields of one that
+    would not)."""
+    return LEVELS[level] >= _level
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog for the daemon (idempotent; call again to change format or stream).
 

@@ -379,7 +379,7 @@ class Relay:
 
     def _on_resumption_update(self, msg: live.ServerMessage) -> None:
         trimmed, effects = self.core.resumption_update(msg, self.wall())
-        if effects:
+        if effects and logsetup.enabled("debug"):  # (no hash per handle when nobody reads it)
             self.log.debug("session.handle", handle=handle_tag(self.handle), trimmed=trimmed)
         self._apply(effects)
 

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from geminid.daemon.checkpoint import (
     HEADER_SIZE,
     BatchResult,
     CheckpointStore,
+    WriterThread,
     decode_record,
     encode_record,
     write_batch,
@@ -268,8 +270,11 @@ class _Switch:
 
 
 def _gated(gate: trio.Event):
+    # (the store's thread is not trio's: the loop is named explicitly)
+    token = trio.lowlevel.current_trio_token()
+
     def write(directory: Path, items: Any) -> BatchResult:
-        trio.from_thread.run(gate.wait)
+        trio.from_thread.run(gate.wait, trio_token=token)
         return write_batch(directory, items)
 
     return write
@@ -605,3 +610,69 @@ async def test_seams_are_constructor_keywords(tmp_path: Path, nursery: trio.Nurs
     await nursery.start(store.run)
     await store.wait_durable("s", store.mark_dirty("s", lambda: {"ok": 1}))
     assert calls == ["_ensure_dir", "write_batch"]
+
+
+# -- the store's worker thread ------------------------------------------------------------------
+
+
+async def test_the_writer_thread_runs_calls_in_order_and_raises_their_errors() -> None:
+    writer = WriterThread(name="t-writer")
+    seen: list[tuple[int, str]] = []
+
+    def job(i: int) -> int:
+        seen.append((i, threading.current_thread().name))
+        return i * 2
+
+    assert [await writer(job, i) for i in range(3)] == [0, 2, 4]
+    assert seen == [(0, "t-writer"), (1, "t-writer"), (2, "t-writer")]
+
+    def fails() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        await writer(fails)
+
+
+async def test_the_writer_thread_is_cancellable_only_before_the_call_starts() -> None:
+    writer = WriterThread()
+    calls: list[str] = []
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await writer(calls.append, "never")
+    assert calls == []  # cancelled before the hand-over: not run
+
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    result: list[str] = []
+    with trio.CancelScope() as scope:
+
+        async def cancel_when_running() -> None:
+            await trio.to_thread.run_sync(started.wait, 5)
+            scope.cancel()
+            await trio.sleep(0.05)
+            release.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_when_running)
+            result.append(await writer(slow))  # waits the call out, as run_sync does
+    assert result == ["done"]
+
+
+async def test_the_writer_thread_exits_when_idle_and_comes_back() -> None:
+    writer = WriterThread(name="t-idle", idle_exit=0.05)
+
+    def names() -> list[str]:
+        return [t.name for t in threading.enumerate()]
+
+    assert "t-idle" in await writer(names)
+    for _ in range(100):
+        if "t-idle" not in names():
+            break
+        await trio.sleep(0.02)
+    assert "t-idle" not in names()
+    assert "t-idle" in await writer(names)

@@ -206,3 +206,37 @@ def test_encoded_lines_hold_only_their_own_bytes() -> None:
         tracemalloc.stop()
     assert len(lines[0]) < 120
     assert held / len(lines) < 600  # the Event itself, and a line of under 120 bytes
+
+
+def _record_both(record: Any) -> tuple[Any, Any]:
+    from geminid.daemon.checkpoint import decode_record, encode_record
+
+    def enc() -> Any:
+        return decode_record(encode_record("s", record), "s")
+
+    return both(enc)
+
+
+@given(json_values)
+def test_checkpoint_records_read_back_the_same_on_both_paths(value: Any) -> None:
+    record = {"handle": None, "v": value, "t": 1765051234.25}
+    fast, slow = _record_both(record)
+    assert fast == slow
+    if fast[0] == "value":
+        assert fast[2] == record
+
+
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), math.inf, -math.inf, [1, {"x": math.inf}], {1: "int key"}, 2**70, "\ud800", 1e16, "é"],
+)
+def test_checkpoint_records_agree_where_orjson_differs(value: Any) -> None:
+    fast, slow = _record_both({"context_lost": None, "v": value})
+    assert fast == slow
+
+
+def test_a_non_finite_float_is_refused_as_before() -> None:
+    assert jsoncodec.dumps_finite_fast({"a": None, "b": [math.nan]}) is None
+    assert jsoncodec.dumps_finite_fast({"a": 1, "b": [math.inf]}) is None  # no null: orjson wrote one
+    out = jsoncodec.dumps_finite_fast({"a": None, "b": [1.5, "ü"]})
+    assert out == '{"a":null,"b":[1.5,"ü"]}'.encode()  # the fast path is taken
