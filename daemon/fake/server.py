@@ -53,6 +53,10 @@ class FakeUpstream:
         self.handles = HandleStore(self.options.handle_ttl, self.options.seed)
         self.dials = 0
         self.connections: list[ConnectionRecord] = []
+        #: (record id, what) in the order the fake saw it: "accepted" (the upgrade), "setup"
+        #: (the setup message read), "ended" (either side ended it). For order checks that
+        #: timestamps cannot make under MockClock (equal times).
+        self.timeline: list[tuple[int, str]] = []
         self.conversations: dict[str, Conversation] = {}
         self.port: int | None = None
         self.host = self.options.host
@@ -162,6 +166,7 @@ class FakeUpstream:
         if self._script:
             plans.append(self._script.popleft())
         self._accepted += 1
+        self.timeline.append((record.id, "accepted"))
         log.info("fake.accepted", conn=record.id, path=path)
         transparent_allowed = route.vertex or self.options.transparent
         return FakeConnection(self, record, ws, transparent_allowed, plans)

@@ -42,6 +42,7 @@ from geminid.daemon.session.activity import Activity
 from geminid.daemon.session.core import Conn, Failed, SessionCore
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import (
+    DropPreDial,
     Effect,
     EndConnection,
     HandleDropped,
@@ -49,6 +50,7 @@ from geminid.daemon.session.effects import (
     Misconfigured,
     Notify,
     Persist,
+    PreDial,
     SecretAdded,
     SecretRemoved,
     Transition,
@@ -62,7 +64,7 @@ from geminid.daemon.session.sendids import SentIds
 from geminid.daemon.session.sending import Sender
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State
-from geminid.daemon.upstream import Backoff, Dial, UpstreamLink
+from geminid.daemon.upstream import Backoff, Dial, PreDialled, UpstreamLink
 from geminid.protocol import live
 from geminid.protocol.notifications import (
     EndReason,
@@ -115,7 +117,7 @@ class SessionActor(Sender, Relay):
         self.activity = Activity(self.buffer, self.tools, last_activity=trio.current_time())
         self.core = SessionCore(
             session=config.session, backoff=config.backoff, activity=self.activity,
-            transparent=config.upstream.transparent,
+            transparent=config.upstream.transparent, predial=config.upstream.predial,
         )
         self.core.last_alive_at = wall()
         self._conn: Conn | None = None
@@ -132,6 +134,10 @@ class SessionActor(Sender, Relay):
         self.last_snapshot: dict[str, Any] | None = None
         self._connected_once = False
         self._relay_scope: trio.CancelScope | None = None
+        #: Where pre-dials run (the actor's own nursery: it outlives each connection), and the
+        #: one pre-dialled connection not yet taken by a dial.
+        self._side: trio.Nursery | None = None
+        self._predial: PreDialled | None = None
         self._ended = trio.Event()
         self._stopped_cleanly = False
         #: The highest seq an earlier connection wrote, and the replayed eliciting messages.
@@ -254,6 +260,7 @@ class SessionActor(Sender, Relay):
                 task_status.started()
                 nursery.start_soon(self._inactivity_watch)
                 nursery.start_soon(self.durability.lazy_checkpoints, HANDLE_CHECKPOINT_DELAY)
+                self._side = nursery
                 await self._life()
                 nursery.cancel_scope.cancel()
         finally:
@@ -310,6 +317,10 @@ class SessionActor(Sender, Relay):
                                  attempts=effect.attempts)
             elif isinstance(effect, InvalidateCredential):
                 self.dial.credentials.invalidate()
+            elif isinstance(effect, PreDial):
+                self._start_predial()
+            elif isinstance(effect, DropPreDial):
+                self._drop_predial(effect.reason)
 
     # ------------------------------------------------------------------ transitions & events --
 

@@ -22,7 +22,14 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
-from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall, interrupts
+from geminid.daemon.session.core import (
+    Conn,
+    Failed,
+    SessionCore,
+    Stall,
+    interrupts,
+    predial_refusal,
+)
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import Effect, EndConnection
 from geminid.daemon.session.replay import Entry, ReplayBuffer
@@ -33,10 +40,12 @@ from geminid.daemon.upstream import (
     Ended,
     Ending,
     EndingKind,
+    PreDialled,
     UpstreamLink,
     beside_transport_errors,
     ending_from_group,
     open_link,
+    setup_link,
 )
 from geminid.protocol import live
 from geminid.protocol.notifications import (
@@ -97,6 +106,8 @@ class Relay:
     _conn_scope: trio.CancelScope | None
     _wait_scope: trio.CancelScope | None
     _relay_scope: trio.CancelScope | None
+    _side: trio.Nursery | None
+    _predial: PreDialled | None
     _closing: str | None
     _connected_once: bool
     _wake: trio.Event
@@ -123,12 +134,25 @@ class Relay:
         def _reply_answers(self, msg: live.ServerMessage) -> int | None: ...
 
     async def _life(self) -> None:
+        try:
+            await self._connections()
+        finally:
+            # Ended, failed, stopped or closed: a pre-dialled connection left over is closed
+            # (with 1000, briefly waited for; forcefully if the actor is being cancelled).
+            predial = self._predial
+            if predial is not None:
+                self._drop_predial("session ended")
+                with trio.move_on_after(3.0):
+                    await predial.finished.wait()
+
+    async def _connections(self) -> None:
         while True:
             if await self._finished_if_asked():
                 return
             plan = self.core.dial(self.wall())
             self._apply(plan.effects)  # (ending with the move to connecting/resuming)
-            ending = await self._connect_and_relay(plan.resume, plan.attempt)
+            predial = self._take_predial() if plan.predialled else None
+            ending = await self._connect_and_relay(plan.resume, plan.attempt, predial)
             if await self._finished_if_asked():
                 return
             decision = self.core.ended(
@@ -157,11 +181,12 @@ class Relay:
                     await trio.sleep(decision.delay)
                 self._wait_scope = None
 
-    async def _connect_and_relay(self, resume: bool, attempt: int) -> Ending:
+    async def _connect_and_relay(self, resume: bool, attempt: int, predial: PreDialled | None = None) -> Ending:
         assert self.core.conn is not None
         conn = self._conn = self.core.conn
         setup_wire = live.encode(self.dial.upstream_setup(self.core.setup_message(self.setup, resume=resume)))
-        self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle))
+        self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle),
+                      predialled=predial is not None)
         ending: Ending
         try:
             with trio.CancelScope() as scope:
@@ -169,7 +194,7 @@ class Relay:
                 if self._closing:
                     scope.cancel()
                 async with trio.open_nursery() as conn_nursery:
-                    link, setup_s = await open_link(conn_nursery, self.dial, setup_wire)
+                    link, setup_s = await self._open_link(conn_nursery, setup_wire, predial)
                     self._link = link
                     try:
                         ending = await self._relay(link, conn, setup_s)
@@ -195,11 +220,54 @@ class Relay:
         finally:
             self._conn_scope = None
             self._conn = None
+            if predial is not None:
+                predial.release()  # (the link, if it used it, is closed by now)
         if conn.live_at is not None:
             if self.down_since is None:  # (set when the relay ended: the drop, not after the close)
                 self.down_since = trio.current_time()
             self.connected_since = None
         return ending
+
+    async def _open_link(
+        self, nursery: trio.Nursery, setup_wire: str, predial: PreDialled | None
+    ) -> tuple[UpstreamLink, float]:
+        """The setup on the pre-dialled connection if it is still good, else a dial as usual."""
+        if predial is not None:
+            sock = await predial.wait()  # (a dial still under way: bounded by its connect timeout)
+            failed = short_ending(predial.failure) if predial.failure is not None else None
+            now = trio.current_time()
+            refusal = predial_refusal(
+                failed=failed, closed=sock is None or sock.closed, idle_for=now - sock.ready_at if sock else 0.0
+            )
+            if refusal is None and sock is not None:
+                predial.used = True
+                self.log.debug("upstream.predial_used", dial_ms=round(sock.dial_s * 1000, 1),
+                               idle_ms=round((now - sock.ready_at) * 1000, 1))
+                return await setup_link(sock, self.dial, setup_wire)
+            self.log.info("upstream.predial_failed", reason=refusal)
+            predial.release()
+        return await open_link(nursery, self.dial, setup_wire)
+
+    # ------------------------------------------------------------------ pre-dials --
+
+    def _start_predial(self) -> None:
+        """The core asked for the next connection now (a goAway drain): dial it in the actor's
+        nursery, where it outlives the connection that is draining."""
+        if self._side is None or self._predial is not None:
+            return
+        self._predial = PreDialled(self.dial)
+        self._side.start_soon(self._predial.run)
+        self.log.info("upstream.predial")
+
+    def _take_predial(self) -> PreDialled | None:
+        predial, self._predial = self._predial, None
+        return predial
+
+    def _drop_predial(self, reason: str) -> None:
+        predial = self._take_predial()
+        if predial is not None:
+            self.log.info("upstream.predial_dropped", reason=reason)
+            predial.release()
 
     async def _relay(self, link: UpstreamLink, conn: Conn, setup_s: float) -> Ending:
         now = trio.current_time()
