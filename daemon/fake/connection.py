@@ -352,9 +352,7 @@ class FakeConnection:
         up = self.up
         max_sessions = self.opts.max_sessions
         if max_sessions is not None:
-            # A session is a connection that has sent its setup: a client's connection dialled
-            # ahead of its setup (a pre-dial during a goAway drain) is not one yet.
-            others = sum(1 for c in up.open_connections() if c is not self and c.setup_seen)
+            others = sum(1 for c in up.open_sessions() if c is not self)
             if others >= max_sessions:
                 self._close_later(1011, QUOTA_REASON)
                 return

@@ -191,6 +191,11 @@ class FakeUpstream:
     def open_connections(self) -> list[FakeConnection]:
         return [c for c in self._conns.values() if c.is_open]
 
+    def open_sessions(self) -> list[FakeConnection]:
+        """Open connections that have sent their setup: what the session quota
+        (``max_sessions``) counts. A connection dialled ahead of its setup is not one yet."""
+        return [c for c in self.open_connections() if c.setup_seen]
+
     def conversation_for_handle(self, handle: str) -> Conversation | None:
         """The conversation a handle was issued for (whether or not it is still valid)."""
         entry = self.handles.entry(handle)
@@ -277,7 +282,10 @@ class FakeUpstream:
         await trio.lowlevel.checkpoint()
 
     async def goaway_all(self, time_left: float = 1.0) -> None:
-        """Send goAway now to every open connection; each is cut ``time_left`` s later."""
+        """Send goAway now to every connection that has sent its setup (the service sends none
+        before setupComplete); each is cut ``time_left`` s later."""
         for conn in self._current():
+            if not conn.setup_seen:
+                continue
             conn.queue_fault(Fault.goaway(time_left))
         await trio.lowlevel.checkpoint()

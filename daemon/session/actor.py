@@ -64,7 +64,7 @@ from geminid.daemon.session.sendids import SentIds
 from geminid.daemon.session.sending import Sender
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State
-from geminid.daemon.upstream import Backoff, Dial, PreDialled, UpstreamLink
+from geminid.daemon.upstream import Backoff, Dial, PreDialSlot, UpstreamLink
 from geminid.protocol import live
 from geminid.protocol.notifications import (
     EndReason,
@@ -134,10 +134,8 @@ class SessionActor(Sender, Relay):
         self.last_snapshot: dict[str, Any] | None = None
         self._connected_once = False
         self._relay_scope: trio.CancelScope | None = None
-        #: Where pre-dials run (the actor's own nursery: it outlives each connection), and the
-        #: one pre-dialled connection not yet taken by a dial.
-        self._side: trio.Nursery | None = None
-        self._predial: PreDialled | None = None
+        #: The connection dialled during a goAway drain (in the actor's nursery, from run()).
+        self.predials = PreDialSlot(dial, self.log)
         self._ended = trio.Event()
         self._stopped_cleanly = False
         #: The highest seq an earlier connection wrote, and the replayed eliciting messages.
@@ -260,8 +258,11 @@ class SessionActor(Sender, Relay):
                 task_status.started()
                 nursery.start_soon(self._inactivity_watch)
                 nursery.start_soon(self.durability.lazy_checkpoints, HANDLE_CHECKPOINT_DELAY)
-                self._side = nursery
-                await self._life()
+                self.predials.nursery = nursery
+                try:
+                    await self._life()
+                finally:  # (ended, failed, stopped, closed: a pre-dial left over is closed)
+                    await self.predials.aclose("session ended")
                 nursery.cancel_scope.cancel()
         finally:
             self._drained.set()
@@ -318,9 +319,9 @@ class SessionActor(Sender, Relay):
             elif isinstance(effect, InvalidateCredential):
                 self.dial.credentials.invalidate()
             elif isinstance(effect, PreDial):
-                self._start_predial()
+                self.predials.start()
             elif isinstance(effect, DropPreDial):
-                self._drop_predial(effect.reason)
+                self.predials.drop(effect.reason)
 
     # ------------------------------------------------------------------ transitions & events --
 

@@ -27,18 +27,17 @@ from geminid.daemon.config import SessionConfig
 from geminid.daemon.session import reseed
 from geminid.daemon.session.activity import Activity, ReplyFacts
 from geminid.daemon.session.effects import (
-    DropPreDial,
     Effect,
     EndConnection,
     HandleDropped,
     InvalidateCredential,
     Misconfigured,
     Persist,
-    PreDial,
     SecretAdded,
     SecretRemoved,
     Transition,
 )
+from geminid.daemon.session.predial import PreDials
 from geminid.daemon.session.record import PendingMessage, SessionRecord
 from geminid.daemon.session.replay import Entry, Kind, classify_message
 from geminid.daemon.session.toolcalls import ToolCalls
@@ -55,24 +54,6 @@ from geminid.protocol.notifications import SessionContext, SessionStatus
 
 #: Endings that happen before the server has read the setup (and so the handle).
 _BEFORE_SETUP = frozenset({EndingKind.REJECTED, EndingKind.NETWORK, EndingKind.CONNECT_TIMEOUT})
-
-#: A pre-dialled connection idle (handshaken, no setup) for longer than this is not used: the
-#: service may drop a connection that sends nothing (how soon is UNCONFIRMED; this is a guess
-#: well inside the usual few seconds of a drain), and a fresh dial is then the safer bet.
-PREDIAL_MAX_IDLE = 20.0
-
-
-def predial_refusal(*, failed: str | None, closed: bool, idle_for: float) -> str | None:
-    """Why a pre-dialled connection must not carry the next setup (then dial as usual), or None
-    to use it. ``failed``: the dial's failure in words; ``closed``: the peer ended it since;
-    ``idle_for``: seconds since its handshake completed."""
-    if failed is not None:
-        return failed
-    if closed:
-        return "closed by the peer before use"
-    if idle_for > PREDIAL_MAX_IDLE:
-        return f"idle for {idle_for:.1f} s (more than {PREDIAL_MAX_IDLE:g} s)"
-    return None
 
 
 @attrs.define
@@ -100,8 +81,8 @@ class DialPlan:
     attempt: int
     cause: str
     effects: list[Effect]
-    #: Use the connection pre-dialled during the goAway drain (:class:`PreDial`), if it is
-    #: still good (:func:`predial_refusal`); else dial as usual.
+    #: Use the connection pre-dialled during the goAway drain (:mod:`.predial`), if it is
+    #: still good (``predial_refusal``); else dial as usual.
     predialled: bool = False
 
 
@@ -140,10 +121,8 @@ class Stall:
 class SessionCore:
     """Connection-life decisions of one session (see the module docstring)."""
 
-    def __init__(
-        self, *, session: SessionConfig, backoff: BackoffPolicy, activity: Activity, transparent: bool = False,
-        predial: bool = False,
-    ) -> None:
+    def __init__(self, *, session: SessionConfig, backoff: BackoffPolicy, activity: Activity,
+                 transparent: bool = False, predial: bool = False) -> None:
         self.policy = session
         self.backoff_policy = backoff
         self.backoff = Backoff(backoff)
@@ -153,10 +132,7 @@ class SessionCore:
         self.buffer = activity.buffer
         self.tools = activity.tools
         self.transparent = transparent
-        #: Pre-dial the next connection during a goAway drain (``upstream.predial``).
-        self.predial = predial
-        #: A pre-dial was asked for (:class:`PreDial`) and not yet handed to a dial or dropped.
-        self.predial_pending = False
+        self.predials = PreDials(enabled=predial)
         self.handle: str | None = None
         #: Wall-clock seconds: when the handle was issued, and when we were last connected.
         self.handle_issued_at: float | None = None
@@ -195,17 +171,11 @@ class SessionCore:
         self.state = transition(old, new)
         note = SessionStatus(status=new.value, cause=cause, **fields)
         self.status_reason = note.reason or cause
-        return [Transition(old, new, note)]
+        return [*self.predials.moved(new), Transition(old, new, note)]
 
     def closed(self, reason: str) -> list[Effect]:
         """The session is closed for good (by a client, by inactivity)."""
-        return [*self._drop_predial("session closed"), *self._to(State.CLOSED, cause="closed", reason=reason)]
-
-    def _drop_predial(self, reason: str) -> list[Effect]:
-        if not self.predial_pending:
-            return []
-        self.predial_pending = False
-        return [DropPreDial(reason)]
+        return self._to(State.CLOSED, cause="closed", reason=reason)
 
     # -- the checkpoint record -------------------------------------------------------------
 
@@ -356,8 +326,7 @@ class SessionCore:
         cause = self._fresh_reason or "dial"
         self._fresh_reason = None
         effects += self._to(State.RESUMING if resume else State.CONNECTING, cause=cause, attempt=self._attempt)
-        predialled, self.predial_pending = self.predial_pending, False
-        return DialPlan(resume, self._attempt, cause, effects, predialled=predialled)
+        return DialPlan(resume, self._attempt, cause, effects, predialled=self.predials.take())
 
     def setup_message(self, setup: dict[str, object], *, resume: bool) -> dict[str, object]:
         """The setup of the next dial: the session's own plus the daemon-owned resumption."""
@@ -420,19 +389,14 @@ class SessionCore:
     def goaway(self, time_left: float | None, now: float) -> tuple[float, list[Effect]]:
         """The server will close: rotate at the next quiet point, at the latest by the deadline
         (the time left minus a margin, at most half of it). Returns the seconds left and the
-        move to ``draining`` (if live), then :class:`PreDial` if the next connection is to be
-        dialled now: pre-dialling is on, none is pending, and the rotation rate limit would let
-        the rotation's dial go at once (a later rotation only waits less: the window slides)."""
+        move to ``draining`` (if live), and a pre-dial of the next connection (:mod:`.predial`)."""
         assert self.conn is not None
         left = time_left if time_left is not None else 0.0
         self.conn.goaway_seen = True
         margin = min(self.policy.goaway_margin, left / 2)
         self.conn.deadline = now + max(0.0, left - margin)
         effects = self._to(State.DRAINING, cause="goaway", time_left=left) if self.state is State.LIVE else []
-        if effects and self.predial and not self.predial_pending and self.rotations.after_rotation(now)[1] == 0:
-            self.predial_pending = True
-            effects.append(PreDial())
-        return left, effects
+        return left, [*effects, *self.predials.goaway(draining=bool(effects), rotations=self.rotations, now=now)]
 
     def rotation(self) -> EndConnection | None:
         """After a server message: a drained connection rotates at the first quiet point."""
@@ -534,7 +498,6 @@ class SessionCore:
             effects += self.drop_handle(self._fresh_reason)
             self.backoff = attrs.evolve(self.backoff, failed_resumes=0)
         if delay > 0:
-            effects += self._drop_predial(f"the next dial waits {delay:.3g} s")
             reason = self.rotations.describe() if rotation else summary
             suspicion = self.history.suspicion()
             if suspicion is not None:
@@ -553,7 +516,7 @@ class SessionCore:
         self, classified: Verdict, verdict: Verdict, live_for: float | None, note: str | None, summary: str
     ) -> Failed:
         reason = note or f"{verdict.cause}: {summary}"
-        effects = [*self._drop_predial("session failed"), *self._to(State.FAILED, cause=verdict.cause, reason=reason)]
+        effects = self._to(State.FAILED, cause=verdict.cause, reason=reason)
         return Failed(classified, verdict, live_for, note=note, reason=reason, effects=effects)
 
 

@@ -22,16 +22,10 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
-from geminid.daemon.session.core import (
-    Conn,
-    Failed,
-    SessionCore,
-    Stall,
-    interrupts,
-    predial_refusal,
-)
+from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall, interrupts
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import Effect, EndConnection
+from geminid.daemon.session.predial import predial_refusal
 from geminid.daemon.session.replay import Entry, ReplayBuffer
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import State
@@ -41,6 +35,7 @@ from geminid.daemon.upstream import (
     Ending,
     EndingKind,
     PreDialled,
+    PreDialSlot,
     UpstreamLink,
     beside_transport_errors,
     ending_from_group,
@@ -106,8 +101,7 @@ class Relay:
     _conn_scope: trio.CancelScope | None
     _wait_scope: trio.CancelScope | None
     _relay_scope: trio.CancelScope | None
-    _side: trio.Nursery | None
-    _predial: PreDialled | None
+    predials: PreDialSlot
     _closing: str | None
     _connected_once: bool
     _wake: trio.Event
@@ -134,24 +128,12 @@ class Relay:
         def _reply_answers(self, msg: live.ServerMessage) -> int | None: ...
 
     async def _life(self) -> None:
-        try:
-            await self._connections()
-        finally:
-            # Ended, failed, stopped or closed: a pre-dialled connection left over is closed
-            # (with 1000, briefly waited for; forcefully if the actor is being cancelled).
-            predial = self._predial
-            if predial is not None:
-                self._drop_predial("session ended")
-                with trio.move_on_after(3.0):
-                    await predial.finished.wait()
-
-    async def _connections(self) -> None:
         while True:
             if await self._finished_if_asked():
                 return
             plan = self.core.dial(self.wall())
             self._apply(plan.effects)  # (ending with the move to connecting/resuming)
-            predial = self._take_predial() if plan.predialled else None
+            predial = self.predials.take() if plan.predialled else None
             ending = await self._connect_and_relay(plan.resume, plan.attempt, predial)
             if await self._finished_if_asked():
                 return
@@ -247,27 +229,6 @@ class Relay:
             self.log.info("upstream.predial_failed", reason=refusal)
             predial.release()
         return await open_link(nursery, self.dial, setup_wire)
-
-    # ------------------------------------------------------------------ pre-dials --
-
-    def _start_predial(self) -> None:
-        """The core asked for the next connection now (a goAway drain): dial it in the actor's
-        nursery, where it outlives the connection that is draining."""
-        if self._side is None or self._predial is not None:
-            return
-        self._predial = PreDialled(self.dial)
-        self._side.start_soon(self._predial.run)
-        self.log.info("upstream.predial")
-
-    def _take_predial(self) -> PreDialled | None:
-        predial, self._predial = self._predial, None
-        return predial
-
-    def _drop_predial(self, reason: str) -> None:
-        predial = self._take_predial()
-        if predial is not None:
-            self.log.info("upstream.predial_dropped", reason=reason)
-            predial.release()
 
     async def _relay(self, link: UpstreamLink, conn: Conn, setup_s: float) -> Ending:
         now = trio.current_time()

@@ -47,6 +47,7 @@ from .link import dial_socket as dial_socket
 from .link import open_link as open_link
 from .link import setup_link as setup_link
 from .predial import PreDialled as PreDialled
+from .predial import PreDialSlot as PreDialSlot
 from .translate import beside_transport_errors as beside_transport_errors
 from .translate import ending_from_exception as ending_from_exception
 from .translate import ending_from_group as ending_from_group
@@ -75,6 +76,7 @@ __all__ = [
     "EphemeralToken",
     "FixedKey",
     "Handshaken",
+    "PreDialSlot",
     "PreDialled",
     "Suspicion",
     "UpstreamLink",

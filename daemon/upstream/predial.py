@@ -11,11 +11,17 @@ session that outlives each connection), and closes the connection when it is rel
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from .endings import Ended, Ending, EndingKind
 from .link import Dial, Handshaken, dial_socket
 from .translate import ending_from_group
+
+#: How long the end of a session waits for a pre-dialled connection's close (1000; the link's
+#: own close is bounded by 2 s).
+CLOSE_WAIT = 3.0
 
 
 class PreDialled:
@@ -79,3 +85,42 @@ class PreDialled:
         if not self._ready.is_set():
             self._scope.cancel()
         self._released.set()
+
+
+class PreDialSlot:
+    """A session's pre-dial: at most one pending (dialled, not yet taken by a dial), run in
+    ``nursery`` (the session actor's: it outlives each connection; set before the first start)."""
+
+    def __init__(self, dial: Dial, log: Any) -> None:
+        self._dial = dial
+        self._log = log
+        self.nursery: trio.Nursery | None = None
+        self._pending: PreDialled | None = None
+
+    def start(self) -> None:
+        """Dial the next connection now (the core's :class:`PreDial`)."""
+        if self.nursery is None or self._pending is not None:
+            return
+        self._pending = PreDialled(self._dial)
+        self.nursery.start_soon(self._pending.run)
+        self._log.info("upstream.predial")
+
+    def take(self) -> PreDialled | None:
+        """The pending pre-dial, for the dial now due (its user releases it when done)."""
+        predial, self._pending = self._pending, None
+        return predial
+
+    def drop(self, reason: str) -> None:
+        """Close the pending pre-dial unused (the core's :class:`DropPreDial`)."""
+        predial = self.take()
+        if predial is not None:
+            self._log.info("upstream.predial_dropped", reason=reason)
+            predial.release()
+
+    async def aclose(self, reason: str) -> None:
+        """The session is over: drop what is pending and wait (briefly) until it is closed."""
+        predial = self._pending
+        self.drop(reason)
+        if predial is not None:
+            with trio.move_on_after(CLOSE_WAIT):
+                await predial.finished.wait()
