@@ -222,23 +222,17 @@ class ReplayBuffer:
         return list(self._entries)[self._answered_index() + 1:]
 
     def _answered_index(self) -> int:
-        """Where the last answered message is in the buffer (-1: none there). Everything before
-        it was written before it (positions are write order; seqs need not be, a tool response
-        can go ahead of a held replay), so the server consumed all of it."""
-        answered = self.answered_through()
-        if answered is not None:
-            for i, e in enumerate(self._entries):
-                if e.seq == answered:
-                    return i
-        return -1
-
-    def answered_through(self) -> int | None:
-        """The seq of the last eliciting message whose reply ended, on this connection or the
-        one before it (a fresh start drops what it covers, see :meth:`new_connection`)."""
-        now = self.replies.answered_through()
-        if now is None or (self._answered_before is not None and self._answered_before > now):
-            return self._answered_before
-        return now
+        """Where the last answered message is in the buffer (-1: none there): the later, in
+        write order, of the last one answered on this connection and on the one before it (a
+        fresh start drops what it covers, see :meth:`new_connection`). Everything before it was
+        written before it, so the server consumed all of it. Positions, not seqs: a tool
+        response can go ahead of a held replay, so seqs need not be in write order."""
+        wanted = {s for s in (self.replies.answered_through(), self._answered_before) if s is not None}
+        last = -1
+        for i, e in enumerate(self._entries):
+            if e.seq in wanted:
+                last = i
+        return last
 
     # -- mutation --------------------------------------------------------------------------
 
@@ -391,8 +385,12 @@ class ReplayBuffer:
         # and the tool responses at the head (no handle is issued while a call is pending).
         # Whatever was written after the last answered message may still have been in flight:
         # it is kept and replayed (a possible duplicate of non-eliciting content, never a loss).
+        # By write position, not by seq: a tool response written ahead of a held replay has a
+        # higher seq than the turn written after it, which the handle does not cover (trimmed
+        # as "seq <= the last answered", that turn was in no conversation after the next
+        # reconnect: the 3.8-extended soak's lost turns).
         last_answered = self.replies.covered_through()
-        n = 0 if last_answered is None else self._trim(lambda seq: seq <= last_answered)
+        n = 0 if last_answered is None else self._trim_through(last_answered)
         while self.cursor and self._entries and self._entries[0].kind is Kind.TOOL_RESPONSE:
             n += self._trim(self._entries[0].seq.__eq__)
         return n
@@ -428,13 +426,26 @@ class ReplayBuffer:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _trim_through(self, seq: int) -> int:
+        """Trim the written entries up to and including the one with ``seq`` (write order).
+        Not among them (already trimmed, from the head): nothing written after it is covered."""
+        for i in range(self.cursor):
+            if self._entries[i].seq == seq:
+                return self._trim_head(i + 1)
+        return 0
+
     def _trim(self, covered: Callable[[int], bool]) -> int:
         n = 0
-        while self.cursor and self._entries and covered(self._entries[0].seq):
+        while n < self.cursor and covered(self._entries[n].seq):
+            n += 1
+        return self._trim_head(n)
+
+    def _trim_head(self, n: int) -> int:
+        """Trim the first ``n`` entries (all written: ``n <= cursor``)."""
+        for _ in range(n):
             e = self._entries.popleft()
             self.bytes -= e.size
-            self.cursor -= 1
-            n += 1
+        self.cursor -= n
         self.stats.trimmed += n
         return n
 

@@ -214,6 +214,39 @@ def test_a_tool_response_goes_ahead_of_a_held_replay():
     assert not buf.replaying() and buf.next_to_write().seq == 4
 
 
+def test_a_handle_does_not_cover_a_turn_written_after_a_result_that_went_ahead():
+    # Pure, the exact sequence of the 3.8-extended soak's lost turns (seed 1642964554, s1 #88):
+    # a resumed connection replays "87" (its call comes again), holds "88" behind its reply; the
+    # tool response (seq 3) goes ahead of the held "88" (seq 2). Both replies end; "88" is
+    # written; then the handle issued at the IDLE (before "88" arrived) is read. It covers "87"
+    # and the result, not "88": trimmed by seq (<= 3) "88" was gone, and the next reconnect
+    # resumed a conversation without it.
+    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
+
+    def entry(seq: int, kind: Kind, message: dict, elicits: bool = False, owed: int = 0) -> Entry:
+        return Entry(seq, kind, message, json.dumps(message), 0.0, elicits, replies_owed=owed)
+
+    buf = ReplayBuffer(max_bytes=1 << 20, staleness=1.0)
+    buf.append(entry(1, Kind.TURN, live.client_content("87"), elicits=True))
+    buf.append(entry(2, Kind.TURN, live.client_content("88"), elicits=True))
+    buf.new_connection(0.0)  # resumed: both are the backlog
+    assert buf.next_to_write().seq == 1
+    buf.mark_sent()
+    assert buf.next_to_write() is None  # "88" waits for the reply to "87"
+    buf.append(entry(3, Kind.TOOL_RESPONSE, live.tool_response([live.function_response("c1", "f", {})]), owed=1))
+    assert buf.next_to_write().seq == 3
+    buf.mark_sent()
+    buf.response_ended()  # "87"'s interaction (the call's filler, the result spoken inside)
+    buf.response_ended()  # ... and the result's
+    assert buf.next_to_write().seq == 2
+    buf.mark_sent()
+    assert buf.covered_by_handle(None) == 2
+    assert [e.seq for e in buf] == [2]
+    # A fresh start now asks "88" again (nothing after it was answered).
+    buf.new_connection(1.0, fresh=True)
+    assert [e.seq for e in buf] == [2]
+
+
 async def test_a_fresh_start_does_not_ask_answered_turns_again(state_dir, monkeypatch):
     # Answered, but no handle covers it yet when the context is lost (the handle is stale): the
     # fresh session must not be asked it again (the user would get its reply twice). The
@@ -307,7 +340,7 @@ async def test_extended_thinking_backlog_waits_for_idle_not_the_filler(state_dir
 _OPS = st.lists(
     st.one_of(
         st.tuples(st.just("turn"), st.booleans()),  # a turn (eliciting or not)
-        st.tuples(st.just("tool"), st.just(False)),  # a tool response
+        st.tuples(st.just("tool"), st.booleans()),  # a tool response (owing a reply of its own or not)
         st.tuples(st.just("write"), st.integers(1, 4)),
         st.tuples(st.just("reply_end"), st.just(0)),
         st.tuples(st.just("handle"), st.just(0)),
@@ -336,7 +369,8 @@ def test_pacing_and_the_fresh_drop_never_lose_or_reorder_a_turn(ops):
             message = live.client_content(f"t{seq}") if op == "turn" else live.tool_response(
                 [live.function_response(f"c{seq}", "f", {})])
             kind = Kind.TURN if op == "turn" else Kind.TOOL_RESPONSE
-            buf.append(Entry(seq, kind, message, json.dumps(message), 0.0, elicits=op == "turn" and arg))
+            buf.append(Entry(seq, kind, message, json.dumps(message), 0.0, elicits=op == "turn" and arg,
+                             replies_owed=int(op == "tool" and arg)))
         elif op == "write":
             for _ in range(arg):
                 e = buf.next_to_write(client_turn=blocking)
@@ -352,7 +386,14 @@ def test_pacing_and_the_fresh_drop_never_lose_or_reorder_a_turn(ops):
                 buf.response_ended()
         elif op == "handle":
             if not buf.awaiting_reply():
+                # The server consumed what was written up to the last message it answered (in
+                # write order) and the tool responses right after it: nothing written later goes.
+                written = list(buf)[: buf.cursor]
+                last = max((i for i, e in enumerate(written) if e.seq in answered), default=-1)
+                while last + 1 < len(written) and written[last + 1].kind is Kind.TOOL_RESPONSE:
+                    last += 1
                 buf.covered_by_handle(None)
+                assert [e.seq for e in buf][: len(written) - last - 1] == [e.seq for e in written[last + 1:]]
         elif op == "blocking":
             blocking = arg
         else:
