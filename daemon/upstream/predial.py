@@ -17,7 +17,7 @@ import trio
 
 from .endings import Ended, Ending, EndingKind
 from .link import Dial, Handshaken, dial_socket
-from .translate import ending_from_group
+from .translate import beside_transport_errors, ending_from_group
 
 #: How long the end of a session waits for a pre-dialled connection's close (1000; the link's
 #: own close is bounded by 2 s).
@@ -63,7 +63,8 @@ class PreDialled:
                     # (ConnectionRejected) while dialling, rarely anything after it.
                     found = ending_from_group(group, stage="connect")
                     if found is None:
-                        raise
+                        # (a transport error beside a cancellation is moot: raise the rest)
+                        raise beside_transport_errors(group, stage="connect")  # noqa: B904
                     self.failure = self.failure or found
         finally:
             if self.socket is not None:
