@@ -435,10 +435,8 @@ class SessionCore:
         conn = self.conn
         if not isinstance(prompt, int) or conn is None:
             return None
-        suspected = None
-        if conn.resumed and not conn.first_usage_checked and self.last_prompt_tokens:
-            if prompt < self.last_prompt_tokens // 2:
-                suspected = f"prompt tokens fell from {self.last_prompt_tokens} to {prompt} after resuming"
+        first = conn.resumed and not conn.first_usage_checked
+        suspected = _collapsed(self.last_prompt_tokens, prompt) if first else None
         conn.first_usage_checked = True
         self.last_prompt_tokens = prompt
         return suspected
@@ -466,6 +464,8 @@ class SessionCore:
                 credential_refreshable=credential_refreshable and not self._credential_refreshed,
             ),
         )
+        if _may_have_restored(conn, ending, verdict):
+            self.buffer.resume_tried()
         self.history = self.history.after(ending)
         self.setup_history = self.setup_history.after(ending, content_seen=conn.content_seen)
         if (refused := self.setup_history.refused()) is not None:
@@ -518,6 +518,24 @@ class SessionCore:
         reason = note or f"{verdict.cause}: {summary}"
         effects = self._to(State.FAILED, cause=verdict.cause, reason=reason)
         return Failed(classified, verdict, live_for, note=note, reason=reason, effects=effects)
+
+
+def _collapsed(before: int | None, prompt: int) -> str | None:
+    """The first prompt token count after a resume fell below half the last one: suspected."""
+    if before and prompt < before // 2:
+        return f"prompt tokens fell from {before} to {prompt} after resuming"
+    return None
+
+
+def _may_have_restored(conn: Conn, ending: Ending, verdict: Verdict) -> bool:
+    """A resume that ended before it went live, after its setup may have been read: the server
+    restores the handle's conversation then (ReplayBuffer.resume_tried). Not a dial that never
+    reached the server, nor one whose handle was refused (nothing was restored)."""
+    return (
+        conn.resumed and conn.live_at is None and ending.fault is None
+        and ending.kind not in (EndingKind.REJECTED, EndingKind.CONNECT_TIMEOUT)
+        and verdict.action is not Action.FRESH_SESSION
+    )
 
 
 def _tool_bookkeeping(tools: ToolCalls, entry: Entry, model: str) -> None:

@@ -164,6 +164,15 @@ class ReplayBuffer:
         #: The seq of the last eliciting message whose reply ended on an earlier connection
         #: (what a fresh start drops, see :meth:`new_connection`).
         self._answered_before: int | None = None
+        #: A resume was tried since the connection that answered them ended (see
+        #: :meth:`resume_tried`): what it answered may have been rolled back.
+        self._rolled_back = False
+        #: Written audio at the head was forgotten as stale (see :meth:`drop_sent_stale_audio`).
+        self._head_audio_dropped = False
+        #: The backlog message whose reply the last connection ended waiting for (the pace's
+        #: valve, see :meth:`new_connection`), and whether the one before ended waiting on it too.
+        self._held_on: int | None = None
+        self._held_twice = False
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -276,7 +285,14 @@ class ReplayBuffer:
         # handle covered is not in the conversation a resume went back to (a rollback), so after
         # a resume it is replayed, and a fresh start after that must ask it again, not drop it
         # (dropped, it was in no conversation at all: the 3.8-extended soak's lost turns).
-        self._answered_before = self.replies.answered_through()
+        # The backlog reply the connection that just ended was held on, twice in a row: see below.
+        held_on = self.replies.answering() if self.replaying() else None
+        self._held_twice = held_on is not None and held_on == self._held_on
+        self._held_on = held_on
+        self._answered_before = None if self._rolled_back else self.replies.answered_through()
+        if self._rolled_back:
+            self.replies.reset()  # (nothing it answered is known to be in the conversation)
+            self._rolled_back = False
         last = self._answered_index()
         if fresh and last >= 0:
             kept = collections.deque(e for i, e in enumerate(self._entries) if i > last or e.kind is Kind.CONTEXT)
@@ -284,7 +300,9 @@ class ReplayBuffer:
             self._entries = kept
         dropped: list[Entry] = []
         keep: collections.deque[Entry] = collections.deque()
-        lost_audio = kept_audio = False  # since the last eliciting message kept
+        # (since the last eliciting message kept; the audio at the head may have gone already)
+        lost_audio, kept_audio = self._head_audio_dropped, False
+        self._head_audio_dropped = False
         for e in self._entries:
             if e.kind is Kind.AUDIO:
                 if now - e.at > self.staleness:
@@ -296,7 +314,9 @@ class ReplayBuffer:
                 body = e.message.get("realtimeInput") or {}
                 if body.get("audioStreamEnd") and lost_audio and not kept_audio:
                     # Its audio is gone: replayed alone it would elicit no reply, and every
-                    # later reply would be counted against the wrong message.
+                    # later reply would be counted against the wrong message (and, paced, the
+                    # replay would wait for that reply for good: the 3.8-extended soak's stuck
+                    # session, whose audio drop_sent_stale_audio had already forgotten).
                     dropped.append(e)
                     continue
                 lost_audio = kept_audio = False
@@ -306,7 +326,13 @@ class ReplayBuffer:
         self.stats.dropped_stale += len(dropped)
         # (the first connection of a session has no backlog: what was queued before it was
         # live is sent as the client sent it, as on a live connection)
-        self.backlog_through = max((e.seq for e in keep), default=None) if replaying else None
+        # Paced, unless the last two connections both ended waiting for the reply to the same
+        # backlog message: one the server does not answer (a model that declines it, input it
+        # cannot use) would hold everything behind it for good, each stall reconnect replaying
+        # it again. Unpaced, the next message interrupts what the server did not say (at worst a
+        # reply cut short), and the queue moves on.
+        paced = replaying and not self._held_twice
+        self.backlog_through = max((e.seq for e in keep), default=None) if paced else None
         if replaying:  # (the first connection of a session replays nothing: it sends)
             self.stats.replayed += len(self._entries)
         self.cursor = 0
@@ -315,6 +341,15 @@ class ReplayBuffer:
         self._conn_base = 0
         self.replies.reset()
         return dropped
+
+    def resume_tried(self) -> None:
+        """A resume attempt ended before it went live, after the setup may have reached the
+        server. The server restores the handle's conversation when it reads the setup, so the
+        attempt may have rolled the conversation back to before what the last live connection
+        answered: a fresh start must then ask those messages again, not drop them as answered
+        (dropped, they were in no conversation: a lost turn in the 3.8-extended soak, under
+        load, where a resume got ``setupComplete`` and was cut before the daemon read it)."""
+        self._rolled_back = True
 
     def note_extra_sent(self) -> None:
         """A message that is not in the buffer (a re-seed) was written: it still counts for the
@@ -415,7 +450,8 @@ class ReplayBuffer:
 
     def drop_sent_stale_audio(self, now: float) -> None:
         """Forget audio already written and older than the staleness window: a replay would drop
-        it anyway, so holding it only costs memory."""
+        it anyway, so holding it only costs memory. The stream's end, if still held, then lost
+        audio as surely as if :meth:`new_connection` had dropped it (``_head_audio_dropped``)."""
         while self.cursor and self._entries:
             head = self._entries[0]
             if head.kind is not Kind.AUDIO or now - head.at <= self.staleness:
@@ -423,6 +459,7 @@ class ReplayBuffer:
             self._entries.popleft()
             self.bytes -= head.size
             self.cursor -= 1
+            self._head_audio_dropped = True
 
     # -- internals -------------------------------------------------------------------------
 
@@ -445,6 +482,8 @@ class ReplayBuffer:
         for _ in range(n):
             e = self._entries.popleft()
             self.bytes -= e.size
+            if e.elicits:
+                self._head_audio_dropped = False  # (the stream that lost it is covered)
         self.cursor -= n
         self.stats.trimmed += n
         return n

@@ -118,11 +118,17 @@ class SetupHistory:
     :data:`INTERNAL_BEFORE_CONTENT_LIMIT` times in a row, with not a frame of content on any of
     those connections, is a configuration error, and retrying it for minutes helps no one. A
     real outage that looks like this recovers on the next session open. Pure and immutable.
+
+    Once any connection of the session has had content, the setup is proven acceptable: a run of
+    1011s after that is an outage, never a configuration error (the loaded chaos soak failed a
+    session that had answered 50 turns when three resumes in a row were cut with 1011).
     """
 
     limit: int = INTERNAL_BEFORE_CONTENT_LIMIT
     #: How many endings in a row were 1011 "internal" with no server content.
     internal_before_content: int = 0
+    #: A connection of this session had server content: the server takes the setup.
+    proven: bool = False
 
     def after(self, ending: Ending, *, content_seen: bool) -> SetupHistory:
         internal = (
@@ -130,11 +136,11 @@ class SetupHistory:
         )
         if internal and not content_seen:
             return attrs.evolve(self, internal_before_content=self.internal_before_content + 1)
-        return SetupHistory(self.limit)
+        return SetupHistory(self.limit, proven=self.proven or content_seen)
 
     def refused(self) -> str | None:
         """The failure reason once the evidence suffices, else None."""
-        if self.internal_before_content < self.limit:
+        if self.proven or self.internal_before_content < self.limit:
             return None
         return (
             f"invalid config?: the server closed 1011 'Internal error' before any content on "

@@ -93,6 +93,78 @@ def test_stale_audio_dropped_on_replay_but_turns_never():
     assert buf.stats.dropped_stale == 1
 
 
+@pytest.mark.parametrize("forgotten_first", [False, True])
+def test_a_stream_end_whose_audio_was_forgotten_as_stale_is_not_replayed_alone(forgotten_first):
+    # The 3.8-extended soak's stuck session (seed 21001, under load): the audio of a stream was
+    # written, its end too; the connection dropped before the reply ended. While the next dials
+    # failed, the written audio aged past the staleness window and drop_sent_stale_audio forgot
+    # it, so the reconnect saw a lone audioStreamEnd and replayed it: the server (which resumed
+    # from a handle older than the audio) answered nothing, the paced replay held every later
+    # turn behind it, and each stall reconnect replayed it again. It is dropped with its audio,
+    # whether the audio went at the reconnect or before it.
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    buf.new_connection(0.0, replaying=False)
+    for seq in (1, 2, 3):
+        buf.append(entry(seq, Kind.AUDIO, at=0.0))
+    end = live.audio_stream_end()
+    buf.append(Entry(4, Kind.REALTIME, end, live.encode(end), 0.1, True))
+    assert drain(buf) == [1, 2, 3, 4]
+    buf.append(entry(5, Kind.TURN, at=0.2))  # queued while there is no connection
+    if forgotten_first:
+        buf.drop_sent_stale_audio(now=5.0)
+        assert [e.seq for e in buf] == [4, 5]
+    buf.new_connection(now=5.0)
+    assert [e.seq for e in buf] == [5]
+    assert buf.next_to_write().seq == 5
+
+
+def test_a_stream_end_covered_by_a_handle_keeps_nothing_stale_in_mind():
+    # Audio forgotten as stale, then a handle covers the stream's end: a later stream's end is
+    # replayed with its own audio as usual.
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    buf.new_connection(0.0, replaying=False)
+    end = live.audio_stream_end()
+    buf.append(entry(1, Kind.AUDIO, at=0.0))
+    buf.append(Entry(2, Kind.REALTIME, end, live.encode(end), 0.1, True))
+    assert drain(buf) == [1, 2]
+    buf.drop_sent_stale_audio(now=5.0)
+    buf.response_ended()
+    buf.covered_by_handle(None)
+    assert list(buf) == []
+    buf.append(entry(3, Kind.AUDIO, at=5.0))
+    buf.append(Entry(4, Kind.REALTIME, end, live.encode(end), 5.0, True))
+    buf.new_connection(now=5.5)
+    assert [e.seq for e in buf] == [3, 4]
+
+
+def test_a_backlog_message_the_server_never_answers_holds_the_replay_twice_at_most():
+    # The pace's valve: two connections in a row ended waiting for the reply to the same backlog
+    # message (one the server does not answer); the third writes the rest without waiting, so
+    # the session cannot hang behind it however often it reconnects.
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    buf.new_connection(0.0, replaying=False)
+    buf.append(entry(1, Kind.TURN))
+    assert drain(buf) == [1]
+    buf.append(entry(2, Kind.TURN))  # queued while there is no connection
+    for attempt in (1, 2):
+        buf.new_connection(float(attempt))
+        assert buf.next_to_write().seq == 1
+        buf.mark_sent()
+        assert buf.next_to_write() is None, attempt  # held: "2" waits for the reply to "1"
+    buf.new_connection(3.0)
+    assert drain(buf) == [1, 2]
+    # Answered at last, the pace is back for the next backlog.
+    buf.response_ended()
+    buf.response_ended()
+    assert buf.covered_by_handle(None) == 2
+    buf.append(entry(3, Kind.TURN))
+    buf.append(entry(4, Kind.TURN))
+    buf.new_connection(4.0)
+    assert buf.next_to_write().seq == 3
+    buf.mark_sent()
+    assert buf.next_to_write() is None
+
+
 def test_full_buffer_drops_oldest_audio_then_refuses():
     buf = ReplayBuffer(max_bytes=400, staleness=1.0)
     buf.append(entry(1, Kind.AUDIO, size=60))

@@ -170,3 +170,19 @@ def test_setup_history_needs_internal_errors_before_content_in_a_row():
     assert h.after(internal, content_seen=True).after(internal, content_seen=False).refused() is None
     assert h.after(closed(1011, "The service is currently unavailable."), content_seen=False).refused() is None
     assert "invalid config" in (h.after(internal, content_seen=False).refused() or "")
+
+
+def test_internal_errors_after_the_setup_once_worked_are_an_outage_not_a_config_error():
+    # The loaded chaos soak (3.8-text, seed 41024): a session that had answered 50 turns went
+    # `failed: invalid config?` when three resumes in a row were cut with 1011 "Internal error"
+    # before any content. Content on any connection proves the server takes the setup.
+    internal = closed(1011, "Internal error encountered.")
+    h = SetupHistory().after(closed(1006, ""), content_seen=True)
+    for _ in range(10):
+        h = h.after(internal, content_seen=False)
+    assert h.refused() is None
+    # A session whose setup never drew content still fails fast.
+    fresh = SetupHistory()
+    for _ in range(3):
+        fresh = fresh.after(internal, content_seen=False)
+    assert "invalid config" in (fresh.refused() or "")

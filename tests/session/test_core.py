@@ -408,3 +408,34 @@ def test_a_refreshable_credential_is_refreshed_once_per_incident_after_a_401():
     core2.dial(0.0)
     key = core2.ended(Ending(EndingKind.REJECTED, http_status=401), 0.1, rand=0.0, credential_refreshable=False)
     assert isinstance(key, Failed) and key.verdict.cause == "bad_key"
+
+
+@pytest.mark.parametrize("cut_resume", [False, True])
+def test_a_fresh_start_after_a_resume_that_was_cut_after_its_setup_asks_answered_turns_again(cut_resume):
+    # The 3.8-extended soak under load (seed 12002): turn 1 was answered on a connection no
+    # handle covered it on; a resume got setupComplete from the server (which restores the
+    # handle's conversation, from before turn 1, when it reads the setup) and was cut before the
+    # daemon read it; the next resume was refused (handle expired) and the fresh start dropped
+    # turn 1 as "answered": it was in no conversation. Only a resume refused outright (the
+    # server restored nothing) leaves the answered turn droppable.
+    core = make_core()
+    buf = core.buffer
+    core.dial(0.0)
+    core.opened(0.0, 0.0)
+    buf.new_connection(0.0, replaying=False)
+    core.resumption_update(server(live.session_resumption_update("h1", True)), 0.0)
+    buf.append(turn(1))
+    core.activity.written(buf.mark_sent(), 0.1)
+    buf.response_ended()  # answered; the handle issued after it never arrived
+    core.connection_closed(0.5)
+    assert isinstance(core.ended(Ending(EndingKind.CLOSED, code=1006), 0.5, rand=0.0), Retry)
+    if cut_resume:
+        assert core.dial(1.0).resume
+        assert isinstance(core.ended(Ending(EndingKind.CLOSED, code=1006), 1.1, rand=0.0), Retry)
+    assert core.dial(2.0).resume
+    refused = core.ended(Ending(EndingKind.CLOSED, code=1008, reason="Requested entity was not found."), 2.1, rand=0.0)
+    assert isinstance(refused, Retry) and core.handle is None
+    assert not core.dial(3.0).resume
+    core.opened(3.0, 3.0)
+    buf.new_connection(3.0, fresh=True)
+    assert [e.seq for e in buf] == ([1] if cut_resume else [])
