@@ -80,6 +80,9 @@ class UpstreamConfig:
     #: Transparent mode: the index convention, ``"auto"`` (detected; the default) or one of
     #: :data:`CONSUMED_INDEX_CONVENTIONS` (only that reading is trusted).
     consumed_index: str = "auto"
+    #: During a goAway drain, dial the next connection (TCP, TLS, WebSocket handshake) while the
+    #: old one drains; its setup is sent once the old one is closed.
+    predial: bool = True
     #: Where the key came from, for check-config and logs (never the key itself), e.g.
     #: ``"env GEMINI_API_KEY"`` or ``"file /etc/geminid/api_key"``. Set by config_load.
     api_key_source: str | None = None

@@ -14,7 +14,7 @@ In process::
     await fake.drop_all(); await fake.close_all(code, reason); await fake.stall_all()
     await fake.goaway_all(time_left); fake.expire_handles()
     fake.dials, fake.connections, fake.conversations, fake.conversation_for_handle(h),
-    fake.live_connections
+    fake.live_connections, fake.open_sessions(), fake.timeline
 
 Which models it serves, and how each behaves, is :mod:`.catalogue`: by default the service as it
 is in late 2026 (retired and unknown models close 1008, TEXT is refused on audio-only models).

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--handle-ttl", type=float, default=d.handle_ttl, metavar="S",
         help="resumption handles stay valid this long after the session's last connection ends")
     add("--max-sessions", type=int, default=None, metavar="N",
-        help="concurrent connections past which setup closes 1011 RESOURCE_EXHAUSTED")
+        help="concurrent sessions (set-up connections) past which setup closes 1011 RESOURCE_EXHAUSTED")
     add("--no-empty-frames", action="store_true", help="do not send the bare {} frames")
     add("--reply-pace", type=float, default=d.reply_pace, metavar="S", help="seconds between reply chunks")
     add("--reply-chunks", type=int, default=d.reply_chunks, metavar="N", help="chunks per reply")

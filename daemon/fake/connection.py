@@ -102,6 +102,10 @@ class FakeConnection:
     # ------------------------------------------------------------------ lifecycle
 
     @property
+    def setup_seen(self) -> bool:
+        return self._setup_seen
+
+    @property
     def is_open(self) -> bool:
         """Accepted, not ended by either side, not stalled."""
         return self.ending is None and self.ws.closed is None
@@ -127,6 +131,7 @@ class FakeConnection:
         """Stop every task of this connection now (no more frames, no more reads)."""
         if self.ending is None:
             self.ending = why
+            self.up.timeline.append((self.record.id, "ended"))
             self._detach()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
@@ -309,6 +314,7 @@ class FakeConnection:
                 self.reject(obj, SETUP_TWICE_REASON)
             else:
                 self._setup_seen = True
+                self.up.timeline.append((self.record.id, "setup"))
                 self._on_setup(msg["setup"])
             return
         if not self._setup_seen:
@@ -346,7 +352,7 @@ class FakeConnection:
         up = self.up
         max_sessions = self.opts.max_sessions
         if max_sessions is not None:
-            others = sum(1 for c in up.open_connections() if c is not self)
+            others = sum(1 for c in up.open_sessions() if c is not self)
             if others >= max_sessions:
                 self._close_later(1011, QUOTA_REASON)
                 return

@@ -38,7 +38,8 @@ class FakeOptions:
       receiving a GoAway ..." at the deadline; ``"cancelled"`` closes 1000
       "The operation was cancelled." (the real service does both).
     - ``handle_ttl``: how long handles stay valid after the session's last connection ended.
-    - ``max_sessions``: concurrent connections past which setup is closed with 1011
+    - ``max_sessions``: concurrent sessions (open connections that have sent their setup; a
+      connection still without one is not counted) past which setup is closed with 1011
       ``RESOURCE_EXHAUSTED``; ``None`` is unlimited.
     - ``empty_frames``: send the bare ``{}`` frames the real service sends (two right after
       setupComplete, one after the first chunk of every reply).

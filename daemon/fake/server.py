@@ -53,6 +53,10 @@ class FakeUpstream:
         self.handles = HandleStore(self.options.handle_ttl, self.options.seed)
         self.dials = 0
         self.connections: list[ConnectionRecord] = []
+        #: (record id, what) in the order the fake saw it: "accepted" (the upgrade), "setup"
+        #: (the setup message read), "ended" (either side ended it). For order checks that
+        #: timestamps cannot make under MockClock (equal times).
+        self.timeline: list[tuple[int, str]] = []
         self.conversations: dict[str, Conversation] = {}
         self.port: int | None = None
         self.host = self.options.host
@@ -162,6 +166,7 @@ class FakeUpstream:
         if self._script:
             plans.append(self._script.popleft())
         self._accepted += 1
+        self.timeline.append((record.id, "accepted"))
         log.info("fake.accepted", conn=record.id, path=path)
         transparent_allowed = route.vertex or self.options.transparent
         return FakeConnection(self, record, ws, transparent_allowed, plans)
@@ -185,6 +190,11 @@ class FakeUpstream:
 
     def open_connections(self) -> list[FakeConnection]:
         return [c for c in self._conns.values() if c.is_open]
+
+    def open_sessions(self) -> list[FakeConnection]:
+        """Open connections that have sent their setup: what the session quota
+        (``max_sessions``) counts. A connection dialled ahead of its setup is not one yet."""
+        return [c for c in self.open_connections() if c.setup_seen]
 
     def conversation_for_handle(self, handle: str) -> Conversation | None:
         """The conversation a handle was issued for (whether or not it is still valid)."""
@@ -272,7 +282,10 @@ class FakeUpstream:
         await trio.lowlevel.checkpoint()
 
     async def goaway_all(self, time_left: float = 1.0) -> None:
-        """Send goAway now to every open connection; each is cut ``time_left`` s later."""
+        """Send goAway now to every connection that has sent its setup (the service sends none
+        before setupComplete); each is cut ``time_left`` s later."""
         for conn in self._current():
+            if not conn.setup_seen:
+                continue
             conn.queue_fault(Fault.goaway(time_left))
         await trio.lowlevel.checkpoint()

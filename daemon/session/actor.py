@@ -42,6 +42,7 @@ from geminid.daemon.session.activity import Activity
 from geminid.daemon.session.core import Conn, Failed, SessionCore
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import (
+    DropPreDial,
     Effect,
     EndConnection,
     HandleDropped,
@@ -49,6 +50,7 @@ from geminid.daemon.session.effects import (
     Misconfigured,
     Notify,
     Persist,
+    PreDial,
     SecretAdded,
     SecretRemoved,
     Transition,
@@ -62,7 +64,7 @@ from geminid.daemon.session.sendids import SentIds
 from geminid.daemon.session.sending import Sender
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import LocalReason, State
-from geminid.daemon.upstream import Backoff, Dial, UpstreamLink
+from geminid.daemon.upstream import Backoff, Dial, PreDialSlot, UpstreamLink
 from geminid.protocol import live
 from geminid.protocol.notifications import (
     EndReason,
@@ -115,7 +117,7 @@ class SessionActor(Sender, Relay):
         self.activity = Activity(self.buffer, self.tools, last_activity=trio.current_time())
         self.core = SessionCore(
             session=config.session, backoff=config.backoff, activity=self.activity,
-            transparent=config.upstream.transparent,
+            transparent=config.upstream.transparent, predial=config.upstream.predial,
         )
         self.core.last_alive_at = wall()
         self._conn: Conn | None = None
@@ -132,6 +134,8 @@ class SessionActor(Sender, Relay):
         self.last_snapshot: dict[str, Any] | None = None
         self._connected_once = False
         self._relay_scope: trio.CancelScope | None = None
+        #: The connection dialled during a goAway drain (in the actor's nursery, from run()).
+        self.predials = PreDialSlot(dial, self.log)
         self._ended = trio.Event()
         self._stopped_cleanly = False
         #: The highest seq an earlier connection wrote, and the replayed eliciting messages.
@@ -254,7 +258,11 @@ class SessionActor(Sender, Relay):
                 task_status.started()
                 nursery.start_soon(self._inactivity_watch)
                 nursery.start_soon(self.durability.lazy_checkpoints, HANDLE_CHECKPOINT_DELAY)
-                await self._life()
+                self.predials.nursery = nursery
+                try:
+                    await self._life()
+                finally:  # (ended, failed, stopped, closed: a pre-dial left over is closed)
+                    await self.predials.aclose("session ended")
                 nursery.cancel_scope.cancel()
         finally:
             self._drained.set()
@@ -310,6 +318,10 @@ class SessionActor(Sender, Relay):
                                  attempts=effect.attempts)
             elif isinstance(effect, InvalidateCredential):
                 self.dial.credentials.invalidate()
+            elif isinstance(effect, PreDial):
+                self.predials.start()
+            elif isinstance(effect, DropPreDial):
+                self.predials.drop(effect.reason)
 
     # ------------------------------------------------------------------ transitions & events --
 

@@ -37,6 +37,7 @@ from geminid.daemon.session.effects import (
     SecretRemoved,
     Transition,
 )
+from geminid.daemon.session.predial import PreDials
 from geminid.daemon.session.record import PendingMessage, SessionRecord
 from geminid.daemon.session.replay import Entry, Kind, classify_message
 from geminid.daemon.session.toolcalls import ToolCalls
@@ -80,6 +81,9 @@ class DialPlan:
     attempt: int
     cause: str
     effects: list[Effect]
+    #: Use the connection pre-dialled during the goAway drain (:mod:`.predial`), if it is
+    #: still good (``predial_refusal``); else dial as usual.
+    predialled: bool = False
 
 
 @attrs.frozen
@@ -117,9 +121,8 @@ class Stall:
 class SessionCore:
     """Connection-life decisions of one session (see the module docstring)."""
 
-    def __init__(
-        self, *, session: SessionConfig, backoff: BackoffPolicy, activity: Activity, transparent: bool = False
-    ) -> None:
+    def __init__(self, *, session: SessionConfig, backoff: BackoffPolicy, activity: Activity,
+                 transparent: bool = False, predial: bool = False) -> None:
         self.policy = session
         self.backoff_policy = backoff
         self.backoff = Backoff(backoff)
@@ -129,6 +132,7 @@ class SessionCore:
         self.buffer = activity.buffer
         self.tools = activity.tools
         self.transparent = transparent
+        self.predials = PreDials(enabled=predial)
         self.handle: str | None = None
         #: Wall-clock seconds: when the handle was issued, and when we were last connected.
         self.handle_issued_at: float | None = None
@@ -167,7 +171,7 @@ class SessionCore:
         self.state = transition(old, new)
         note = SessionStatus(status=new.value, cause=cause, **fields)
         self.status_reason = note.reason or cause
-        return [Transition(old, new, note)]
+        return [*self.predials.moved(new), Transition(old, new, note)]
 
     def closed(self, reason: str) -> list[Effect]:
         """The session is closed for good (by a client, by inactivity)."""
@@ -322,7 +326,7 @@ class SessionCore:
         cause = self._fresh_reason or "dial"
         self._fresh_reason = None
         effects += self._to(State.RESUMING if resume else State.CONNECTING, cause=cause, attempt=self._attempt)
-        return DialPlan(resume, self._attempt, cause, effects)
+        return DialPlan(resume, self._attempt, cause, effects, predialled=self.predials.take())
 
     def setup_message(self, setup: dict[str, object], *, resume: bool) -> dict[str, object]:
         """The setup of the next dial: the session's own plus the daemon-owned resumption."""
@@ -385,14 +389,14 @@ class SessionCore:
     def goaway(self, time_left: float | None, now: float) -> tuple[float, list[Effect]]:
         """The server will close: rotate at the next quiet point, at the latest by the deadline
         (the time left minus a margin, at most half of it). Returns the seconds left and the
-        move to ``draining`` (if live)."""
+        move to ``draining`` (if live), and a pre-dial of the next connection (:mod:`.predial`)."""
         assert self.conn is not None
         left = time_left if time_left is not None else 0.0
         self.conn.goaway_seen = True
         margin = min(self.policy.goaway_margin, left / 2)
         self.conn.deadline = now + max(0.0, left - margin)
         effects = self._to(State.DRAINING, cause="goaway", time_left=left) if self.state is State.LIVE else []
-        return left, effects
+        return left, [*effects, *self.predials.goaway(draining=bool(effects), rotations=self.rotations, now=now)]
 
     def rotation(self) -> EndConnection | None:
         """After a server message: a drained connection rotates at the first quiet point."""

@@ -95,7 +95,21 @@ class InvalidateCredential:
     dial must present a fresh one (``Credentials.invalidate``)."""
 
 
+@attrs.frozen
+class PreDial:
+    """A goAway rotation is coming: dial the next connection now (TCP, TLS, the WebSocket
+    handshake, with the dial's credentials and connect timeout) and hold it without a setup.
+    The next :class:`~geminid.daemon.session.core.DialPlan` says whether to use it."""
+
+
+@attrs.frozen
+class DropPreDial:
+    """The pre-dialled connection will not be used (backoff, failure, close): close it."""
+
+    reason: str
+
+
 Effect = (
     Notify | Persist | EndConnection | SecretAdded | SecretRemoved | HandleDropped | Transition | Misconfigured
-    | InvalidateCredential
+    | InvalidateCredential | PreDial | DropPreDial
 )

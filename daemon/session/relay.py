@@ -25,6 +25,7 @@ from geminid.daemon.session.activity import Activity
 from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall, interrupts
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import Effect, EndConnection
+from geminid.daemon.session.predial import predial_refusal
 from geminid.daemon.session.replay import Entry, ReplayBuffer
 from geminid.daemon.session.toolcalls import ToolCalls
 from geminid.daemon.states import State
@@ -33,10 +34,13 @@ from geminid.daemon.upstream import (
     Ended,
     Ending,
     EndingKind,
+    PreDialled,
+    PreDialSlot,
     UpstreamLink,
     beside_transport_errors,
     ending_from_group,
     open_link,
+    setup_link,
 )
 from geminid.protocol import live
 from geminid.protocol.notifications import (
@@ -97,6 +101,7 @@ class Relay:
     _conn_scope: trio.CancelScope | None
     _wait_scope: trio.CancelScope | None
     _relay_scope: trio.CancelScope | None
+    predials: PreDialSlot
     _closing: str | None
     _connected_once: bool
     _wake: trio.Event
@@ -128,7 +133,8 @@ class Relay:
                 return
             plan = self.core.dial(self.wall())
             self._apply(plan.effects)  # (ending with the move to connecting/resuming)
-            ending = await self._connect_and_relay(plan.resume, plan.attempt)
+            predial = self.predials.take() if plan.predialled else None
+            ending = await self._connect_and_relay(plan.resume, plan.attempt, predial)
             if await self._finished_if_asked():
                 return
             decision = self.core.ended(
@@ -157,11 +163,12 @@ class Relay:
                     await trio.sleep(decision.delay)
                 self._wait_scope = None
 
-    async def _connect_and_relay(self, resume: bool, attempt: int) -> Ending:
+    async def _connect_and_relay(self, resume: bool, attempt: int, predial: PreDialled | None = None) -> Ending:
         assert self.core.conn is not None
         conn = self._conn = self.core.conn
         setup_wire = live.encode(self.dial.upstream_setup(self.core.setup_message(self.setup, resume=resume)))
-        self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle))
+        self.log.info("upstream.connecting", resume=resume, attempt=attempt, handle=handle_tag(self.handle),
+                      predialled=predial is not None)
         ending: Ending
         try:
             with trio.CancelScope() as scope:
@@ -169,7 +176,7 @@ class Relay:
                 if self._closing:
                     scope.cancel()
                 async with trio.open_nursery() as conn_nursery:
-                    link, setup_s = await open_link(conn_nursery, self.dial, setup_wire)
+                    link, setup_s = await self._open_link(conn_nursery, setup_wire, predial)
                     self._link = link
                     try:
                         ending = await self._relay(link, conn, setup_s)
@@ -195,11 +202,33 @@ class Relay:
         finally:
             self._conn_scope = None
             self._conn = None
+            if predial is not None:
+                predial.release()  # (the link, if it used it, is closed by now)
         if conn.live_at is not None:
             if self.down_since is None:  # (set when the relay ended: the drop, not after the close)
                 self.down_since = trio.current_time()
             self.connected_since = None
         return ending
+
+    async def _open_link(
+        self, nursery: trio.Nursery, setup_wire: str, predial: PreDialled | None
+    ) -> tuple[UpstreamLink, float]:
+        """The setup on the pre-dialled connection if it is still good, else a dial as usual."""
+        if predial is not None:
+            sock = await predial.wait()  # (a dial still under way: bounded by its connect timeout)
+            failed = short_ending(predial.failure) if predial.failure is not None else None
+            now = trio.current_time()
+            refusal = predial_refusal(
+                failed=failed, closed=sock is None or sock.closed, idle_for=now - sock.ready_at if sock else 0.0
+            )
+            if refusal is None and sock is not None:
+                predial.used = True
+                self.log.debug("upstream.predial_used", dial_ms=round(sock.dial_s * 1000, 1),
+                               idle_ms=round((now - sock.ready_at) * 1000, 1))
+                return await setup_link(sock, self.dial, setup_wire)
+            self.log.info("upstream.predial_failed", reason=refusal)
+            predial.release()
+        return await open_link(nursery, self.dial, setup_wire)
 
     async def _relay(self, link: UpstreamLink, conn: Conn, setup_s: float) -> Ending:
         now = trio.current_time()

@@ -1,6 +1,7 @@
 """geminid.daemon.upstream: the Gemini side of a session, one connection at a time.
 
 - :mod:`.link`: one WebSocket (:class:`UpstreamLink`, :func:`open_link`, :class:`Dial`);
+- :mod:`.predial`: a connection dialled ahead of its setup (:class:`PreDialled`, goAway drains);
 - :mod:`.endpoint`: where to dial (:class:`Endpoint`);
 - :mod:`.auth`: what a dial presents (:class:`Credentials`: :class:`ApiKey`, :class:`FixedKey`,
   :class:`EphemeralToken`); :mod:`.auth_google`: :class:`VertexCredentials` (google-auth, optional);
@@ -40,8 +41,13 @@ from .endpoint import Endpoint as Endpoint
 from .endpoint import vertex_model as vertex_model
 from .link import MESSAGE_QUEUE_SIZE as MESSAGE_QUEUE_SIZE
 from .link import Dial as Dial
+from .link import Handshaken as Handshaken
 from .link import UpstreamLink as UpstreamLink
+from .link import dial_socket as dial_socket
 from .link import open_link as open_link
+from .link import setup_link as setup_link
+from .predial import PreDialled as PreDialled
+from .predial import PreDialSlot as PreDialSlot
 from .translate import beside_transport_errors as beside_transport_errors
 from .translate import ending_from_exception as ending_from_exception
 from .translate import ending_from_group as ending_from_group
@@ -69,14 +75,19 @@ __all__ = [
     "Endpoint",
     "EphemeralToken",
     "FixedKey",
+    "Handshaken",
+    "PreDialSlot",
+    "PreDialled",
     "Suspicion",
     "UpstreamLink",
     "Verdict",
     "VertexCredentials",
     "beside_transport_errors",
     "classify",
+    "dial_socket",
     "ending_from_exception",
     "ending_from_group",
     "open_link",
+    "setup_link",
     "vertex_model",
 ]

@@ -219,13 +219,32 @@ class UpstreamLink:
         await trio.aclose_forcefully(self._stream)
 
 
-async def open_link(nursery: trio.Nursery, dial: Dial, setup_wire: str) -> tuple[UpstreamLink, float]:
-    """Dial, handshake, send setup and wait for ``setupComplete``.
+@attrs.define(eq=False)
+class Handshaken:
+    """A dialled connection whose WebSocket handshake is done and whose ``setup`` is not sent
+    yet: the first half of a dial (:func:`dial_socket`), the second is :func:`setup_link`."""
 
-    Returns the link and the setup latency in seconds. Raises :class:`Ended` for every
-    transport-level failure; the websocket reader task runs in ``nursery``, which must be the
-    caller's per-connection nursery (it raises ConnectionRejected there, hence
-    :func:`ending_from_group`).
+    ws: WebSocketConnection
+    stream: trio.abc.Stream
+    #: trio time when the handshake completed, and how long the dial took.
+    ready_at: float
+    dial_s: float
+
+    @property
+    def closed(self) -> bool:
+        """The peer (or a transport error) ended it: it can no longer carry a setup."""
+        return self.ws.closed is not None
+
+    async def close(self, code: int = 1000) -> None:
+        """Close it unused: a close frame (bounded), then the TCP stream."""
+        await UpstreamLink(self.ws, self.stream).close(code, "")
+
+
+async def dial_socket(nursery: trio.Nursery, dial: Dial) -> Handshaken:
+    """Dial and handshake within ``dial.connect_timeout`` (credentials, TCP, TLS, upgrade), and
+    send nothing: the setup is :func:`setup_link`'s. Raises :class:`Ended` for every transport
+    failure; the websocket reader task runs in ``nursery`` (it raises ConnectionRejected there,
+    hence :func:`ending_from_group`) and must outlive the link.
     """
     # Here, not at the top: trio_websocket (+ wsproto, h11) is ~50 ms a start-up can skip.
     from trio_websocket import wrap_client_stream
@@ -268,7 +287,16 @@ async def open_link(nursery: trio.Nursery, dial: Dial, setup_wire: str) -> tuple
         if ending is None:
             raise
         raise Ended(ending) from None
-    link = UpstreamLink(ws, stream)
+    now = trio.current_time()
+    return Handshaken(ws, stream, ready_at=now, dial_s=now - started)
+
+
+async def setup_link(sock: Handshaken, dial: Dial, setup_wire: str) -> tuple[UpstreamLink, float]:
+    """Send ``setup`` on a handshaken connection and wait for ``setupComplete`` (within
+    ``dial.setup_timeout``). Returns the link and the seconds from the send to setupComplete;
+    raises :class:`Ended` (the connection aborted) for every transport failure."""
+    link = UpstreamLink(sock.ws, sock.stream)
+    started = trio.current_time()
     try:
         await link.send(setup_wire)
         with trio.fail_after(dial.setup_timeout):
@@ -286,3 +314,17 @@ async def open_link(nursery: trio.Nursery, dial: Dial, setup_wire: str) -> tuple
             raise
         raise Ended(ending) from None
     return link, trio.current_time() - started
+
+
+async def open_link(nursery: trio.Nursery, dial: Dial, setup_wire: str) -> tuple[UpstreamLink, float]:
+    """Dial, handshake, send setup and wait for ``setupComplete``: :func:`dial_socket`, then
+    :func:`setup_link`.
+
+    Returns the link and the dial + setup latency in seconds. Raises :class:`Ended` for every
+    transport-level failure; the websocket reader task runs in ``nursery``, which must be the
+    caller's per-connection nursery (it raises ConnectionRejected there, hence
+    :func:`ending_from_group`).
+    """
+    sock = await dial_socket(nursery, dial)
+    link, setup_s = await setup_link(sock, dial, setup_wire)
+    return link, sock.dial_s + setup_s

@@ -12,7 +12,8 @@ machine that window holds ~100 ordinary replies, so its p99 is mostly ordinary s
 jitter (compare "normal spacing"). Lost = pings that never got their reply.
 
 Per-phase figures (goAway -> close at the quiet point -> live) are in the daemon's info log
-(``BENCH_DAEMON_LOG=info BENCH_KEEP=1``).
+(``BENCH_DAEMON_LOG=info BENCH_KEEP=1``). The daemon pre-dials the next connection during the
+drain (``upstream.predial``); ``GEMINID_UPSTREAM_PREDIAL=false`` measures the same tree without.
 
 Limit, measured in the same run: one WebSocket handshake + setup + setupComplete done directly
 against the same fake (what any rotation must at least cost).

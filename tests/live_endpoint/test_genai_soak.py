@@ -172,7 +172,7 @@ class Faults:
     async def run(self) -> None:
         while True:
             await trio.sleep(self.rng.uniform(0.4, 1.6) * self.mean_gap)
-            conns = self.fake.open_connections()
+            conns = self.fake.open_sessions()
             if not conns:
                 continue
             conn = self.rng.choice(conns)

@@ -199,7 +199,7 @@ class Injector:
         self.weights = [FAULT_WEIGHTS[k] for k in self.kinds]
 
     def _one(self):
-        conns = self.fake.open_connections()
+        conns = self.fake.open_sessions()  # (not a pre-dialled connection without its setup yet)
         return self.rng.choice(conns) if conns else None
 
     @property
