@@ -38,9 +38,10 @@ if TYPE_CHECKING:
     from geminid.daemon.session.toolcalls import ToolCalls
 
 
-#: How long a probe ping waits for its pong (:meth:`Activity.pong`): a live server answers in a
-#: round trip; a stall is then noticed this much after ``stall_timeout`` (at most twice it).
-PROBE_TIMEOUT = 5.0
+#: How long before the stall deadline a probe ping goes out (:meth:`Activity.pong`; at most half
+#: of ``stall_timeout``): a live server answers it in a round trip, so the decision is still made
+#: at the deadline.
+PROBE_LEAD = 5.0
 #: :meth:`Activity.overdue`: send a probe ping.
 PROBE = "probe"
 
@@ -243,8 +244,8 @@ class Activity:
     may_decline: bool = False
     #: The last boundary was an ``interrupted``: the bare ``turnComplete`` that follows is its tail.
     interrupted_tail: bool = False
-    #: Trio time a reply became overdue that may have been declined: a probe ping is out
-    #: (:meth:`pong` decides; no pong by :data:`PROBE_TIMEOUT` later is a stall).
+    #: Trio time a probe ping was asked for: a reply that may have been declined is nearly
+    #: overdue (:meth:`pong` decides; no pong by the stall deadline is a stall).
     probe_at: float | None = None
 
     @property
@@ -455,28 +456,26 @@ class Activity:
         return self.in_response or self.replies.awaiting_input_reply() or bool(self.tools.answered)
 
     def overdue(self, now: float, timeout: float) -> str | None:
-        """The timers woke at ``now``: None (nothing overdue), :data:`PROBE` (a reply is overdue
-        that may have been declined: ping, and :meth:`pong` decides), or why this is a stall."""
-        stall_at = self.stall_at(timeout)
-        if stall_at is None or now < stall_at:
+        """The timers woke at ``now``: None (nothing due), :data:`PROBE` (a reply that may have
+        been declined is nearly overdue: ping, and :meth:`pong` decides), or why this is a stall."""
+        at = self.stall_at(timeout)
+        if at is None or now < at:
             return None
-        if self.probe_at is not None:
-            return "no pong to the probe ping while a reply was overdue"
-        if self.declinable():
+        if self._probe_due():
             self.probe_at = now
             return PROBE
         return f"no frame for {timeout:g} s while a reply was expected"
 
+    def _probe_due(self) -> bool:
+        return self.probe_at is None and self.declinable()
+
     def stall_at(self, timeout: float) -> float | None:
-        """When silence becomes a stall (None: no reply due, or stall detection off). With a
-        probe ping out, when its pong is overdue."""
-        if timeout <= 0:
+        """When the timers must look at the silence: the stall deadline (None: no reply due, or
+        stall detection off), or :data:`PROBE_LEAD` before it when a probe ping is due first."""
+        if timeout <= 0 or not self.expecting_reply():
             return None
-        if self.probe_at is not None:
-            return self.probe_at + min(PROBE_TIMEOUT, timeout)
-        if not self.expecting_reply():
-            return None
-        return max(self.last_frame_at, self.asked_at) + timeout
+        at = max(self.last_frame_at, self.asked_at) + timeout
+        return at - min(PROBE_LEAD, timeout / 2) if self._probe_due() else at
 
     def quiet(self) -> bool:
         """A quiet point, where a goAway rotation loses nothing: no generation in flight, no

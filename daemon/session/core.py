@@ -117,7 +117,7 @@ class Stall:
 @attrs.frozen
 class Probe:
     """A reply is overdue, but the model may have declined the input: ping now, and tell
-    :meth:`SessionCore.pong` when the pong comes (none within ``PROBE_TIMEOUT``: a stall)."""
+    :meth:`Activity.pong` when the pong comes (none by the stall deadline: a stall)."""
 
 
 class SessionCore:
