@@ -355,12 +355,18 @@ class Activity:
     def server_message(self, msg: live.ServerMessage) -> ReplyFacts:
         """Account for one server message's effect on the reply in progress."""
         says = msg.kind == "toolCall" or (msg.kind == "serverContent" and _says_something(msg))
+        held = False
         if says and self.in_response and self.paused and self.merge_pending:
             # The interaction that waited for its call took new input at its pause and speaks
             # again: this is the reply to that input (see :meth:`written`); the waiting one is over.
             if self._open_for_pending():
                 self.replies.reply_ended()
             self._no_interaction()
+            # The reply goes on inside the same interaction, which the call still holds: input at
+            # its pauses is merged too. Not marked so, a second input at a pause (the user spoke
+            # twice while the call ran) was answered inside it with no end counted, and the
+            # reconnect replayed it (a duplicate).
+            held = self.tools.non_blocking_pending
         facts = reply_facts(msg, in_response=self.in_response)
         if self.precounted and facts.answers and not says:
             facts = attrs.evolve(facts, answers=False)  # it ended what was counted as over
@@ -376,7 +382,7 @@ class Activity:
                 self.replies.reply_ended()
             self._no_interaction()
             self.result_pause_ended = bool(self.results_at_pause)
-        if msg.kind == "toolCall" and self.in_response and self.tools.non_blocking_pending:
+        if (msg.kind == "toolCall" or held) and self.in_response and self.tools.non_blocking_pending:
             self.call_wait = True
         if msg.kind == "serverContent" and (says or msg.interrupted):
             self.interrupted_tail = msg.interrupted and not msg.turn_complete
