@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 #: of ``stall_timeout``): a live server answers it in a round trip, so the decision is still made
 #: at the deadline.
 PROBE_LEAD = 5.0
+#: No decline is assumed below this much silence (a ``stall_timeout`` shorter than this has no
+#: probe: the silence is a stall, as before): a model that has not begun to answer an input it
+#: took after that long has declined it; sooner it may be slow, and its late reply, counted for
+#: the next input, could let a handle trim that input before the server took it (a lost turn).
+DECLINE_AFTER = 10.0
 #: :meth:`Activity.overdue`: send a probe ping.
 PROBE = "probe"
 
@@ -467,13 +472,13 @@ class Activity:
         at = self.stall_at(timeout)
         if at is None or now < at:
             return None
-        if self._probe_due():
+        if self._probe_due(timeout):
             self.probe_at = now
             return PROBE
         return f"no frame for {timeout:g} s while a reply was expected"
 
-    def _probe_due(self) -> bool:
-        return self.probe_at is None and self.declinable()
+    def _probe_due(self, timeout: float) -> bool:
+        return timeout >= DECLINE_AFTER and self.probe_at is None and self.declinable()
 
     def stall_at(self, timeout: float) -> float | None:
         """When the timers must look at the silence: the stall deadline (None: no reply due, or
@@ -481,7 +486,7 @@ class Activity:
         if timeout <= 0 or not self.expecting_reply():
             return None
         at = max(self.last_frame_at, self.asked_at) + timeout
-        return at - min(PROBE_LEAD, timeout / 2) if self._probe_due() else at
+        return at - min(PROBE_LEAD, timeout / 2) if self._probe_due(timeout) else at
 
     def quiet(self) -> bool:
         """A quiet point, where a goAway rotation loses nothing: no generation in flight, no

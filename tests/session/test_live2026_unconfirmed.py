@@ -292,3 +292,5 @@ def test_a_pong_declines_only_for_a_ping_written_after_the_input():
     act.probe_at = 25.0
     assert act.pong(25.0) and not act.replies.awaiting()
     assert act.stall_at(30) is None
+    _turn(act, 2)
+    assert act.stall_at(5) == 5.0 and act.overdue(5.0, 5) != PROBE  # too short a silence: a stall
