@@ -23,7 +23,9 @@ from test_live2026_soak_findings import (
     EXT_TOOL_SETUP,
     PLAIN_TOOL_SETUP,
     _activity,
+    _calls,
     _drop_at_the_quiet_point,
+    _result,
     _say,
     _turn,
     respond,
@@ -294,3 +296,25 @@ def test_a_pong_declines_only_for_a_ping_written_after_the_input():
     assert act.stall_at(30) is None
     _turn(act, 2)
     assert act.stall_at(5) == 5.0 and act.overdue(5.0, 5) != PROBE  # too short a silence: a stall
+
+
+def test_input_at_every_pause_of_an_interaction_a_call_holds_is_merged():
+    # Extended thinking, the call runs: the user speaks at the call's pause, and again at the
+    # pause after that answer (still IN_PROGRESS: the call holds it); the result ends it all.
+    # After the first merge the second input's reply was not seen as merged: its turn stayed
+    # owed, and a reconnect replayed it.
+    act = _activity("models/gemini-3.8-live-extended-thinking")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn(act, 2)
+    _say(act, live.server_text("let me think"), live.turn_complete(None, "IN_PROGRESS"))
+    _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn(act, 3)
+    _say(act, live.server_text("let me think"), live.turn_complete(None, "IN_PROGRESS"))
+    _say(act, live.server_text("the answer to 3"), live.turn_complete(None, "IN_PROGRESS"))
+    _result(act, 4, "c1")
+    _say(act, live.server_text("get_time returned"), live.turn_complete(None, "IDLE"))
+    assert not act.replies.awaiting()
+    act.buffer.covered_by_handle(None)
+    assert len(act.buffer) == 0
