@@ -12,6 +12,9 @@ Sources: ``shared/GEMINI_LIVE_2026.md`` §1, §3, §4.
 - **History seeding**: 3.1 takes ``clientContent`` only as initial history, announced with
   ``historyConfig.initialHistoryInClientContent`` and ended by ``turnComplete: true``
   (:attr:`ModelRules.initial_history_only`).
+- **Proactive audio** (3.8): the model may not answer an input at all
+  (:attr:`ModelRules.may_decline`; the session's activity model then tells a declined input
+  from a stall).
 
 A model the table does not know gets :data:`UNKNOWN`'s rules: blocking calls unless declared
 otherwise (the pre-2026 behaviour), ``clientContent`` at any time.
@@ -42,13 +45,16 @@ class ModelRules:
     blocking_only: bool = False
     #: ``clientContent`` only as initial history (``historyConfig``), ended by turnComplete.
     initial_history_only: bool = False
+    #: Proactive audio is always on: the model may answer an input with nothing at all
+    #: (GEMINI_LIVE_2026.md §7; what the server sends then is UNCONFIRMED).
+    may_decline: bool = False
 
 
 MODELS: Mapping[str, ModelRules] = {
     r.name: r
     for r in (
-        ModelRules("gemini-3.8-live", default_behavior=NON_BLOCKING),
-        ModelRules("gemini-3.8-live-extended-thinking", default_behavior=NON_BLOCKING),
+        ModelRules("gemini-3.8-live", default_behavior=NON_BLOCKING, may_decline=True),
+        ModelRules("gemini-3.8-live-extended-thinking", default_behavior=NON_BLOCKING, may_decline=True),
         ModelRules("gemini-3.1-flash-live-preview", blocking_only=True, initial_history_only=True),
         ModelRules("gemini-2.5-flash-native-audio-preview-12-2025"),
     )

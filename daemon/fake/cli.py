@@ -17,7 +17,7 @@ import trio
 
 from . import catalogue as C
 from .faults import Fault, Planned, Trigger
-from .options import FakeOptions
+from .options import DECLINES, FakeOptions
 from .server import FakeUpstream
 
 log = structlog.get_logger()
@@ -76,6 +76,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="issue resumable handles between an IN_PROGRESS turnComplete and IDLE (UNCONFIRMED)")
     add("--resumable-pending-calls", action="store_true",
         help="pending NON_BLOCKING calls do not hold resumable handles back (UNCONFIRMED)")
+    add("--idle-after-silent", action="store_true",
+        help="extended thinking: a SILENT response closing the last pending call ends the "
+             "interaction with a bare turnComplete + IDLE (UNCONFIRMED)")
+    add("--idle-while-call-pending", action="store_true",
+        help="extended thinking: end the interaction IDLE after the filler while a NON_BLOCKING "
+             "call is pending; the result is spoken later in an interaction of its own (UNCONFIRMED)")
+    add("--decline", choices=DECLINES, default=None,
+        help="proactive audio (3.8): a turn containing a --decline-word gets no reply, only a bare "
+             "turnComplete or nothing at all (UNCONFIRMED)")
+    add("--decline-word", action="append", default=[], metavar="WORD",
+        help=f"a word that makes the model decline with --decline (repeatable; default: {', '.join(d.decline_words)})")
 
 
 def catalogue_from_args(args: argparse.Namespace) -> C.Catalogue:
@@ -103,6 +114,7 @@ def options_from_args(args: argparse.Namespace) -> FakeOptions:
     def every(fault: Fault, seconds: float | None) -> list[Planned]:
         return [] if seconds is None else [Planned(fault, Trigger("seconds", seconds=seconds))]
 
+    d = FakeOptions()
     faults = [
         *every(Fault.drop(), args.drop_every),
         *every(Fault.close(args.close_code, args.close_reason), args.close_every),
@@ -131,6 +143,10 @@ def options_from_args(args: argparse.Namespace) -> FakeOptions:
         plain_interaction_status=not args.no_plain_interaction_status,
         resumable_in_progress=args.resumable_in_progress,
         resumable_pending_calls=args.resumable_pending_calls,
+        idle_after_silent=args.idle_after_silent,
+        idle_while_call_pending=args.idle_while_call_pending,
+        decline=args.decline,
+        decline_words=tuple(args.decline_word) or d.decline_words,
     )
 
 

@@ -19,6 +19,8 @@ GOAWAY_VIOLATION_REASON = (
 )
 #: The other lifetime cut the real service does: a plain 1000.
 CANCELLED_REASON = "The operation was cancelled."
+#: The values of ``FakeOptions.decline``: what the model sends for an input it declines.
+DECLINES = ("turn_complete", "nothing")
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -64,6 +66,16 @@ class FakeOptions:
     - ``idle_after_silent``: on extended thinking, a SILENT response that closes the last pending
       call of an idle model ends its IN_PROGRESS interaction with a bare ``turnComplete`` + IDLE
       (UNCONFIRMED; False: nothing is sent, the interaction stays IN_PROGRESS until new input).
+    - ``idle_while_call_pending``: on extended thinking, an interaction ends (``turnComplete`` +
+      IDLE) after its filler although a NON_BLOCKING call is still pending; the result is spoken
+      later, as its ``scheduling`` says, in an interaction of its own (UNCONFIRMED; False: a
+      pending call keeps the interaction IN_PROGRESS until its response). Plain 3.8 always ends
+      IDLE while a call is pending.
+    - ``decline``: proactive audio (models with ``proactive_audio_always``, 3.8) may not answer
+      an input at all (GEMINI_LIVE_2026.md §7, UNCONFIRMED what the server sends then). A user
+      turn containing any of ``decline_words`` is taken into context and answered with a bare
+      ``turnComplete`` (+ status) if ``"turn_complete"``, with nothing if ``"nothing"``; None:
+      the model answers every input.
     - ``bearer_check``: on the Vertex path, a bearer token passes only when this says it is
       valid now (a token issuer the test controls: an OAuth endpoint on loopback that
       google-auth calls); an expired or unknown token is refused with HTTP 401 at the upgrade,
@@ -99,6 +111,11 @@ class FakeOptions:
     resumable_in_progress: bool = False
     resumable_pending_calls: bool = False
     idle_after_silent: bool = False
+    idle_while_call_pending: bool = False
+    decline: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(DECLINES))
+    )
+    decline_words: tuple[str, ...] = ("psst",)
     bearer_check: Callable[[str], bool] | None = None
     consumed_index: str = attrs.field(
         default="0-connection",

@@ -54,6 +54,9 @@ class Speaker:
         """The user's turn is complete: answer it, or call a tool it mentions."""
         conn = self.conn
         turn, heard, earlier = conn.state.begin_turn()
+        if self._declines(heard):
+            self._decline()
+            return
         name = M.tool_to_call(conn.tools.functions, heard, conn.opts.tool_trigger_words)
         if name is not None and conn.tools.behavior(name) == "BLOCKING":
             gen = self.start(Gen(turn, "tool"))
@@ -69,6 +72,26 @@ class Speaker:
             else:
                 gen = Gen(turn, "reply", text=answer)
             self.stream(self.start(gen))
+
+    def _declines(self, heard: str) -> bool:
+        """Proactive audio ignores this input (``FakeOptions.decline``)."""
+        opts = self.conn.opts
+        low = heard.lower()
+        return (
+            opts.decline is not None
+            and self.conn.spec.proactive_audio_always
+            and any(w.lower() in low for w in opts.decline_words)
+        )
+
+    def _decline(self) -> None:
+        """The input is in context; the model says nothing (a bare turnComplete, or nothing)."""
+        conn = self.conn
+        if conn.opts.decline == "turn_complete":
+            st = conn.state
+            conn.emit(live.turn_complete(live.usage_metadata(st.context_tokens(), 0), self.status(more=False)))
+            conn._counts["turns"] += 1  # the handle follows once the input is taken (connection)
+            conn.fire("turns", conn._counts["turns"])
+            self._next_when_idle()
 
     def start(self, gen: Gen) -> Gen:
         self.gen = gen
@@ -151,8 +174,9 @@ class Speaker:
 
     def idle_now(self) -> None:
         """End an interaction that only a pending call kept IN_PROGRESS, with nothing to say
-        (``FakeOptions.idle_after_silent``): a bare ``turnComplete`` with the status now."""
-        if self.conn.spec.style is not C.Style.EXTENDED or self.gen is not None:
+        (``FakeOptions.idle_after_silent``): a bare ``turnComplete`` with the status now. Not
+        with ``idle_while_call_pending``: no call kept the interaction open."""
+        if self.conn.spec.style is not C.Style.EXTENDED or self.gen is not None or self.conn.opts.idle_while_call_pending:
             return
         st = self.conn.state
         self.conn.emit(live.turn_complete(live.usage_metadata(st.context_tokens(), 0), self.status(more=False)))
@@ -166,9 +190,14 @@ class Speaker:
         extended = spec.style is C.Style.EXTENDED
         if not spec.interaction_status or not (extended or conn.opts.plain_interaction_status):
             return None
-        if more or (extended and conn.tools.pending):
+        if more or (extended and self._call_holds()):
             return IN_PROGRESS
         return IDLE
+
+    def _call_holds(self) -> bool:
+        """On extended thinking, a pending call keeps the interaction IN_PROGRESS (unless
+        ``FakeOptions.idle_while_call_pending``)."""
+        return bool(self.conn.tools.pending) and not self.conn.opts.idle_while_call_pending
 
     def interrupt(self) -> None:
         """New input while the model is busy: stop it, as the real service does. BLOCKING calls

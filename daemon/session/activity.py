@@ -15,6 +15,8 @@ the replay buffer is trimmed, so a rule change that missed one lost messages. No
   (:meth:`Replies.covered_through`); responses end in order, one per eliciting message.
 - :meth:`Activity.written` ends an interaction that the server will not end on its own (a
   NON_BLOCKING call keeping it IN_PROGRESS; see there).
+- :meth:`Activity.pong` tells an input the model declined to answer (proactive audio, 3.8) from a
+  stall, with a ping; a bare ``turnComplete`` answers the input it follows.
 - :meth:`Activity.expecting_reply` (the stall timer), :meth:`Activity.quiet` (the goAway
   rotation), :meth:`Activity.holds` (what the writer keeps back while draining) and
   :meth:`Activity.idle_for` (the inactivity timeout; the registry calls :meth:`Activity.touch`).
@@ -24,16 +26,29 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from geminid.protocol import live
+from geminid.protocol import live, models
 
 if TYPE_CHECKING:
     from geminid.daemon.session.replay import Entry, ReplayBuffer
     from geminid.daemon.session.toolcalls import ToolCalls
+
+
+#: How long before the stall deadline a probe ping goes out (:meth:`Activity.pong`; at most half
+#: of ``stall_timeout``): a live server answers it in a round trip, so the decision is still made
+#: at the deadline.
+PROBE_LEAD = 5.0
+#: No decline is assumed below this much silence (a ``stall_timeout`` shorter than this has no
+#: probe: the silence is a stall, as before): a model that has not begun to answer an input it
+#: took after that long has declined it; sooner it may be slow, and its late reply, counted for
+#: the next input, could let a handle trim that input before the server took it (a lost turn).
+DECLINE_AFTER = 10.0
+#: :meth:`Activity.overdue`: send a probe ping.
+PROBE = "probe"
 
 
 @attrs.frozen
@@ -230,6 +245,13 @@ class Activity:
     result_pause_ended: bool = False
     #: A SILENT response closed the last call at such a pause, and the server said nothing since.
     silent_at_pause: bool = False
+    #: The model may answer an input with nothing at all (proactive audio, ``ModelRules.may_decline``).
+    may_decline: bool = False
+    #: The last boundary was an ``interrupted``: the bare ``turnComplete`` that follows is its tail.
+    interrupted_tail: bool = False
+    #: Trio time a probe ping was asked for: a reply that may have been declined is nearly
+    #: overdue (:meth:`pong` decides; no pong by the stall deadline is a stall).
+    probe_at: float | None = None
 
     @property
     def replies(self) -> Replies:
@@ -243,6 +265,7 @@ class Activity:
 
     def connection_opened(self, now: float) -> None:
         self.connected = True
+        self.interrupted_tail = False
         self._no_interaction()
         self.results_at_pause, self.result_pause_ended = (), False
         self.last_frame_at = now
@@ -254,6 +277,7 @@ class Activity:
 
     def _no_interaction(self) -> None:
         self.in_response = False
+        self.probe_at = None
         self.silent_at_pause = False
         self.paused = False
         self.open_for = None
@@ -261,8 +285,14 @@ class Activity:
         self.merge_pending = False
         self.precounted = False
 
+    def declare(self, setup: Mapping[str, Any]) -> None:
+        """The session's setup: its function behaviours, and whether its model may decline."""
+        self.tools.declare(setup)
+        self.may_decline = models.rules_for(str(setup.get("model") or "")).may_decline
+
     def frame_received(self, now: float) -> None:
         self.last_frame_at = now
+        self.probe_at = None  # the server speaks: silence counts afresh
 
     def written(self, entry: Entry, now: float) -> bool:
         """``entry`` was written; True if it asks for a reply (the stall clock starts, unless
@@ -330,15 +360,23 @@ class Activity:
     def server_message(self, msg: live.ServerMessage) -> ReplyFacts:
         """Account for one server message's effect on the reply in progress."""
         says = msg.kind == "toolCall" or (msg.kind == "serverContent" and _says_something(msg))
+        held = False
         if says and self.in_response and self.paused and self.merge_pending:
             # The interaction that waited for its call took new input at its pause and speaks
             # again: this is the reply to that input (see :meth:`written`); the waiting one is over.
             if self._open_for_pending():
                 self.replies.reply_ended()
             self._no_interaction()
+            # The reply goes on inside the same interaction, which the call still holds: input at
+            # its pauses is merged too. Not marked so, a second input at a pause (the user spoke
+            # twice while the call ran) was answered inside it with no end counted, and the
+            # reconnect replayed it (a duplicate).
+            held = self.tools.non_blocking_pending
         facts = reply_facts(msg, in_response=self.in_response)
         if self.precounted and facts.answers and not says:
             facts = attrs.evolve(facts, answers=False)  # it ended what was counted as over
+        if facts.boundary and not facts.answers and self._declined_by_turn_complete(msg):
+            facts = attrs.evolve(facts, answers=True)
         if facts.started:
             if self.result_pause_ended:
                 self.results_at_pause, self.result_pause_ended = (), False  # its own reply
@@ -349,8 +387,10 @@ class Activity:
                 self.replies.reply_ended()
             self._no_interaction()
             self.result_pause_ended = bool(self.results_at_pause)
-        if msg.kind == "toolCall" and self.in_response and self.tools.non_blocking_pending:
+        if (msg.kind == "toolCall" or held) and self.in_response and self.tools.non_blocking_pending:
             self.call_wait = True
+        if msg.kind == "serverContent" and (says or msg.interrupted):
+            self.interrupted_tail = msg.interrupted and not msg.turn_complete
         if says:
             self.precounted = False
             self.silent_at_pause = False
@@ -363,6 +403,45 @@ class Activity:
             if self.paused and self._result_reply_waits_for_a_call():
                 self.call_wait = True
         return facts
+
+    def _declined_by_turn_complete(self, msg: live.ServerMessage) -> bool:
+        """A bare ``turnComplete`` (nothing started) answers the input it follows: proactive
+        audio declined to reply (one UNCONFIRMED way the server says so; ``FakeOptions.decline``).
+        Not the tail of an ``interrupted`` (that end was counted), not the IDLE that ends an
+        interaction counted as over already (``precounted``), not for a tool result (its reply
+        may have been spoken inside another interaction). Left owed, the turn took the next
+        turn's end: every later handle covered one turn fewer, and a reconnect replayed a turn
+        the resumed conversation held (a duplicate), after a needless stall."""
+        if not (self.may_decline and msg.turn_complete) or self.interrupted_tail or self.precounted:
+            return False
+        seq = self.replies.answering()
+        return seq is not None and not self.replies.is_result(seq)
+
+    def pong(self, sent_at: float) -> bool:
+        """A ping written at ``sent_at`` was answered. While :attr:`probing`, a ping written after
+        the last message that asks for a reply proves the server read that message: the model
+        chose to say nothing (proactive audio; the other UNCONFIRMED way, ``FakeOptions.decline
+        = "nothing"``). The owed replies are counted as ended (a later handle covers those
+        inputs: the server took them before it issued it), so no stall is declared and no
+        reconnect replays an input the server has (a duplicate, declined again: a reconnect
+        loop). True if so."""
+        probing, self.probe_at = self.probe_at is not None, None
+        if not (probing and sent_at > self.asked_at and self.declinable()):
+            return False
+        while self.replies.awaiting():
+            self.replies.reply_ended()
+        return True
+
+    def declinable(self) -> bool:
+        """What is overdue may be a declined input: the model may decline, nothing started, no
+        tool round trip is open, and a reply to an input (not only to a result) is owed."""
+        return (
+            self.may_decline
+            and self.connected
+            and not self.in_response
+            and not self.tools.open
+            and self.replies.awaiting_input_reply()
+        )
 
     def _result_reply_waits_for_a_call(self) -> bool:
         """The open interaction speaks a tool result and paused while a NON_BLOCKING call still
@@ -387,11 +466,27 @@ class Activity:
             return False
         return self.in_response or self.replies.awaiting_input_reply() or bool(self.tools.answered)
 
+    def overdue(self, now: float, timeout: float) -> str | None:
+        """The timers woke at ``now``: None (nothing due), :data:`PROBE` (a reply that may have
+        been declined is nearly overdue: ping, and :meth:`pong` decides), or why this is a stall."""
+        at = self.stall_at(timeout)
+        if at is None or now < at:
+            return None
+        if self._probe_due(timeout):
+            self.probe_at = now
+            return PROBE
+        return f"no frame for {timeout:g} s while a reply was expected"
+
+    def _probe_due(self, timeout: float) -> bool:
+        return timeout >= DECLINE_AFTER and self.probe_at is None and self.declinable()
+
     def stall_at(self, timeout: float) -> float | None:
-        """When silence becomes a stall (None: no reply due, or stall detection off)."""
+        """When the timers must look at the silence: the stall deadline (None: no reply due, or
+        stall detection off), or :data:`PROBE_LEAD` before it when a probe ping is due first."""
         if timeout <= 0 or not self.expecting_reply():
             return None
-        return max(self.last_frame_at, self.asked_at) + timeout
+        at = max(self.last_frame_at, self.asked_at) + timeout
+        return at - min(PROBE_LEAD, timeout / 2) if self._probe_due(timeout) else at
 
     def quiet(self) -> bool:
         """A quiet point, where a goAway rotation loses nothing: no generation in flight, no

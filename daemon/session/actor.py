@@ -126,6 +126,7 @@ class SessionActor(Sender, Relay):
         self._wait_scope: trio.CancelScope | None = None
         self._wake = trio.Event()
         self._timer_wake = trio.Event()
+        self._probe = trio.Event()
         self._drained = trio.Event()
         #: Set once the session is to end for good: why (the enum decides), and the words.
         self._closing: str | None = None

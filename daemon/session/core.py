@@ -25,7 +25,7 @@ import attrs
 
 from geminid.daemon.config import SessionConfig
 from geminid.daemon.session import reseed
-from geminid.daemon.session.activity import Activity, ReplyFacts
+from geminid.daemon.session.activity import PROBE, Activity, ReplyFacts
 from geminid.daemon.session.effects import (
     Effect,
     EndConnection,
@@ -116,6 +116,12 @@ class Stall:
     """The server fell silent while it owed us frames."""
 
     ending: Ending
+
+
+@attrs.frozen
+class Probe:
+    """A reply is overdue, but the model may have declined the input: ping now, and tell
+    :meth:`Activity.pong` when the pong comes (none by the stall deadline: a stall)."""
 
 
 class SessionCore:
@@ -331,7 +337,7 @@ class SessionCore:
     def setup_message(self, setup: dict[str, object], *, resume: bool) -> dict[str, object]:
         """The setup of the next dial: the session's own plus the daemon-owned resumption."""
         self._model = str(setup.get("model") or "")
-        self.tools.declare(setup)
+        self.activity.declare(setup)
         body = self._seed_setup = reseed.seeded_setup(dict(setup)) if not resume and self._seed_turns() else dict(setup)
         resumption: dict[str, object] = {"handle": self.handle} if resume else {}
         if self.transparent:
@@ -418,14 +424,14 @@ class SessionCore:
             wake = min(wake, stall_at)
         return wake
 
-    def timer(self, now: float, stall_timeout: float) -> EndConnection | Stall | None:
-        """The timers woke at ``now``: the goAway deadline passed, or the server stalled."""
+    def timer(self, now: float, stall_timeout: float) -> EndConnection | Stall | Probe | None:
+        """The timers woke at ``now``: the goAway deadline passed, the server stalled, or a probe is due."""
         conn = self.conn
         if conn is not None and conn.deadline is not None and now >= conn.deadline:
             return EndConnection(LocalReason.GOAWAY_DEADLINE)
-        stall_at = self.activity.stall_at(stall_timeout)
-        if stall_at is not None and now >= stall_at:
-            return Stall(Ending(EndingKind.STALL, reason=f"no frame for {stall_timeout:g} s while a reply was expected"))
+        due = self.activity.overdue(now, stall_timeout)  # None, PROBE, or why it is a stall
+        if due is not None:
+            return Probe() if due is PROBE else Stall(Ending(EndingKind.STALL, reason=due))
         return None
 
     def usage(self, usage: dict[str, object]) -> str | None:

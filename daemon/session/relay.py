@@ -11,6 +11,7 @@ durability, the record); this class runs each connection and hands every decisio
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
-from geminid.daemon.session.core import Conn, Failed, SessionCore, Stall, interrupts
+from geminid.daemon.session.core import Conn, Failed, Probe, SessionCore, Stall, interrupts
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import Effect, EndConnection
 from geminid.daemon.session.predial import predial_refusal
@@ -106,6 +107,8 @@ class Relay:
     _connected_once: bool
     _wake: trio.Event
     _timer_wake: trio.Event
+    #: Set by the timers to have the keepalive ping at once (a :class:`Probe`).
+    _probe: trio.Event
     _drained: trio.Event
 
     if TYPE_CHECKING:
@@ -313,8 +316,7 @@ class Relay:
                 nursery.start_soon(reader)
                 nursery.start_soon(writer)
                 nursery.start_soon(self._timers, link, conn, nursery.cancel_scope)
-                if self.cfg.upstream.keepalive_interval > 0:
-                    nursery.start_soon(self._keepalive, link)
+                nursery.start_soon(self._keepalive, link)
         except Ended as exc:
             return exc.ending
         except BaseExceptionGroup as group:
@@ -345,6 +347,9 @@ class Relay:
             with trio.move_on_at(self.core.wake_at(up.stall_timeout)):
                 await self._timer_wake.wait()
             fired = self.core.timer(trio.current_time(), up.stall_timeout)
+            if isinstance(fired, Probe):
+                self._probe.set()  # the keepalive pings now
+                continue
             if isinstance(fired, EndConnection):
                 self._end_connection(conn, fired.reason.value)
                 self._wake_writer()
@@ -353,16 +358,25 @@ class Relay:
                 raise Ended(fired.ending)
 
     async def _keepalive(self, link: UpstreamLink) -> None:
-        """A WebSocket ping every ``keepalive_interval``; no pong within ``keepalive_timeout``
-        ends the connection as a stall. Its own task, so a silent peer cannot hold up the
-        goAway deadline or the stall check while the ping waits."""
+        """A WebSocket ping every ``keepalive_interval`` (0: none), and at once when the timers
+        ask (a :class:`Probe`: was an overdue input declined?); no pong within
+        ``keepalive_timeout`` ends the connection as a stall (a probe's pong is awaited by the
+        stall check too). Its own task, so a silent peer cannot hold up the goAway deadline or
+        the stall check while the ping waits."""
         up = self.cfg.upstream
+        every = up.keepalive_interval if up.keepalive_interval > 0 else math.inf
         while True:
-            await trio.sleep(up.keepalive_interval)
+            with trio.move_on_after(every):
+                await self._probe.wait()
+            self._probe = trio.Event()
+            sent_at = trio.current_time()
             with trio.move_on_after(up.keepalive_timeout) as ping_scope:
                 await link.ping()
             if ping_scope.cancelled_caught:
                 raise Ended(Ending(EndingKind.STALL, reason=f"no pong within {up.keepalive_timeout:g} s"))
+            if self.activity.pong(sent_at):
+                self.log.info("session.reply_declined", why="the server read the input and said nothing")
+            self._poke_timers()
 
     def _poke_timers(self) -> None:
         """A deadline may have been armed (goAway, a reply now expected): re-plan the timers."""

@@ -10,7 +10,7 @@ import sys
 
 import trio
 
-from geminid.daemon.fake import FakeUpstream, Fault
+from geminid.daemon.fake import FakeOptions, FakeUpstream, Fault
 from geminid.daemon.fake import catalogue as C
 from geminid.daemon.fake.cli import add_arguments, catalogue_from_args, options_from_args
 from geminid.daemon.fake.routing import ws_path
@@ -112,6 +112,13 @@ def test_catalogue_flags():
                                     "--resumable-pending-calls"))
     assert not opts.plain_interaction_status and opts.resumable_in_progress and opts.resumable_pending_calls
     assert options_from_args(_parse()).plain_interaction_status
+    opts = options_from_args(_parse("--idle-after-silent", "--idle-while-call-pending", "--decline", "nothing",
+                                    "--decline-word", "hush"))
+    assert opts.idle_after_silent and opts.idle_while_call_pending
+    assert opts.decline == "nothing" and opts.decline_words == ("hush",)
+    d = options_from_args(_parse())
+    assert not d.idle_after_silent and not d.idle_while_call_pending and d.decline is None
+    assert d.decline_words == FakeOptions().decline_words
 
 
 async def test_geminid_fake_upstream_ready_line_is_not_redacted():

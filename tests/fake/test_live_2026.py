@@ -3,6 +3,7 @@ interimInputTranscription, non-blocking tools (scheduling, willContinue) and 3.1
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from geminid.daemon.fake import catalogue as C
@@ -266,6 +267,65 @@ async def test_extended_thinking_non_blocking_call_in_progress_until_answered(st
         await client.send(live.tool_response([resp]))
         msgs = await client.recv_until(is_idle)
     assert transcript_of(msgs) == 'turn 1: book_ticket returned {"ok":1}.'
+
+
+@pytest.mark.parametrize("scheduling", ["WHEN_IDLE", "SILENT"])
+async def test_idle_while_call_pending_option(start_fake, scheduling):
+    # The other UNCONFIRMED behaviour: the filler ends the interaction (IDLE) although the call
+    # is pending; the result is spoken later in an interaction of its own.
+    fake = await _fake(start_fake, idle_while_call_pending=True, idle_after_silent=True)
+    async with connect(fake) as client:
+        await client.setup(model=EXT, generation_config=THINK, tools=_tools(), output_audio_transcription=True)
+        call = await _call(client)
+        msgs = await client.turn()
+        assert transcript_of(msgs) == "turn 1: calling book_ticket." and status_of(msgs[-1]) == "IDLE"
+        await client.say("and the news?")  # the call is still pending: not cancelled
+        msgs = await client.recv_until(is_idle)
+        assert not any("toolCallCancellation" in m for m in msgs)
+        assert [tc["interactionStatus"] for tc in _turn_completes(msgs)] == ["IN_PROGRESS", "IDLE"]
+        resp = live.function_response(call["id"], "book_ticket", {"ok": 1}) | {"scheduling": scheduling}
+        await client.send(live.tool_response([resp]))
+        if scheduling == "SILENT":  # nothing at all, not even a bare IDLE (no interaction was open)
+            with trio.move_on_after(0.2):
+                extra = await client.recv()
+                raise AssertionError(f"SILENT elicited {extra}")
+        else:
+            msgs = await client.recv_until(is_idle)
+            assert transcript_of(msgs) == 'turn 1: book_ticket returned {"ok":1}.'
+            assert [tc["interactionStatus"] for tc in _turn_completes(msgs)] == ["IDLE"]
+    assert fake.conversations["c1"].tool_calls[0].responses == [{"ok": 1}]
+
+
+@pytest.mark.parametrize("decline", ["turn_complete", "nothing"])
+@pytest.mark.parametrize("model", [M38, EXT])
+async def test_proactive_audio_declines_an_input(start_fake, decline, model):
+    fake = await _fake(start_fake, decline=decline)
+    gen = THINK if model == EXT else None
+    async with connect(fake) as client:
+        await client.setup(model=model, generation_config=gen, output_audio_transcription=True, session_resumption={})
+        await client.say("psst, not for you")
+        msgs = await client.recv_until(lambda m: "sessionResumptionUpdate" in m)
+        if decline == "turn_complete":
+            assert [m["serverContent"] for m in msgs[:-1]] == [
+                {"turnComplete": True, "interactionStatus": "IDLE"}
+            ]
+        else:
+            assert msgs[:-1] == []
+        assert msgs[-1]["sessionResumptionUpdate"]["resumable"]
+        await client.say("hello")
+        msgs = await client.recv_until(is_idle)
+    assert transcript_of(msgs).endswith('heard "hello"; previous "psst, not for you".')
+    assert fake.conversations["c1"].user_turns == ["psst, not for you", "hello"]
+
+
+async def test_decline_needs_a_proactive_audio_model(start_fake):
+    fake = await _fake(start_fake, decline="nothing")
+    async with connect(fake) as client:
+        await client.setup(model="models/gemini-2.5-flash-native-audio-preview-12-2025",
+                           output_audio_transcription=True)
+        await client.say("psst")
+        msgs = await client.turn()
+    assert transcript_of(msgs) == 'turn 1: heard "psst".'
 
 
 async def test_3_1_client_content_only_as_initial_history(start_fake):

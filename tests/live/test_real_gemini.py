@@ -9,6 +9,13 @@ connect within 3 s; otherwise it is skipped with the reason. With a key::
 ``GEMINI_LIVE_MODALITY`` defaults to ``AUDIO`` (3.8 replies in audio only; the reply is then read
 from the output transcription); ``TEXT`` is for models that accept it.
 
+The extended-thinking variant runs the same scenario on ``models/gemini-3.8-live-extended-thinking``
+(``GEMINI_LIVE_EXT_MODEL``), AUDIO with ``outputAudioTranscription`` and a ``thinkingConfig`` with
+exactly one of ``thinkingLevel`` / ``thinkingBudget`` (``GEMINI_LIVE_THINKING_LEVEL``, default
+``LOW``; or ``GEMINI_LIVE_THINKING_BUDGET``). There one request gets a filler ending in
+``turnComplete`` + ``IN_PROGRESS`` and then the answer ending in ``turnComplete`` + ``IDLE``: a
+reply is over only at the end of the interaction, so the scenario waits for that.
+
 What it proves: the real registry (in process), on the default endpoint, holds a conversation
 across a reconnect that we force by closing the socket from our side
 (:meth:`SessionActor.force_reconnect`: close 1000, then resume with the newest handle). The model
@@ -40,6 +47,7 @@ from geminid.protocol import live
 HOST = "generativelanguage.googleapis.com"
 MODEL = os.environ.get("GEMINI_LIVE_MODEL") or "models/gemini-3.8-live"
 MODALITY = (os.environ.get("GEMINI_LIVE_MODALITY") or "AUDIO").upper()  # 3.8 replies in audio only
+EXT_MODEL = os.environ.get("GEMINI_LIVE_EXT_MODEL") or "models/gemini-3.8-live-extended-thinking"
 WORDS = ["marmalade", "zeppelin", "quokka", "saffron", "obsidian", "bramble", "kumquat", "juniper",
          "lighthouse", "tangerine", "walrus", "origami"]
 
@@ -102,12 +110,29 @@ class _Recorder:
                 out.append(tx["text"])
         return "".join(out)
 
-    def turn_completed(self, start: int = 0) -> bool:
-        # Some models never send turnComplete: any turn boundary counts (GEMINI_LIVE.md §4).
+    def turn_completed(self, start: int = 0, *, interaction: bool = False) -> bool:
+        """A reply ended after event ``start``. ``interaction``: only at the end of the whole
+        interaction (a ``turnComplete`` whose ``interactionStatus`` is not ``IN_PROGRESS``;
+        extended thinking ends its filler with IN_PROGRESS, and every utterance with
+        ``generationComplete``). Otherwise any turn boundary counts: some models never send
+        turnComplete (GEMINI_LIVE.md §4)."""
+        if interaction:
+            return any(
+                (sc := m.get("serverContent") or {}).get("turnComplete") and sc.get("interactionStatus") != "IN_PROGRESS"
+                for m in self.messages(start)
+            )
         return any(
             (sc := m.get("serverContent") or {}).get("turnComplete") or sc.get("generationComplete")
             for m in self.messages(start)
         )
+
+    def statuses_sent(self, start: int = 0) -> list[str | None]:
+        """The ``interactionStatus`` of each ``turnComplete`` after event ``start``."""
+        return [
+            sc.get("interactionStatus")
+            for m in self.messages(start)
+            if (sc := m.get("serverContent") or {}).get("turnComplete")
+        ]
 
     async def wait(self, pred, what: str, timeout: float = 60.0) -> None:
         with trio.move_on_after(timeout):
@@ -123,6 +148,21 @@ async def test_secret_word_survives_a_forced_reconnect(api_key: str, tmp_path: P
     print(f"[live] {MODEL}: the model answered {answer!r} after the forced reconnect")
 
 
+def _thinking_config() -> dict[str, Any]:
+    """Exactly one of thinkingLevel / thinkingBudget (extended thinking refuses none or both)."""
+    budget = os.environ.get("GEMINI_LIVE_THINKING_BUDGET")
+    if budget:
+        return {"thinkingBudget": int(budget)}
+    return {"thinkingLevel": (os.environ.get("GEMINI_LIVE_THINKING_LEVEL") or "LOW").upper()}
+
+
+async def test_extended_thinking_secret_word_survives_a_forced_reconnect(api_key: str, tmp_path: Path) -> None:
+    answer = await secret_word_scenario(
+        Config().upstream.endpoint, api_key, tmp_path / "state", EXT_MODEL, "AUDIO", thinking=_thinking_config()
+    )
+    print(f"[live] {EXT_MODEL}: the model answered {answer!r} after the forced reconnect")
+
+
 async def test_the_same_scenario_against_the_fake(tmp_path: Path) -> None:
     """Keeps the live test honest where it cannot run: the same code, against the fake (whose
     reply to a question quotes the previous turn, so the word shows only if the resumed
@@ -135,8 +175,32 @@ async def test_the_same_scenario_against_the_fake(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def secret_word_scenario(endpoint: str, api_key: str, state_dir: Path, model: str, modality: str) -> str:
-    """Tell a secret word, force a reconnect, ask for it; returns the answer (asserts inside)."""
+async def test_the_extended_thinking_scenario_against_the_fake(tmp_path: Path) -> None:
+    """The extended-thinking variant against the fake configured as extended thinking (the
+    default catalogue's entry: fillers with IN_PROGRESS, thinkingConfig required). The answer
+    must be the whole interaction: the filler alone does not quote the word."""
+    async with trio.open_nursery() as nursery:
+        fake = await nursery.start(FakeUpstream(FakeOptions(reply_pace=0.005)).serve)
+        answer = await secret_word_scenario(
+            fake.url(), "test-key", tmp_path / "state", EXT_MODEL, "AUDIO", thinking=_thinking_config()
+        )
+        assert "let me think" in answer and 'heard "What is my secret word' in answer, answer
+        sent = [(m.get("serverContent") or {}).get("interactionStatus") for m in fake.accepted[1].sent
+                if (m.get("serverContent") or {}).get("turnComplete")]
+        assert sent == ["IN_PROGRESS", "IDLE"], sent  # the filler's end did not end the reply
+        assert [c.resumed_handle is not None for c in fake.accepted] == [False, True]
+        setup = fake.accepted[0].setup["setup"]
+        assert setup["generationConfig"]["thinkingConfig"] == _thinking_config()
+        assert setup["outputAudioTranscription"] == {}
+        nursery.cancel_scope.cancel()
+
+
+async def secret_word_scenario(
+    endpoint: str, api_key: str, state_dir: Path, model: str, modality: str, *, thinking: dict[str, Any] | None = None
+) -> str:
+    """Tell a secret word, force a reconnect, ask for it; returns the answer (asserts inside).
+    ``thinking``: the setup's ``thinkingConfig`` (extended thinking): then a reply is over at
+    the end of the interaction, not at the filler's IN_PROGRESS turnComplete."""
     word = random.choice(WORDS)
     cfg = Config(
         state_dir=state_dir,
@@ -147,7 +211,10 @@ async def secret_word_scenario(endpoint: str, api_key: str, state_dir: Path, mod
     setup_kw: dict[str, Any] = {"response_modalities": [modality]}
     if modality == "AUDIO":
         setup_kw["output_audio_transcription"] = True
+    if thinking is not None:
+        setup_kw["generation_config"] = {"thinkingConfig": thinking}
     setup = live.setup(model, **setup_kw)["setup"]
+    interaction = thinking is not None
 
     with trio.fail_after(180):
         async with trio.open_nursery() as nursery:
@@ -168,7 +235,7 @@ async def secret_word_scenario(endpoint: str, api_key: str, state_dir: Path, mod
             start = len(rec.events)
             await registry.send("live-test", live.client_content(
                 f"My secret word is {word}. Remember it. Reply with just the word OK."))
-            await rec.wait(lambda: rec.turn_completed(start), "the reply to the first turn")
+            await rec.wait(lambda: rec.turn_completed(start, interaction=interaction), "the reply to the first turn")
             # The server issues a resumable handle at the next quiet point: wait until one covers
             # the turn, so that the resume below must restore it.
             await rec.wait(lambda: actor.handle is not None and len(actor.buffer) == 0,
@@ -180,8 +247,10 @@ async def secret_word_scenario(endpoint: str, api_key: str, state_dir: Path, mod
             start = len(rec.events)
             await registry.send("live-test", live.client_content(
                 "What is my secret word? Answer with the word only."))
-            await rec.wait(lambda: rec.turn_completed(start), "the reply to the question")
+            await rec.wait(lambda: rec.turn_completed(start, interaction=interaction), "the reply to the question")
             answer = rec.text(start)
+            if interaction:  # what the real service sends is worth seeing (UNCONFIRMED details)
+                print(f"[live] {model}: interactionStatus of each turnComplete: {rec.statuses_sent(start)}")
             assert word in answer.lower(), f"the model answered {answer!r}; the secret word was {word!r}"
             assert not any(e.method == "session.context_lost" for e in rec.events)
 
