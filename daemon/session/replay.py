@@ -124,6 +124,12 @@ class Entry:
         return len(self.wire)
 
     @property
+    def blocking_response(self) -> bool:
+        """A tool response to BLOCKING calls only: it owes no reply of its own and is not SILENT
+        (either marks a NON_BLOCKING response, see :meth:`ToolCalls.responded`)."""
+        return self.kind is Kind.TOOL_RESPONSE and not self.replies_owed and not self.silent
+
+    @property
     def asks_reply(self) -> bool:
         """Written, it makes the server owe us frames (a reply, or the rest of a tool round trip).
         A SILENT tool response goes into the model's context and asks for nothing."""
@@ -417,8 +423,13 @@ class ReplayBuffer:
             return self._trim(covered.__contains__)
         # Developer API: the handle holds what the server had consumed when it issued it. That
         # is everything up to the last message whose reply has ended (replies end in order),
-        # and the tool responses at the head (no handle is issued while a call is pending).
-        # Whatever was written after the last answered message may still have been in flight:
+        # and the responses to BLOCKING calls at the head (no handle is issued while a BLOCKING
+        # call is pending). Not a NON_BLOCKING call's: whether a pending one holds handles back
+        # is UNCONFIRMED, and where it does not (FakeOptions.resumable_pending_calls), a handle
+        # issued while its response was in flight covers nothing of it; trimmed, a SILENT
+        # response the connection then lost was never delivered nor reported (the 3.8-audio
+        # soak's K1). Kept, it goes with the next answered message, or is reported lost on a
+        # reconnect (ToolCalls.connection_lost). Whatever was written after the last answered message may still have been in flight:
         # it is kept and replayed (a possible duplicate of non-eliciting content, never a loss).
         # By write position, not by seq: a tool response written ahead of a held replay has a
         # higher seq than the turn written after it, which the handle does not cover (trimmed
@@ -426,7 +437,7 @@ class ReplayBuffer:
         # reconnect: the 3.8-extended soak's lost turns).
         last_answered = self.replies.covered_through()
         n = 0 if last_answered is None else self._trim_through(last_answered)
-        while self.cursor and self._entries and self._entries[0].kind is Kind.TOOL_RESPONSE:
+        while self.cursor and self._entries and self._entries[0].blocking_response:
             n += self._trim(self._entries[0].seq.__eq__)
         return n
 

@@ -165,6 +165,26 @@ def test_a_backlog_message_the_server_never_answers_holds_the_replay_twice_at_mo
     assert buf.next_to_write() is None
 
 
+def test_a_handle_covers_a_blocking_calls_response_at_the_head_but_not_a_non_blocking_one():
+    # No handle is issued while a BLOCKING call is pending, so one that arrives after its response
+    # was written covers it. A NON_BLOCKING call may not hold handles back (UNCONFIRMED): the
+    # handle may have been issued while the response was in flight. Trimmed, a SILENT response
+    # the connection then lost was never delivered and never reported (the 3.8-audio soak, K1).
+    msg = live.tool_response([live.function_response("c1", "f", {})])
+    buf = ReplayBuffer(max_bytes=10_000, staleness=1.0)
+    buf.new_connection(0.0, replaying=False)
+    buf.append(Entry(1, Kind.TOOL_RESPONSE, msg, live.encode(msg), 0.0, False, silent=True))
+    buf.append(Entry(2, Kind.TOOL_RESPONSE, msg, live.encode(msg), 0.0, False, replies_owed=1))
+    assert drain(buf) == [1, 2]
+    assert buf.covered_by_handle(None) == 0
+    assert [e.seq for e in buf] == [1, 2]
+    buf.response_ended()  # the result's reply: what was written up to it is covered
+    assert buf.covered_by_handle(None) == 2
+    buf.append(Entry(3, Kind.TOOL_RESPONSE, msg, live.encode(msg), 0.0, False))  # BLOCKING
+    assert drain(buf) == [3]
+    assert buf.covered_by_handle(None) == 1 and list(buf) == []
+
+
 def test_full_buffer_drops_oldest_audio_then_refuses():
     buf = ReplayBuffer(max_bytes=400, staleness=1.0)
     buf.append(entry(1, Kind.AUDIO, size=60))

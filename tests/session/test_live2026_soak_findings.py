@@ -225,6 +225,11 @@ def test_new_input_at_a_call_wait_pause_is_one_interaction_with_it():
     _result(act, 3, "c1", scheduling="SILENT")
     _say(act, live.turn_complete(None, "IDLE"))  # one IDLE ends both
     assert not act.replies.awaiting()
+    # Turn 2 is covered; the SILENT response after it only with the next answered message (a
+    # NON_BLOCKING call's response may have been in flight when a handle was issued: replay.py).
+    assert act.buffer.covered_by_handle(None) == 1 and [e.seq for e in act.buffer] == [3]
+    _turn(act, 4)
+    _say(act, live.server_text("the answer to 4"), live.turn_complete(None, "IDLE"))
     assert act.buffer.covered_by_handle(None) == 2 and len(act.buffer) == 0
 
 
