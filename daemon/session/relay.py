@@ -179,7 +179,7 @@ class Relay:
                 if self._closing:
                     scope.cancel()
                 async with trio.open_nursery() as conn_nursery:
-                    link, setup_s = await self._open_link(conn_nursery, setup_wire, predial)
+                    link, setup_s = await _open_link(conn_nursery, self.dial, setup_wire, predial, self.log)
                     self._link = link
                     try:
                         ending = await self._relay(link, conn, setup_s)
@@ -212,26 +212,6 @@ class Relay:
                 self.down_since = trio.current_time()
             self.connected_since = None
         return ending
-
-    async def _open_link(
-        self, nursery: trio.Nursery, setup_wire: str, predial: PreDialled | None
-    ) -> tuple[UpstreamLink, float]:
-        """The setup on the pre-dialled connection if it is still good, else a dial as usual."""
-        if predial is not None:
-            sock = await predial.wait()  # (a dial still under way: bounded by its connect timeout)
-            failed = short_ending(predial.failure) if predial.failure is not None else None
-            now = trio.current_time()
-            refusal = predial_refusal(
-                failed=failed, closed=sock is None or sock.closed, idle_for=now - sock.ready_at if sock else 0.0
-            )
-            if refusal is None and sock is not None:
-                predial.used = True
-                self.log.debug("upstream.predial_used", dial_ms=round(sock.dial_s * 1000, 1),
-                               idle_ms=round((now - sock.ready_at) * 1000, 1))
-                return await setup_link(sock, self.dial, setup_wire)
-            self.log.info("upstream.predial_failed", reason=refusal)
-            predial.release()
-        return await open_link(nursery, self.dial, setup_wire)
 
     async def _relay(self, link: UpstreamLink, conn: Conn, setup_s: float) -> Ending:
         now = trio.current_time()
@@ -492,3 +472,24 @@ def short_ending(ending: Ending) -> str:
         reason = logsetup.redact_text(ending.reason)[:120]
         return f"{ending.code} {reason}".strip()
     return f"{ending.kind.value}: {ending.reason}"[:160]
+
+
+async def _open_link(
+    nursery: trio.Nursery, dial: Dial, setup_wire: str, predial: PreDialled | None, log: Any
+) -> tuple[UpstreamLink, float]:
+    """The setup on the pre-dialled connection if it is still good, else a dial as usual."""
+    if predial is not None:
+        sock = await predial.wait()  # (a dial still under way: bounded by its connect timeout)
+        failed = short_ending(predial.failure) if predial.failure is not None else None
+        now = trio.current_time()
+        refusal = predial_refusal(
+            failed=failed, closed=sock is None or sock.closed, idle_for=now - sock.ready_at if sock else 0.0
+        )
+        if refusal is None and sock is not None:
+            predial.used = True
+            log.debug("upstream.predial_used", dial_ms=round(sock.dial_s * 1000, 1),
+                      idle_ms=round((now - sock.ready_at) * 1000, 1))
+            return await setup_link(sock, dial, setup_wire)
+        log.info("upstream.predial_failed", reason=refusal)
+        predial.release()
+    return await open_link(nursery, dial, setup_wire)
