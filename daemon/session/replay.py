@@ -124,6 +124,16 @@ class Entry:
         return len(self.wire)
 
     @property
+    def may_stop_the_model(self) -> bool:
+        """Written, it may stop the model mid-reply: anything but a tool response whose results
+        are not scheduled INTERRUPT (a WHEN_IDLE or SILENT result, or a BLOCKING response, lets
+        the model go on). Audio included: a server detecting speech stops the model too."""
+        if self.kind is not Kind.TOOL_RESPONSE:
+            return True
+        responses = self.message["toolResponse"].get("functionResponses") or []
+        return any(isinstance(r, dict) and r.get("scheduling") == "INTERRUPT" for r in responses)
+
+    @property
     def asks_reply(self) -> bool:
         """Written, it makes the server owe us frames (a reply, or the rest of a tool round trip).
         A SILENT tool response goes into the model's context and asks for nothing."""
@@ -269,7 +279,9 @@ class ReplayBuffer:
         if entry.elicits:
             self.replies.sent(entry.seq)
         elif entry.replies_owed:
-            self.replies.sent_tool_response(entry.seq, entry.replies_owed)
+            self.replies.sent_tool_response(entry.seq, entry.replies_owed, deferrable=not entry.may_stop_the_model)
+        elif entry.may_stop_the_model:
+            self.replies.barrier()
         return entry
 
     def new_connection(self, now: float, *, replaying: bool = True, fresh: bool = False) -> list[Entry]:
