@@ -15,17 +15,19 @@ whatever the server had not consumed is replayed first, in order, before anythin
   (:mod:`geminid.daemon.session.consumed`), trimming only what every possible reading covers.
 - *Developer API* (no index): the server only issues ``resumable: true`` handles at quiet points,
   when it is neither generating nor waiting for a tool response. So a handle covers every message
-  up to the last *eliciting* message (a turn with ``turnComplete``, text input,
+  written up to the latest-written *eliciting* message (a turn with ``turnComplete``, text input,
   ``audioStreamEnd``/``activityEnd``, or a NON_BLOCKING tool response that is not SILENT) whose
-  response has ended on this connection (responses end in order, one per eliciting message,
-  counted by the ends of the model's *interactions*: ``interactionStatus: IDLE``, or
-  ``turnComplete`` for models that send no status; an extended-thinking filler ending in
-  ``turnComplete`` + ``IN_PROGRESS`` answers nothing, see
-  :func:`geminid.daemon.session.activity.reply_facts`), plus the tool responses
-  at the head. Anything written after that may still have been in flight when the handle was
-  issued: non-eliciting content (audio, ``turnComplete: false`` turns) is kept and replayed.
-  Replaying it risks a duplicate, dropping it risks a loss, and geminid never loses an
-  acknowledged turn.
+  response has ended on this connection (one response per eliciting message, counted by the ends
+  of the model's *interactions*: ``interactionStatus: IDLE``, or ``turnComplete`` for models that
+  send no status; an extended-thinking filler ending in ``turnComplete`` + ``IN_PROGRESS``
+  answers nothing, see :func:`geminid.daemon.session.activity.reply_facts`; responses end in
+  write order, but for a WHEN_IDLE result the server keeps behind a reply that input then
+  interrupts, see :class:`~geminid.daemon.session.activity.Replies`), plus the tool responses
+  at the head. The trim goes by write position, not by seq (a tool response written ahead of a
+  held replay has a higher seq than the turns written after it). Anything written after that
+  may still have been in flight when the handle was issued: non-eliciting content (audio,
+  ``turnComplete: false`` turns) is kept and replayed. Replaying it risks a duplicate, dropping
+  it risks a loss, and geminid never loses an acknowledged turn.
 
 **Replay one reply at a time.** A reconnection's *backlog* is what the buffer holds when it
 opens: messages an earlier connection (or, restored, the previous daemon) wrote and no handle
