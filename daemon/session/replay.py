@@ -430,8 +430,13 @@ class ReplayBuffer:
             self.replies.consumed_through(covered)
             return self._trim(covered.__contains__)
         # Developer API: the handle holds what the server had consumed when it issued it. That
-        # is everything up to the last message whose reply has ended (replies end in order),
-        # and the tool responses at the head (no handle is issued while a call is pending).
+        # is everything written up to the latest-written message whose reply has ended, and the
+        # tool responses at the head (no handle is issued while a BLOCKING call is pending).
+        # Not a response that owes a reply of its own (NON_BLOCKING, not SILENT): a server may
+        # issue handles while such a call runs (the 3.8-audio soak's fake does), so one issued
+        # before the response arrived may reach us after it was written, and the boundary
+        # before it closed the round trip (ToolCalls.reply_ended); trimmed, a drop then lost it
+        # unreported (K1). It is trimmed once its reply is matched, as an eliciting message.
         # Whatever was written after the last answered message may still have been in flight:
         # it is kept and replayed (a possible duplicate of non-eliciting content, never a loss).
         # By write position, not by seq: a tool response written ahead of a held replay has a
@@ -440,7 +445,8 @@ class ReplayBuffer:
         # reconnect: the 3.8-extended soak's lost turns).
         last_answered = self.replies.covered_through()
         n = 0 if last_answered is None else self._trim_through(last_answered)
-        while self.cursor and self._entries and self._entries[0].kind is Kind.TOOL_RESPONSE:
+        while (self.cursor and self._entries and self._entries[0].kind is Kind.TOOL_RESPONSE
+               and not self._entries[0].replies_owed):
             n += self._trim(self._entries[0].seq.__eq__)
         return n
 

@@ -472,3 +472,25 @@ def test_a_handle_covers_by_write_position_when_a_tool_response_went_ahead_of_a_
     _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IDLE"))
     buf.covered_by_handle(None)
     assert len(buf) == 0
+
+
+def test_a_result_written_just_before_a_handle_issued_without_it_is_not_trimmed():
+    # The chaos soak (3.8-audio, seeds 506 and 519: K1 "answered (acked) but the response never
+    # reached the server and no loss was reported"). That form's fake issues handles while a
+    # NON_BLOCKING call runs. The IDLE of the turn that made the call and the handle issued with
+    # it were on their way when the client's INTERRUPT response was written; the IDLE closed the
+    # round trip, so the handle was taken, and "tool responses at the head" trimmed the response
+    # the server never had. The connection dropped: the response was gone, unreported.
+    act = _activity("models/gemini-3.8-live")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"))
+    _result(act, 2, "c1", scheduling="INTERRUPT")  # in flight when the handle is issued
+    _say(act, live.turn_complete(None, "IDLE"))  # turn 1's end (it was emitted before)
+    act.tools.reply_ended()  # (SessionCore.server_content at a boundary)
+    assert not act.tools.open  # so SessionCore.resumption_update takes the handle
+    act.buffer.covered_by_handle(None)
+    assert [e.seq for e in act.buffer] == [2]  # kept: replayed or reported lost, never dropped
+    _say(act, live.server_text("get_time returned"), live.turn_complete(None, "IDLE"))
+    act.buffer.covered_by_handle(None)
+    assert len(act.buffer) == 0  # its reply ended: now it is covered
