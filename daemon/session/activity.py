@@ -251,6 +251,7 @@ class Replies:
             if seq not in pending:
                 self._results.discard(seq)
                 self._deferrable.discard(seq)
+                self._order.pop(seq, None)
         self._answered = 0
         return last
 
