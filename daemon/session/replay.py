@@ -442,7 +442,9 @@ class ReplayBuffer:
         # By write position, not by seq: a tool response written ahead of a held replay has a
         # higher seq than the turn written after it, which the handle does not cover (trimmed
         # as "seq <= the last answered", that turn was in no conversation after the next
-        # reconnect: the 3.8-extended soak's lost turns).
+        # reconnect: the 3.8-extended soak's lost turns); and once that turn's reply has ended
+        # it is covered, though the response before it has the higher seq (trimmed by seq, it
+        # was kept and replayed: the 3.8-text soak's duplicate, seed 210).
         last_answered = self.replies.covered_through()
         n = 0 if last_answered is None else self._trim_through(last_answered)
         while (self.cursor and self._entries and self._entries[0].kind is Kind.TOOL_RESPONSE
