@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -96,7 +96,8 @@ def reply_facts(msg: live.ServerMessage, *, in_response: bool) -> ReplyFacts:
 
 
 class Replies:
-    """Per connection: the eliciting messages written, in order, and how many replies ended.
+    """Per connection: the eliciting messages written, in the order their replies come, and how
+    many replies ended.
 
     Coverage on the Developer API rests on this count: the server issues ``resumable: true``
     handles only at quiet points, so a handle covers every message up to the last eliciting
@@ -112,6 +113,27 @@ class Replies:
     tool response is counted wherever it is written: before the chaos soak's 2026 forms, one
     written while the model was talking was not, and its spoken result, which ends with an IDLE
     of its own, was counted as the answer to the next turn.
+
+    **Replies come in write order but for one case: a result kept for later.** Input is
+    answered as the server reads it (a turn stops the reply in progress with ``interrupted`` and
+    starts its own), but a WHEN_IDLE result that reaches the server while the model speaks waits
+    in a queue for the model's next *natural* end (an IDLE, not an ``interrupted``). If the reply
+    it waits behind is interrupted instead, by input written after the result, the reply to that
+    input comes first, and the result is spoken only once a reply ends on its own. So, when the
+    reply now due ends with ``interrupted`` (:meth:`reply_ended`), the WHEN_IDLE results written
+    right after its message and before anything that could have stopped the model (a *barrier*:
+    any other write but a tool response that is not INTERRUPT, see :meth:`barrier`) are set
+    aside (*deferred*): the next replies are matched to the messages after them; at the next
+    natural end they are due again, first. Matched in write order instead, the reply to the
+    input was counted for the result and the handle issued after it taken to cover one turn
+    fewer than it did: the next reconnect replayed that turn (the chaos soak's 3.8 forms, a
+    duplicated turn in about one run in four). Any other end (an IN_PROGRESS ``turnComplete``,
+    a merge counted by :class:`Activity`) puts the deferred results back first too, which is
+    the write order: the reading that can only delay coverage.
+
+    Since replies need not end in write order, what an end proves consumed is everything written
+    up to the latest-*written* message answered (:meth:`answered_through`,
+    :meth:`covered_through`), not the last one matched.
     """
 
     def __init__(self) -> None:
@@ -119,39 +141,93 @@ class Replies:
         self._answered = 0  # replies ended on this connection not yet matched to a handle
         #: The tool responses among ``_eliciting`` (their reply may be spoken inside another).
         self._results: set[int] = set()
+        #: Write position of every message counted (seq -> its rank among the writes).
+        self._order: dict[int, int] = {}
+        self._writes = 0
+        #: Results whose reply the server may keep until the model is idle (WHEN_IDLE), written
+        #: with no barrier since the message before them: set aside if that message's reply is
+        #: interrupted (see the class docstring).
+        self._deferrable: set[int] = set()
+        #: Deferred results (their replies owed, in order), due again at the next natural end.
+        self._deferred: list[int] = []
+        self._barrier = False  # something that may stop the model was written since the last count
 
     def reset(self) -> None:
         """A new connection: nothing written on it yet, nothing answered."""
         self._eliciting.clear()
         self._answered = 0
         self._results.clear()
+        self._order.clear()
+        self._writes = 0
+        self._deferrable.clear()
+        self._deferred.clear()
+        self._barrier = False
+
+    def _written(self, seq: int) -> None:
+        self._writes += 1
+        self._order[seq] = self._writes
+        self._barrier = False
 
     def sent(self, seq: int) -> None:
         """An eliciting message was written on this connection."""
         self._eliciting.append(seq)
+        self._written(seq)
 
-    def sent_tool_response(self, seq: int, replies: int) -> None:
-        """A tool response eliciting ``replies`` replies was written (see the class docstring)."""
+    def sent_tool_response(self, seq: int, replies: int, *, deferrable: bool = False) -> None:
+        """A tool response eliciting ``replies`` replies was written (see the class docstring).
+        ``deferrable``: the server keeps its result until the model is idle (WHEN_IDLE)."""
+        if not replies:
+            return
         self._eliciting.extend([seq] * replies)
-        if replies:
-            self._results.add(seq)
+        self._results.add(seq)
+        if deferrable and not self._barrier:
+            self._deferrable.add(seq)
+        self._written(seq)
 
-    def reply_ended(self) -> None:
+    def barrier(self) -> None:
+        """A message that may stop the model (any but a non-INTERRUPT tool response, counted or
+        not) was written: a result written after it was not kept behind the reply before it."""
+        self._barrier = True
+
+    def reply_ended(self, *, interrupted: bool = False) -> None:
+        """The reply now due ended; ``interrupted``: stopped by input (``interrupted``), not on
+        its own (see the class docstring for what each does to the results kept for later)."""
+        if self._answered >= len(self._eliciting):
+            self._undefer()  # nothing else owed: it was a deferred result's
         if self._answered < len(self._eliciting):
             self._answered += 1
+        if not interrupted:
+            self._undefer()
+            return
+        while self._answered < len(self._eliciting) and self._eliciting[self._answered] in self._deferrable:
+            self._deferred.append(self._eliciting[self._answered])
+            del self._eliciting[self._answered]
+
+    def idle_point(self) -> None:
+        """The server may have started a result it kept (a ``turnComplete`` that ends no reply
+        we count, extended thinking's IN_PROGRESS): the deferred results are due first again."""
+        self._undefer()
+
+    def _undefer(self) -> None:
+        for seq in reversed(self._deferred):
+            self._eliciting.insert(self._answered, seq)
+        self._deferred.clear()
 
     def answering(self) -> int | None:
-        """The seq of the eliciting message the reply now streaming answers (replies come in
-        order), or None when none is owed."""
+        """The seq of the eliciting message the reply now streaming answers, or None when none
+        is owed."""
         return self._eliciting[self._answered] if len(self._eliciting) > self._answered else None
 
     def awaiting(self) -> bool:
         """An eliciting message was written on this connection and its reply has not ended."""
-        return len(self._eliciting) > self._answered
+        return len(self._eliciting) > self._answered or bool(self._deferred)
 
     def forgive(self, seq: int) -> None:
         """The reply owed for tool response ``seq`` was spoken inside another interaction
         (:meth:`Activity.written`): it is owed no more."""
+        if seq in self._deferred:
+            self._deferred.remove(seq)
+            return
         for i in range(self._answered, len(self._eliciting)):
             if self._eliciting[i] == seq:
                 del self._eliciting[i]
@@ -169,20 +245,28 @@ class Replies:
         until the next interaction end."""
         return any(seq not in self._results for seq in itertools.islice(self._eliciting, self._answered, None))
 
+    def _latest(self, seqs: Iterable[int]) -> int | None:
+        """The latest written of ``seqs`` (None if empty)."""
+        return max(seqs, key=lambda s: self._order.get(s, 0), default=None)
+
     def answered_through(self) -> int | None:
-        """The seq of the last eliciting message whose reply ended (not consumed, unlike
-        :meth:`covered_through`): the server surely consumed it."""
+        """The seq of the latest-written eliciting message whose reply ended (not consumed,
+        unlike :meth:`covered_through`): the server surely consumed it and all written before."""
         answered = min(self._answered, len(self._eliciting))
-        return self._eliciting[answered - 1] if answered else None
+        return self._latest(itertools.islice(self._eliciting, answered))
 
     def covered_through(self) -> int | None:
-        """A resumable handle arrived (Developer API): the seq of the last eliciting message it
-        covers (its reply ended), or None. Consumes the matched replies."""
+        """A resumable handle arrived (Developer API): the seq of the latest-written eliciting
+        message it covers (its reply ended), or None. Consumes the matched replies."""
         answered = min(self._answered, len(self._eliciting))
-        last: int | None = None
-        for _ in range(answered):
-            last = self._eliciting.popleft()
-            self._results.discard(last)
+        matched = [self._eliciting.popleft() for _ in range(answered)]
+        last = self._latest(matched)
+        pending = {*self._eliciting, *self._deferred}
+        for seq in matched:
+            if seq not in pending:
+                self._results.discard(seq)
+                self._deferrable.discard(seq)
+                self._order.pop(seq, None)
         self._answered = 0
         return last
 
@@ -247,7 +331,9 @@ class Activity:
     silent_at_pause: bool = False
     #: The model may answer an input with nothing at all (proactive audio, ``ModelRules.may_decline``).
     may_decline: bool = False
-    #: The last boundary was an ``interrupted``: the bare ``turnComplete`` that follows is its tail.
+    #: The last word was an ``interrupted`` without its ``turnComplete``: the next one is its
+    #: tail (it closes the interruption: no natural end, so the server starts no result it kept,
+    #: see :class:`Replies`, and it is no declined input's bare ``turnComplete``).
     interrupted_tail: bool = False
     #: Trio time a probe ping was asked for: a reply that may have been declined is nearly
     #: overdue (:meth:`pong` decides; no pong by the stall deadline is a stall).
@@ -265,8 +351,8 @@ class Activity:
 
     def connection_opened(self, now: float) -> None:
         self.connected = True
-        self.interrupted_tail = False
         self._no_interaction()
+        self.interrupted_tail = False
         self.results_at_pause, self.result_pause_ended = (), False
         self.last_frame_at = now
         self.asked_at = 0.0
@@ -377,6 +463,10 @@ class Activity:
             facts = attrs.evolve(facts, answers=False)  # it ended what was counted as over
         if facts.boundary and not facts.answers and self._declined_by_turn_complete(msg):
             facts = attrs.evolve(facts, answers=True)
+        if msg.turn_complete and not msg.interrupted and not facts.answers and not self.interrupted_tail:
+            # An end we count for nobody (an IN_PROGRESS pause, a bare IDLE): the server may
+            # have started a result it kept for an idle model (Replies.idle_point).
+            self.replies.idle_point()
         if facts.started:
             if self.result_pause_ended:
                 self.results_at_pause, self.result_pause_ended = (), False  # its own reply
@@ -384,12 +474,12 @@ class Activity:
             self.open_for = self.replies.answering()
         if facts.boundary:
             if facts.answers:
-                self.replies.reply_ended()
+                self.replies.reply_ended(interrupted=msg.interrupted)
             self._no_interaction()
             self.result_pause_ended = bool(self.results_at_pause)
         if (msg.kind == "toolCall" or held) and self.in_response and self.tools.non_blocking_pending:
             self.call_wait = True
-        if msg.kind == "serverContent" and (says or msg.interrupted):
+        if msg.interrupted or says:
             self.interrupted_tail = msg.interrupted and not msg.turn_complete
         if says:
             self.precounted = False

@@ -15,17 +15,19 @@ whatever the server had not consumed is replayed first, in order, before anythin
   (:mod:`geminid.daemon.session.consumed`), trimming only what every possible reading covers.
 - *Developer API* (no index): the server only issues ``resumable: true`` handles at quiet points,
   when it is neither generating nor waiting for a tool response. So a handle covers every message
-  up to the last *eliciting* message (a turn with ``turnComplete``, text input,
+  written up to the latest-written *eliciting* message (a turn with ``turnComplete``, text input,
   ``audioStreamEnd``/``activityEnd``, or a NON_BLOCKING tool response that is not SILENT) whose
-  response has ended on this connection (responses end in order, one per eliciting message,
-  counted by the ends of the model's *interactions*: ``interactionStatus: IDLE``, or
-  ``turnComplete`` for models that send no status; an extended-thinking filler ending in
-  ``turnComplete`` + ``IN_PROGRESS`` answers nothing, see
-  :func:`geminid.daemon.session.activity.reply_facts`), plus the tool responses
-  at the head. Anything written after that may still have been in flight when the handle was
-  issued: non-eliciting content (audio, ``turnComplete: false`` turns) is kept and replayed.
-  Replaying it risks a duplicate, dropping it risks a loss, and geminid never loses an
-  acknowledged turn.
+  response has ended on this connection (one response per eliciting message, counted by the ends
+  of the model's *interactions*: ``interactionStatus: IDLE``, or ``turnComplete`` for models that
+  send no status; an extended-thinking filler ending in ``turnComplete`` + ``IN_PROGRESS``
+  answers nothing, see :func:`geminid.daemon.session.activity.reply_facts`; responses end in
+  write order, but for a WHEN_IDLE result the server keeps behind a reply that input then
+  interrupts, see :class:`~geminid.daemon.session.activity.Replies`), plus the tool responses
+  at the head. The trim goes by write position, not by seq (a tool response written ahead of a
+  held replay has a higher seq than the turns written after it). Anything written after that
+  may still have been in flight when the handle was issued: non-eliciting content (audio,
+  ``turnComplete: false`` turns) is kept and replayed. Replaying it risks a duplicate, dropping
+  it risks a loss, and geminid never loses an acknowledged turn.
 
 **Replay one reply at a time.** A reconnection's *backlog* is what the buffer holds when it
 opens: messages an earlier connection (or, restored, the previous daemon) wrote and no handle
@@ -128,6 +130,16 @@ class Entry:
         """A tool response to BLOCKING calls only: it owes no reply of its own and is not SILENT
         (either marks a NON_BLOCKING response, see :meth:`ToolCalls.responded`)."""
         return self.kind is Kind.TOOL_RESPONSE and not self.replies_owed and not self.silent
+
+    @property
+    def may_stop_the_model(self) -> bool:
+        """Written, it may stop the model mid-reply: anything but a tool response whose results
+        are not scheduled INTERRUPT (a WHEN_IDLE or SILENT result, or a BLOCKING response, lets
+        the model go on). Audio included: a server detecting speech stops the model too."""
+        if self.kind is not Kind.TOOL_RESPONSE:
+            return True
+        responses = self.message["toolResponse"].get("functionResponses") or []
+        return any(isinstance(r, dict) and r.get("scheduling") == "INTERRUPT" for r in responses)
 
     @property
     def asks_reply(self) -> bool:
@@ -275,7 +287,9 @@ class ReplayBuffer:
         if entry.elicits:
             self.replies.sent(entry.seq)
         elif entry.replies_owed:
-            self.replies.sent_tool_response(entry.seq, entry.replies_owed)
+            self.replies.sent_tool_response(entry.seq, entry.replies_owed, deferrable=not entry.may_stop_the_model)
+        elif entry.may_stop_the_model:
+            self.replies.barrier()
         return entry
 
     def new_connection(self, now: float, *, replaying: bool = True, fresh: bool = False) -> list[Entry]:
@@ -422,19 +436,22 @@ class ReplayBuffer:
             self.replies.consumed_through(covered)
             return self._trim(covered.__contains__)
         # Developer API: the handle holds what the server had consumed when it issued it. That
-        # is everything up to the last message whose reply has ended (replies end in order),
-        # and the responses to BLOCKING calls at the head (no handle is issued while a BLOCKING
-        # call is pending). Not a NON_BLOCKING call's: whether a pending one holds handles back
-        # is UNCONFIRMED, and where it does not (FakeOptions.resumable_pending_calls), a handle
-        # issued while its response was in flight covers nothing of it; trimmed, a SILENT
-        # response the connection then lost was never delivered nor reported (the 3.8-audio
-        # soak's K1). Kept, it goes with the next answered message, or is reported lost on a
-        # reconnect (ToolCalls.connection_lost). Whatever was written after the last answered message may still have been in flight:
+        # is everything written up to the latest-written message whose reply has ended, and the
+        # responses to BLOCKING calls at the head (no handle is issued while a BLOCKING call is
+        # pending). Not a NON_BLOCKING call's: whether a pending one holds handles back is
+        # UNCONFIRMED, and where it does not (FakeOptions.resumable_pending_calls, the 3.8-audio
+        # soak's form), a handle issued before the response arrived may reach us after it was
+        # written; trimmed, a drop then lost it unreported (K1; SILENT ones too). One that owes a
+        # reply is trimmed once its reply is matched, as an eliciting message; any goes with the
+        # next answered message, or is reported lost on a reconnect (ToolCalls.connection_lost).
+        # Whatever was written after the last answered message may still have been in flight:
         # it is kept and replayed (a possible duplicate of non-eliciting content, never a loss).
         # By write position, not by seq: a tool response written ahead of a held replay has a
         # higher seq than the turn written after it, which the handle does not cover (trimmed
         # as "seq <= the last answered", that turn was in no conversation after the next
-        # reconnect: the 3.8-extended soak's lost turns).
+        # reconnect: the 3.8-extended soak's lost turns); and once that turn's reply has ended
+        # it is covered, though the response before it has the higher seq (trimmed by seq, it
+        # was kept and replayed: the 3.8-text soak's duplicate, seed 210).
         last_answered = self.replies.covered_through()
         n = 0 if last_answered is None else self._trim_through(last_answered)
         while self.cursor and self._entries and self._entries[0].blocking_response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from geminid.daemon.replay import Entry, Kind, ReplayBuffer, classify_message
@@ -286,5 +286,125 @@ def test_replay_never_loses_reorders_or_duplicates_an_answered_turn(program):
     final = server_state + [e.seq for e in buf if e.kind is Kind.TURN]
     first_seen = list(dict.fromkeys(final))
     assert first_seen == accepted  # nothing lost, nothing reordered
+    for s in eliciting_turns:
+        assert final.count(s) == 1, (s, final)
+
+
+def _result(seq: int, scheduling: str) -> Entry:
+    """A NON_BLOCKING tool response: WHEN_IDLE and INTERRUPT owe a reply, SILENT none."""
+    msg = live.tool_response([{**live.function_response(f"id{seq}", "f", {}), "scheduling": scheduling}])
+    silent = scheduling == "SILENT"
+    return Entry(seq, Kind.TOOL_RESPONSE, msg, live.encode(msg), 0.0, False, replies_owed=0 if silent else 1, silent=silent)
+
+
+inputs = st.sampled_from(["turn", "turn_part", "audio", "when_idle", "interrupt", "silent"])
+server_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), inputs),
+        st.tuples(st.just("send"), st.integers(0, 5)),
+        st.tuples(st.just("deliver"), st.integers(0, 5)),
+        st.tuples(st.just("finish"), st.booleans()),
+        st.tuples(st.just("receive"), st.integers(0, 5)),
+        st.tuples(st.just("handle")),
+        st.tuples(st.just("reconnect")),
+    ),
+    max_size=100,
+)
+
+
+@settings(max_examples=600)
+@given(server_ops)
+@example([  # the 3.8-text soak's seed 202, reduced: turn 3 was replayed
+    ("append", "turn"), ("append", "when_idle"), ("append", "turn"), ("send", 3), ("deliver", 1),
+    ("deliver", 1), ("deliver", 1), ("finish", True), ("receive", 4), ("reconnect",),
+])
+def test_replay_with_results_the_server_keeps_for_an_idle_model(program):
+    """A model of the Developer API server as the fake plays it (daemon/fake/speaker.py,
+    tooldesk.py): input is consumed in order; a turn (or a ``turnComplete: false`` one, or an
+    INTERRUPT result) stops the reply in progress (``interrupted``) and a turn starts its own; a
+    WHEN_IDLE result that arrives while the model speaks waits until a reply ends on its own
+    (``finish``), then is spoken; a handle may be issued whenever no reply is in progress, and
+    at that end before the waiting result starts, and holds every turn consumed. The server's frames (ends,
+    handles) reach the daemon in order, later (``receive``); a reconnect loses what is in flight
+    both ways and resumes from the last handle the daemon received.
+
+    Whatever happens, no accepted turn is lost or reordered, and a turn that asks for a reply is
+    in the conversation exactly once (the 3.8 soak forms' duplicated turns: a WHEN_IDLE result
+    kept behind an interrupted reply was matched to the reply of the turn that cut it)."""
+    buf = ReplayBuffer(max_bytes=1_000_000, staleness=1e9)
+    seq = 0
+    accepted: list[int] = []
+    eliciting_turns: set[int] = set()
+    resumed: list[int] = []  # the turns of the handle the daemon last received
+    conversation: list[int] = []  # the server's turns on this connection
+    wire: list[Entry] = []  # written, not yet consumed
+    inbound: list[tuple[str, object]] = []  # the server's frames on their way to the daemon
+    speaking = False
+    kept: list[Entry] = []  # WHEN_IDLE results waiting for an idle model
+
+    def stop() -> None:
+        nonlocal speaking
+        if speaking:
+            inbound.append(("end", True))
+        speaking = False
+
+    for op in program:
+        if op[0] == "append":
+            seq += 1
+            if op[1] in ("when_idle", "interrupt", "silent"):
+                e = _result(seq, {"when_idle": "WHEN_IDLE", "interrupt": "INTERRUPT", "silent": "SILENT"}[op[1]])
+            else:
+                e = entry(seq, Kind.AUDIO if op[1] == "audio" else Kind.TURN, elicits=op[1] == "turn")
+            buf.append(e)
+            if e.kind is Kind.TURN:
+                accepted.append(seq)
+                if e.elicits:
+                    eliciting_turns.add(seq)
+        elif op[0] == "send":
+            for _ in range(op[1]):
+                if buf.peek() is None:
+                    break
+                wire.append(buf.mark_sent())
+        elif op[0] == "deliver":
+            for _ in range(min(op[1], len(wire))):
+                e = wire.pop(0)
+                if e.kind is Kind.TURN:
+                    conversation.append(e.seq)
+                    stop()
+                    speaking = e.elicits
+                elif e.kind is Kind.TOOL_RESPONSE and e.replies_owed:
+                    if e.may_stop_the_model:
+                        stop()
+                        speaking = True
+                    elif speaking:
+                        kept.append(e)
+                    else:
+                        speaking = True
+        elif op[0] == "finish":
+            if speaking:
+                inbound.append(("end", False))
+                if op[1]:  # the model is idle for a moment: the fake issues a handle there
+                    inbound.append(("handle", list(conversation)))
+                speaking = bool(kept)
+                if kept:
+                    kept.pop(0)
+        elif op[0] == "receive":
+            for _ in range(min(op[1], len(inbound))):
+                what, data = inbound.pop(0)
+                if what == "end":
+                    buf.replies.reply_ended(interrupted=bool(data))
+                else:
+                    buf.covered_by_handle(None)
+                    resumed = list(data)  # type: ignore[call-overload]
+        elif op[0] == "handle":
+            if not speaking:
+                inbound.append(("handle", list(conversation)))
+        else:
+            wire, inbound, kept, speaking = [], [], [], False
+            conversation = list(resumed)
+            buf.new_connection(0.0)
+    buf.new_connection(0.0)
+    final = resumed + [e.seq for e in buf if e.kind is Kind.TURN]
+    assert list(dict.fromkeys(final)) == accepted  # nothing lost, nothing reordered
     for s in eliciting_turns:
         assert final.count(s) == 1, (s, final)

@@ -372,3 +372,130 @@ def test_two_results_spoken_inside_one_interaction_are_both_forgiven():
     assert not act.replies.awaiting()
     act.buffer.covered_by_handle(None)
     assert len(act.buffer) == 0  # turn 5 is covered: a replay would duplicate it
+
+
+def test_a_result_kept_behind_an_interrupted_reply_is_spoken_after_the_next_turn():
+    # The chaos soak (3.8-text, seed 202: "turn #240 appears twice"). A WHEN_IDLE result reaches
+    # the server while the model answers turn 2, so it waits for the model to be idle; turn 4
+    # interrupts that answer, the model answers turn 4 first and speaks the result only after
+    # turn 4's IDLE, where the server issues a handle that covers turn 4. Matched in write order,
+    # turn 4's IDLE was counted for the result: the handle was taken to cover turn 3 only, and the
+    # resume replayed turn 4, which the resumed conversation already held.
+    act = _activity("models/gemini-3.8-live")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IDLE"))
+    _turn(act, 2)
+    _say(act, live.server_text("the answer to 2"))
+    _result(act, 3, "c1")  # WHEN_IDLE, while the model speaks: kept for later
+    _turn(act, 4)
+    _say(act, live.interrupted(), live.turn_complete(None, "IDLE"))  # turn 2's answer, cut by 4
+    assert act.replies.answering() == 4  # not the result: the server keeps it for an idle model
+    _say(act, live.server_text("the answer to 4"), live.turn_complete(None, "IDLE"))
+    act.buffer.covered_by_handle(None)
+    assert len(act.buffer) == 0  # turn 4 (and the result before it) covered: no replay
+    assert act.replies.answering() == 3  # the result's reply, due now
+    _say(act, live.server_text("get_time returned"))
+    _turn(act, 5)  # cuts the result's reply: that end is the result's
+    _say(act, live.interrupted(), live.turn_complete(None, "IDLE"))
+    assert act.replies.answering() == 5
+    _say(act, live.server_text("the answer to 5"), live.turn_complete(None, "IDLE"))
+    assert not act.replies.awaiting()
+
+
+def test_a_result_written_after_the_model_was_stopped_is_not_kept_for_later():
+    # The other side of the rule above: input that stops the model without asking a reply
+    # (a turn with turnComplete false) written before the result ended the reply before the
+    # result came, so the result was spoken at once: the next reply is the result's.
+    act = _activity("models/gemini-3.8-live")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IDLE"))
+    _turn(act, 2)
+    _say(act, live.server_text("the answer to 2"))
+    message = live.client_content("and also", turn_complete=False)
+    _write(act, Entry(3, Kind.TURN, message, live.encode(message), 0.0, False))
+    _result(act, 4, "c1")
+    _say(act, live.interrupted(), live.turn_complete(None, "IDLE"))  # cut by the turn, before the result
+    assert act.replies.answering() == 4
+
+
+def test_a_natural_end_or_a_pause_makes_a_kept_result_due_again():
+    # Kept behind an interrupted reply, the result is due at the next end the model reaches on
+    # its own; an IN_PROGRESS pause (extended thinking) counts as one (the write order, which can
+    # only delay coverage), the turnComplete that closes an interruption does not.
+    act = _activity("models/gemini-3.8-live-extended-thinking")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IDLE"))
+    _turn(act, 2)
+    _say(act, live.server_text("the answer to 2"))
+    _result(act, 3, "c1")
+    _turn(act, 4)
+    _say(act, live.interrupted(), live.turn_complete(None, "IN_PROGRESS"))
+    assert act.replies.answering() == 4
+    _say(act, live.server_text("let me think"), live.turn_complete(None, "IN_PROGRESS"))
+    assert act.replies.answering() == 3
+
+
+def test_a_handle_covers_by_write_position_when_a_tool_response_went_ahead_of_a_held_turn():
+    # The chaos soak (3.8-text, seed 210: "turn #193 appears twice"). During a replay a tool
+    # response goes ahead of a held turn, so the buffer holds [1, 3, 2] in write order. A handle
+    # issued after turn 2's reply covers all three; trimmed by `seq <= 2`, the trim stopped at
+    # the tool response (seq 3), took it as a tool response at the head, and kept turn 2: the
+    # next resume replayed it.
+    buf = ReplayBuffer(max_bytes=100_000, staleness=1.0)
+    tools = ToolCalls()
+    tools.declare({"model": "models/gemini-3.8-live", "tools": [{"functionDeclarations": [{"name": "get_time"}]}]})
+    act = Activity(buf, tools, last_activity=0.0)
+    one = live.client_content("t1")
+    buf.append(Entry(1, Kind.TURN, one, live.encode(one), 0.0, True))
+    buf.new_connection(0.0, replaying=True)  # a backlog: turn 1
+    act.connection_opened(0.0)
+
+    def flush() -> None:
+        while (entry := buf.next_to_write()) is not None:
+            buf.mark_sent()
+            act.written(entry, 0.0)
+
+    flush()
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"))
+    two = live.client_content("t2")
+    buf.append(Entry(2, Kind.TURN, two, live.encode(two), 0.0, True))
+    flush()  # held: the reply to the backlog's turn 1 is due
+    response = live.tool_response([{**live.function_response("c1", "get_time", {"t": 1}), "scheduling": "SILENT"}])
+    responses = response["toolResponse"]["functionResponses"]
+    tools.check_responses(responses, "models/gemini-3.8-live")
+    owed, silent = tools.responded(responses)
+    buf.append(Entry(3, Kind.TOOL_RESPONSE, response, live.encode(response), 0.0, False,
+                     replies_owed=owed, silent=silent))
+    flush()  # the tool response goes ahead
+    _say(act, live.turn_complete(None, "IDLE"))
+    flush()  # now turn 2
+    assert [e.seq for e in buf] == [1, 3, 2] and buf.cursor == 3
+    _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IDLE"))
+    buf.covered_by_handle(None)
+    assert len(buf) == 0
+
+
+def test_a_result_written_just_before_a_handle_issued_without_it_is_not_trimmed():
+    # The chaos soak (3.8-audio, seeds 506 and 519: K1 "answered (acked) but the response never
+    # reached the server and no loss was reported"). That form's fake issues handles while a
+    # NON_BLOCKING call runs. The IDLE of the turn that made the call and the handle issued with
+    # it were on their way when the client's INTERRUPT response was written; the IDLE closed the
+    # round trip, so the handle was taken, and "tool responses at the head" trimmed the response
+    # the server never had. The connection dropped: the response was gone, unreported.
+    act = _activity("models/gemini-3.8-live")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"))
+    _result(act, 2, "c1", scheduling="INTERRUPT")  # in flight when the handle is issued
+    _say(act, live.turn_complete(None, "IDLE"))  # turn 1's end (it was emitted before)
+    act.tools.reply_ended()  # (SessionCore.server_content at a boundary)
+    assert not act.tools.open  # so SessionCore.resumption_update takes the handle
+    act.buffer.covered_by_handle(None)
+    assert [e.seq for e in act.buffer] == [2]  # kept: replayed or reported lost, never dropped
+    _say(act, live.server_text("get_time returned"), live.turn_complete(None, "IDLE"))
+    act.buffer.covered_by_handle(None)
+    assert len(act.buffer) == 0  # its reply ended: now it is covered
