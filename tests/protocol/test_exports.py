@@ -31,6 +31,8 @@ PUBLIC: dict[str, list[str]] = {
         "BackoffPolicy", "Context", "Credentials", "Dial", "DialAuth", "DialFault", "DialHistory", "Ended", "Ending",
         "EndingKind", "Endpoint", "FixedKey", "Suspicion", "UpstreamLink", "Verdict", "classify",
         "beside_transport_errors", "ending_from_exception", "ending_from_group", "open_link",
+        # issue #13 goAway pre-dial: the dial split in two, and the pre-dialled socket's holder
+        "Handshaken", "PreDialSlot", "PreDialled", "dial_socket", "setup_link",
         # issue #14 credentials layer
         "AUTHORIZATION_HEADER", "CREDENTIAL_CAUSES", "CredentialError", "EphemeralToken",
         "VertexCredentials", "vertex_model",
