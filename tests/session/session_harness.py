@@ -30,6 +30,13 @@ TOOL_SETUP = live.setup(
     response_modalities=["TEXT"],
     tools=[{"functionDeclarations": [{"name": "get_weather", "description": "weather for a city", "behavior": "BLOCKING"}]}],
 )["setup"]
+#: Extended thinking, audio with its transcription (fillers + IN_PROGRESS, then IDLE).
+EXT_SETUP = live.setup(
+    "gemini-3.8-live-extended-thinking",
+    response_modalities=["AUDIO"],
+    output_audio_transcription=True,
+    generation_config={"thinkingConfig": {"thinkingLevel": "LOW"}},
+)["setup"]
 
 
 class Recorder:

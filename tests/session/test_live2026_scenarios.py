@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from session_harness import Recorder, conversation_turns, make_config, open_core
+from session_harness import EXT_SETUP, Recorder, conversation_turns, make_config, open_core
 
 from geminid.daemon.config import SessionConfig, UpstreamConfig
 from geminid.daemon.fake import FakeOptions, Fault
@@ -21,12 +21,6 @@ from geminid.daemon.fake.catalogue import catalogue_2026
 from geminid.protocol import live
 from geminid.protocol.errors import ToolCallLost
 
-EXT_SETUP = live.setup(
-    "gemini-3.8-live-extended-thinking",
-    response_modalities=["AUDIO"],
-    output_audio_transcription=True,
-    generation_config={"thinkingConfig": {"thinkingLevel": "LOW"}},
-)["setup"]
 #: A 3.8 tool whose declaration names no behavior: NON_BLOCKING, the 3.8 default.
 ASYNC_TOOL_SETUP = live.setup(
     "gemini-3.8-live",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import trio
-from session_harness import Core, Recorder, conversation_turns, make_config, open_core
+from session_harness import EXT_SETUP, Core, Recorder, conversation_turns, make_config, open_core
 from test_live2026_soak_findings import (
     EXT_TOOL_SETUP,
     PLAIN_TOOL_SETUP,
@@ -38,12 +38,6 @@ from geminid.daemon.fake import FakeOptions
 from geminid.daemon.session.activity import PROBE
 from geminid.protocol import live
 
-EXT_SETUP = live.setup(
-    "gemini-3.8-live-extended-thinking",
-    response_modalities=["AUDIO"],
-    output_audio_transcription=True,
-    generation_config={"thinkingConfig": {"thinkingLevel": "LOW"}},
-)["setup"]
 PLAIN_SETUP = live.setup("gemini-3.8-live", response_modalities=["AUDIO"], output_audio_transcription=True)["setup"]
 
 
