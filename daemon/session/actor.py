@@ -139,8 +139,9 @@ class SessionActor(Sender, Relay):
         self.predials = PreDialSlot(dial, self.log)
         self._ended = trio.Event()
         self._stopped_cleanly = False
-        #: The highest seq an earlier connection wrote, and the replayed eliciting messages.
-        self._sent_through = 0
+        #: Restored: the highest seq the previous daemon may have sent; and the eliciting
+        #: messages whose replies start again on this connection (ReplayBuffer.restarting).
+        self._restored_through = 0
         self._replayed: set[int] = set()
         self._in_replayed_reply = False
         #: The eliciting message the reply now streaming answers, up to its turnComplete.
@@ -394,9 +395,7 @@ class SessionActor(Sender, Relay):
     def _mark_replays(self) -> None:
         """A new connection: the eliciting messages an earlier connection (or, restored, the
         previous daemon) may have sent, whose replies now start again from their beginning."""
-        if self.buffer.cursor:
-            self._sent_through = max(self._sent_through, list(self.buffer)[self.buffer.cursor - 1].seq)
-        self._replayed = {e.seq for e in self.buffer if e.elicits and e.seq <= self._sent_through}
+        self._replayed = self.buffer.restarting(self._replayed, self._restored_through)
         self._in_replayed_reply = False
         self._reply_of = None
 
@@ -462,7 +461,7 @@ class SessionActor(Sender, Relay):
         self.hub.next_seq = max(self.hub.next_seq, r.event_reserved + 1)
         self.ids.restore(r.ids)
         # The previous daemon may have sent any of them before it died.
-        self._sent_through = max((p.seq for p in r.pending), default=0)
+        self._restored_through = max((p.seq for p in r.pending), default=0)
         # The session has had no connection since its last one ended (before the restart).
         if r.last_alive_at:
             self.down_since = trio.current_time() - max(0.0, self.wall() - r.last_alive_at)

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -207,6 +208,20 @@ class ReplayBuffer:
     def durable_entries(self) -> list[Entry]:
         """What a checkpoint must hold: the unconsumed turns, tool responses and updates."""
         return [e for e in self._entries if e.kind.durable]
+
+    def restarting(self, before: Iterable[int], restored_through: int) -> set[int]:
+        """A new connection is about to replay the buffer: the eliciting messages whose replies
+        start again from their beginning (marked ``replayed``, so that a voice client does not
+        speak the first half twice). Those written on the connection that ended (by position:
+        seqs need not be in write order, a tool response can go ahead of a held replay turn,
+        which then was never sent), those marked so before (``before``: written on an earlier
+        one), and, restored, any the previous daemon may have sent (``restored_through``)."""
+        marked = set(before)
+        written = {e.seq for e in itertools.islice(self._entries, self.cursor)}
+        return {
+            e.seq for e in self._entries
+            if e.elicits and (e.seq in written or e.seq in marked or e.seq <= restored_through)
+        }
 
     def awaiting_reply(self) -> bool:
         """An eliciting message was sent on this connection and its response has not ended."""

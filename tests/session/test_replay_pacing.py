@@ -247,6 +247,32 @@ def test_a_handle_does_not_cover_a_turn_written_after_a_result_that_went_ahead()
     assert [e.seq for e in buf] == [2]
 
 
+def test_a_held_turn_never_sent_is_not_marked_as_a_reply_that_starts_again():
+    # Pure. The backlog "87" is written; "88" is held behind its reply; a tool response (seq 3)
+    # goes ahead of "88" (seq 2). The connection drops. The next one replays both: only "87"'s
+    # reply starts again (``replayed: true``); "88" was never sent, so its reply is a first one
+    # (marked by "seq <= the last written", it was: a voice client would skip its start).
+    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
+
+    def entry(seq: int, kind: Kind, message: dict, elicits: bool = False) -> Entry:
+        return Entry(seq, kind, message, json.dumps(message), 0.0, elicits)
+
+    buf = ReplayBuffer(max_bytes=1 << 20, staleness=1.0)
+    buf.append(entry(1, Kind.TURN, live.client_content("87"), elicits=True))
+    buf.append(entry(2, Kind.TURN, live.client_content("88"), elicits=True))
+    buf.new_connection(0.0)
+    assert buf.next_to_write().seq == 1
+    buf.mark_sent()
+    buf.append(entry(3, Kind.TOOL_RESPONSE, live.tool_response([live.function_response("c1", "f", {})])))
+    assert buf.next_to_write().seq == 3
+    buf.mark_sent()
+    marked = buf.restarting(set(), 0)
+    assert marked == {1}
+    buf.new_connection(1.0)
+    assert buf.restarting(marked, 0) == {1}  # (nothing written yet on this one: "87" still marked)
+    assert buf.restarting(set(), 2) == {1, 2}  # restored: the previous daemon may have sent both
+
+
 async def test_a_fresh_start_does_not_ask_answered_turns_again(state_dir, monkeypatch):
     # Answered, but no handle covers it yet when the context is lost (the handle is stale): the
     # fresh session must not be asked it again (the user would get its reply twice). The
