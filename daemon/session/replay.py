@@ -189,9 +189,8 @@ class ReplayBuffer:
         #: Written audio at the head was forgotten as stale (see :meth:`drop_sent_stale_audio`).
         self._head_audio_dropped = False
         #: The backlog message whose reply the last connection ended waiting for (the pace's
-        #: valve, see :meth:`new_connection`), and whether the one before ended waiting on it too.
+        #: valve, see :meth:`new_connection`).
         self._held_on: int | None = None
-        self._held_twice = False
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -322,7 +321,7 @@ class ReplayBuffer:
         # (dropped, it was in no conversation at all: the 3.8-extended soak's lost turns).
         # The backlog reply the connection that just ended was held on, twice in a row: see below.
         held_on = self.replies.answering() if self.replaying() else None
-        self._held_twice = held_on is not None and held_on == self._held_on
+        held_twice = held_on is not None and held_on == self._held_on
         self._held_on = held_on
         self._answered_before = None if self._rolled_back else self.replies.answered_through()
         if self._rolled_back:
@@ -366,7 +365,7 @@ class ReplayBuffer:
         # cannot use) would hold everything behind it for good, each stall reconnect replaying
         # it again. Unpaced, the next message interrupts what the server did not say (at worst a
         # reply cut short), and the queue moves on.
-        paced = replaying and not self._held_twice
+        paced = replaying and not held_twice
         self.backlog_through = max((e.seq for e in keep), default=None) if paced else None
         if replaying:  # (the first connection of a session replays nothing: it sends)
             self.stats.replayed += len(self._entries)

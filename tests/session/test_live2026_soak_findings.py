@@ -197,6 +197,13 @@ def _say(act: Activity, *frames: dict[str, Any]) -> None:
         act.server_message(_server(frame))
 
 
+def _turn_that_calls(act: Activity, status: str) -> None:
+    """Turn 1 makes the model call get_time (id c1), which ends its utterance with ``status``."""
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"), live.turn_complete(None, status))
+
+
 def test_a_result_written_while_the_model_talks_owes_its_own_reply():
     # 3.8 speaks a WHEN_IDLE result once idle, after the end of what it was saying: an IDLE of
     # its own. Not counted (it was written mid-interaction), that IDLE was taken as the answer to
@@ -216,9 +223,7 @@ def test_a_result_written_while_the_model_talks_owes_its_own_reply():
 
 def test_new_input_at_a_call_wait_pause_is_one_interaction_with_it():
     act = _activity("models/gemini-3.8-live-extended-thinking")
-    _turn(act, 1)
-    _calls(act, "c1")
-    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn_that_calls(act, "IN_PROGRESS")
     _turn(act, 2)  # at the pause: the server answers it within the same interaction
     _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IN_PROGRESS"))
     assert act.buffer.covered_by_handle(None) == 1  # turn 1 is over (the call still runs)
@@ -237,9 +242,7 @@ def test_an_interrupted_pause_is_an_end_as_before():
     # Input that cuts the interaction (the server was still going) ends it with `interrupted`:
     # one end, counted once, whatever was written at the pause.
     act = _activity("models/gemini-3.8-live-extended-thinking")
-    _turn(act, 1)
-    _calls(act, "c1")
-    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn_that_calls(act, "IN_PROGRESS")
     _turn(act, 2)
     _say(act, live.interrupted(), live.turn_complete(None, "IN_PROGRESS"))
     _say(act, live.server_text("the answer to 2"))
@@ -335,9 +338,7 @@ def test_a_result_at_the_pause_of_a_partial_reply_is_spoken_inside_it():
     # only, the final result's reply stayed owed; the next turn's end was taken for it, and the
     # reconnect replayed a turn the resumed conversation already held.
     act = _activity("models/gemini-3.8-live-extended-thinking")
-    _turn(act, 1)
-    _calls(act, "c1")
-    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn_that_calls(act, "IN_PROGRESS")
     _result(act, 2, "c1", scheduling="WHEN_IDLE", willContinue=True)  # a partial, at the pause
     _say(act, live.server_text("progress 1/2"), live.turn_complete(None, "IN_PROGRESS"))  # the call runs
     _result(act, 3, "c1")  # the final result, at that pause: spoken at once, inside
@@ -358,9 +359,7 @@ def test_two_results_spoken_inside_one_interaction_are_both_forgiven():
     # the partial's stayed owed, the next turn's end was counted for it, and the reconnect
     # replayed that turn.
     act = _activity("models/gemini-3.8-live-extended-thinking")
-    _turn(act, 1)
-    _calls(act, "c1")
-    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn_that_calls(act, "IN_PROGRESS")
     _turn(act, 2)  # at the call's pause: answered inside the same interaction
     _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IN_PROGRESS"))
     _result(act, 3, "c1", scheduling="WHEN_IDLE", willContinue=True)
@@ -382,9 +381,7 @@ def test_a_result_kept_behind_an_interrupted_reply_is_spoken_after_the_next_turn
     # turn 4's IDLE was counted for the result: the handle was taken to cover turn 3 only, and the
     # resume replayed turn 4, which the resumed conversation already held.
     act = _activity("models/gemini-3.8-live")
-    _turn(act, 1)
-    _calls(act, "c1")
-    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IDLE"))
+    _turn_that_calls(act, "IDLE")
     _turn(act, 2)
     _say(act, live.server_text("the answer to 2"))
     _result(act, 3, "c1")  # WHEN_IDLE, while the model speaks: kept for later
@@ -408,9 +405,7 @@ def test_a_result_written_after_the_model_was_stopped_is_not_kept_for_later():
     # (a turn with turnComplete false) written before the result ended the reply before the
     # result came, so the result was spoken at once: the next reply is the result's.
     act = _activity("models/gemini-3.8-live")
-    _turn(act, 1)
-    _calls(act, "c1")
-    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IDLE"))
+    _turn_that_calls(act, "IDLE")
     _turn(act, 2)
     _say(act, live.server_text("the answer to 2"))
     message = live.client_content("and also", turn_complete=False)
@@ -425,9 +420,7 @@ def test_a_natural_end_or_a_pause_makes_a_kept_result_due_again():
     # its own; an IN_PROGRESS pause (extended thinking) counts as one (the write order, which can
     # only delay coverage), the turnComplete that closes an interruption does not.
     act = _activity("models/gemini-3.8-live-extended-thinking")
-    _turn(act, 1)
-    _calls(act, "c1")
-    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IDLE"))
+    _turn_that_calls(act, "IDLE")
     _turn(act, 2)
     _say(act, live.server_text("the answer to 2"))
     _result(act, 3, "c1")

@@ -23,11 +23,11 @@ from test_live2026_soak_findings import (
     EXT_TOOL_SETUP,
     PLAIN_TOOL_SETUP,
     _activity,
-    _calls,
     _drop_at_the_quiet_point,
     _result,
     _say,
     _turn,
+    _turn_that_calls,
     respond,
     spoken,
     statuses,
@@ -202,17 +202,23 @@ async def test_a_server_that_stops_answering_after_an_input_is_still_a_stall(sta
         assert trio.current_time() - start < 30 + 1  # at stall_timeout: the probe went out before
 
 
+async def _declined_then_hello_then_a_drop(core: Core) -> list[list[str]]:
+    """A declined input, then one the model answers, then a drop at the quiet point after it:
+    the conversations the fake holds."""
+    rec = await core.open(setup=PLAIN_SETUP)
+    await core.say("s", "psst, not for you")
+    await core.say("s", "hello")
+    await rec.wait(lambda r: _idle_after(r, 'heard "hello"'))
+    await _drop_at_the_quiet_point(core, rec)
+    return conversation_turns(core.fake)
+
+
 async def test_a_bare_turn_complete_declines_at_once(state_dir):
     # No wait needed: the bare turnComplete answers the declined input (a drop right after the
     # next reply replays nothing).
     opts = FakeOptions(reply_pace=0.005, decline="turn_complete")
     async with open_core(state_dir, fake_options=opts) as core:
-        rec = await core.open(setup=PLAIN_SETUP)
-        await core.say("s", "psst, not for you")
-        await core.say("s", "hello")
-        await rec.wait(lambda r: _idle_after(r, 'heard "hello"'))
-        await _drop_at_the_quiet_point(core, rec)
-        turns = conversation_turns(core.fake)
+        turns = await _declined_then_hello_then_a_drop(core)
         assert turns == [["psst, not for you", "hello", "bye"]], turns
 
 
@@ -223,12 +229,7 @@ async def test_a_declined_input_with_nothing_and_a_drop_before_the_probe_duplica
     # the safe side). Nothing is lost.
     opts = FakeOptions(reply_pace=0.005, decline="nothing")
     async with open_core(state_dir, fake_options=opts) as core:
-        rec = await core.open(setup=PLAIN_SETUP)
-        await core.say("s", "psst, not for you")
-        await core.say("s", "hello")
-        await rec.wait(lambda r: _idle_after(r, 'heard "hello"'))
-        await _drop_at_the_quiet_point(core, rec)
-        turns = conversation_turns(core.fake)
+        turns = await _declined_then_hello_then_a_drop(core)
         assert turns in ([["psst, not for you", "hello", "bye"]], [["psst, not for you", "hello", "hello", "bye"]]), turns
 
 
@@ -298,9 +299,7 @@ def test_input_at_every_pause_of_an_interaction_a_call_holds_is_merged():
     # After the first merge the second input's reply was not seen as merged: its turn stayed
     # owed, and a reconnect replayed it.
     act = _activity("models/gemini-3.8-live-extended-thinking")
-    _turn(act, 1)
-    _calls(act, "c1")
-    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn_that_calls(act, "IN_PROGRESS")
     _turn(act, 2)
     _say(act, live.server_text("let me think"), live.turn_complete(None, "IN_PROGRESS"))
     _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IN_PROGRESS"))

@@ -142,14 +142,19 @@ async def test_a_predial_idle_too_long_is_closed_and_a_new_dial_made(state_dir, 
         assert fake.connections[2].setup is not None
 
 
+async def _draining_with_a_predial(core) -> None:
+    """A live session in mid-reply gets a goAway: the next connection is handshaken (no setup)."""
+    rec = await core.open()
+    await rec.wait(lambda r: "live" in r.statuses())
+    await core.say("s", "hello")
+    await rec.wait(lambda r: any("modelTurn" in m.get("serverContent", {}) for m in r.messages()))
+    await core.fake.goaway_all(time_left=30.0)
+    await rec.wait(lambda r: (2, "accepted") in core.fake.timeline)
+
+
 async def test_a_session_closed_during_the_drain_closes_the_predialled_socket(state_dir, autojump_clock):
     async with open_core(state_dir, fake_options=SLOW, memory=True) as core:
-        rec = await core.open()
-        await rec.wait(lambda r: "live" in r.statuses())
-        await core.say("s", "hello")
-        await rec.wait(lambda r: any("modelTurn" in m.get("serverContent", {}) for m in r.messages()))
-        await core.fake.goaway_all(time_left=30.0)
-        await rec.wait(lambda r: (2, "accepted") in core.fake.timeline)
+        await _draining_with_a_predial(core)
         await core.registry.close("s")
         with trio.fail_after(10):
             while core.fake._conns:
@@ -162,12 +167,7 @@ async def test_a_session_closed_during_the_drain_closes_the_predialled_socket(st
 
 async def test_a_daemon_stop_during_the_drain_closes_the_predialled_socket(state_dir, autojump_clock):
     async with open_core(state_dir, fake_options=SLOW, memory=True) as core:
-        rec = await core.open()
-        await rec.wait(lambda r: "live" in r.statuses())
-        await core.say("s", "hello")
-        await rec.wait(lambda r: any("modelTurn" in m.get("serverContent", {}) for m in r.messages()))
-        await core.fake.goaway_all(time_left=30.0)
-        await rec.wait(lambda r: (2, "accepted") in core.fake.timeline)
+        await _draining_with_a_predial(core)
         await core.actor("s").stop()
         with trio.fail_after(10):
             while core.fake._conns:

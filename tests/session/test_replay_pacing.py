@@ -22,8 +22,14 @@ from session_harness import TOOL_SETUP, Recorder, conversation_turns, make_confi
 from geminid.daemon.config import SessionConfig
 from geminid.daemon.fake import FakeOptions, text_catalogue
 from geminid.daemon.fake.connection import FakeConnection
+from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
 from geminid.protocol import live
 from geminid.protocol.errors import ToolCallLost
+
+
+def entry(seq: int, kind: Kind, message: dict, elicits: bool = False, owed: int = 0) -> Entry:
+    """A replay-buffer entry for the pure tests (``owed``: replies a tool response owes)."""
+    return Entry(seq, kind, message, json.dumps(message), 0.0, elicits, replies_owed=owed)
 
 
 def _content(m: dict) -> dict:
@@ -162,7 +168,6 @@ def test_a_fresh_start_after_a_resume_asks_again_what_only_an_older_connection_a
     # an older handle (the conversation went back to before "a") and replayed it, then dropped
     # before its reply ended; connection 3 is fresh. "a" is in no conversation now: the fresh
     # start must ask it again, not drop it as answered (the 3.8-extended soak's lost turns).
-    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
 
     msg = live.client_content("a")
     buf = ReplayBuffer(max_bytes=1 << 20, staleness=1.0)
@@ -187,10 +192,7 @@ def test_a_fresh_start_after_a_resume_asks_again_what_only_an_older_connection_a
 def test_a_tool_response_goes_ahead_of_a_held_replay():
     # Pure: while a backlog reply is due, only a tool response may be written (moved ahead of
     # the held turn, which keeps its place after it); once the reply ends, the turn goes.
-    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
 
-    def entry(seq: int, kind: Kind, message: dict, elicits: bool = False) -> Entry:
-        return Entry(seq, kind, message, json.dumps(message), 0.0, elicits)
 
     buf = ReplayBuffer(max_bytes=1 << 20, staleness=1.0)
     buf.append(entry(1, Kind.TURN, live.client_content("a"), elicits=True))
@@ -221,10 +223,7 @@ def test_a_handle_does_not_cover_a_turn_written_after_a_result_that_went_ahead()
     # written; then the handle issued at the IDLE (before "88" arrived) is read. It covers "87"
     # and the result, not "88": trimmed by seq (<= 3) "88" was gone, and the next reconnect
     # resumed a conversation without it.
-    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
 
-    def entry(seq: int, kind: Kind, message: dict, elicits: bool = False, owed: int = 0) -> Entry:
-        return Entry(seq, kind, message, json.dumps(message), 0.0, elicits, replies_owed=owed)
 
     buf = ReplayBuffer(max_bytes=1 << 20, staleness=1.0)
     buf.append(entry(1, Kind.TURN, live.client_content("87"), elicits=True))
@@ -252,10 +251,7 @@ def test_a_held_turn_never_sent_is_not_marked_as_a_reply_that_starts_again():
     # goes ahead of "88" (seq 2). The connection drops. The next one replays both: only "87"'s
     # reply starts again (``replayed: true``); "88" was never sent, so its reply is a first one
     # (marked by "seq <= the last written", it was: a voice client would skip its start).
-    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
 
-    def entry(seq: int, kind: Kind, message: dict, elicits: bool = False) -> Entry:
-        return Entry(seq, kind, message, json.dumps(message), 0.0, elicits)
 
     buf = ReplayBuffer(max_bytes=1 << 20, staleness=1.0)
     buf.append(entry(1, Kind.TURN, live.client_content("87"), elicits=True))
@@ -384,7 +380,6 @@ def test_pacing_and_the_fresh_drop_never_lose_or_reorder_a_turn(ops):
     # while a backlog reply is due only tool responses are written (unless a BLOCKING call is
     # pending); turns keep their order; a fresh start drops only what an answered message
     # written after it covers; nothing else ever leaves the buffer but through a handle.
-    from geminid.daemon.session.replay import Entry, Kind, ReplayBuffer
 
     buf = ReplayBuffer(max_bytes=1 << 30, staleness=1e9)
     seq, blocking = 0, False
