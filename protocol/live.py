@@ -981,11 +981,21 @@ def parse_server_frame(data: str | bytes) -> ServerMessage | None:
         raise FrameError(f"server frame is not a JSON object but {type(obj).__name__}")
     if not obj:
         return None
+    if not _needs_normalising(text):
+        return ServerMessage(raw=obj, kind=_server_kind(obj))
     try:
         raw = _normalise(S.message(S.SERVER_ROOT), obj)
     except RecursionError:
         raise FrameError("server frame nested too deeply") from None
     return ServerMessage(raw=raw, kind=_server_kind(raw))
+
+
+def _needs_normalising(text: str) -> bool:
+    """Whether :func:`_normalise` may change the object parsed from ``text``: only when some key
+    is snake_case, which needs an ``_`` in the text, or one written with a ``\\u`` escape.
+    The service speaks camelCase, so its frames skip the walk (a rebuilt dict tree per frame,
+    the larger share of parsing one)."""
+    return "_" in text or "\\u" in text
 
 
 def _server_kind(raw: dict[str, Any]) -> str:

@@ -57,12 +57,12 @@ from geminid.daemon.session.effects import (
 )
 from geminid.daemon.session.record import SessionRecord, fingerprint
 from geminid.daemon.session.relay import HANDLE_CHECKPOINT_DELAY as HANDLE_CHECKPOINT_DELAY
-from geminid.daemon.session.relay import UNSENT_HIGH as UNSENT_HIGH
 from geminid.daemon.session.relay import Relay, handle_tag
 from geminid.daemon.session.replay import ReplayBuffer
 from geminid.daemon.session.sendids import SentIds
 from geminid.daemon.session.sending import Sender
 from geminid.daemon.session.toolcalls import ToolCalls
+from geminid.daemon.session.writer import UNSENT_HIGH as UNSENT_HIGH
 from geminid.daemon.states import LocalReason, State
 from geminid.daemon.upstream import Backoff, Dial, PreDialSlot, UpstreamLink
 from geminid.protocol import live
@@ -135,6 +135,7 @@ class SessionActor(Sender, Relay):
         self.last_snapshot: dict[str, Any] | None = None
         self._connected_once = False
         self._relay_scope: trio.CancelScope | None = None
+        self._writer = None
         #: The connection dialled during a goAway drain (in the actor's nursery, from run()).
         self.predials = PreDialSlot(dial, self.log)
         self._ended = trio.Event()

@@ -23,12 +23,14 @@ from geminid.daemon.config import Config
 from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.activity import Activity
-from geminid.daemon.session.core import Conn, Failed, Probe, SessionCore, Stall, interrupts
+from geminid.daemon.session.core import Conn, Failed, Probe, SessionCore, Stall
 from geminid.daemon.session.durability import Durability
 from geminid.daemon.session.effects import Effect, EndConnection
 from geminid.daemon.session.predial import predial_refusal
-from geminid.daemon.session.replay import Entry, ReplayBuffer
+from geminid.daemon.session.replay import ReplayBuffer
 from geminid.daemon.session.toolcalls import ToolCalls
+from geminid.daemon.session.writer import UNSENT_HIGH as UNSENT_HIGH
+from geminid.daemon.session.writer import UpstreamWriter
 from geminid.daemon.states import State
 from geminid.daemon.upstream import (
     Dial,
@@ -56,14 +58,6 @@ from geminid.protocol.notifications import (
 _PRIVATE_KINDS = frozenset({"setupComplete", "sessionResumptionUpdate", "goAway"})
 #: Handle-only checkpoint changes are written at most this often (see Durability.lazy_checkpoints).
 HANDLE_CHECKPOINT_DELAY = 1.0
-#: Messages queued but not yet written to a live link, past which acks wait (backpressure).
-UNSENT_HIGH = 256
-#: At most this many frames per upstream write (~40 KB of audio chunks): a long backlog still
-#: yields to the reader between writes.
-WRITE_BATCH_FRAMES = 32
-#: How often a writer held by a seq reservation in progress looks again (only on a slow disk:
-#: reservations are renewed half a block ahead of need).
-RESERVATION_POLL = 0.05
 
 
 def handle_tag(handle: str | None) -> str | None:
@@ -102,6 +96,7 @@ class Relay:
     _conn_scope: trio.CancelScope | None
     _wait_scope: trio.CancelScope | None
     _relay_scope: trio.CancelScope | None
+    _writer: UpstreamWriter | None
     predials: PreDialSlot
     _closing: str | None
     _connected_once: bool
@@ -250,51 +245,12 @@ class Relay:
                     nursery.cancel_scope.cancel()
                     return
 
-        async def writer() -> None:
-            while True:
-                # Every entry ready now, in order, goes out in one write (one syscall per batch,
-                # not per frame: PERF_PROFILE.md); the first one not ready ends the batch.
-                batch: list[Entry] = []
-                unreserved = False
-                while len(batch) < WRITE_BATCH_FRAMES:
-                    # (held while a backlog reply is due: ReplayBuffer.next_to_write)
-                    entry = self.buffer.next_to_write(client_turn=self.tools.blocking_pending)
-                    if entry is None or entry.gen < 0 or self.activity.holds(entry, draining=self.core.draining()):
-                        break
-                    if entry.seq > self.durability.seq_durable:
-                        # Its ack may yet be refused (NotDurable: the reservation's write failed),
-                        # and a refused message must not have been sent: it waits for the round.
-                        unreserved = True
-                        break
-                    self.buffer.mark_sent()
-                    batch.append(entry)
-                    if self.tools.pending and (entry.elicits or interrupts(entry.message)):
-                        # Accepted before the call came (held, or queued): the server cancels
-                        # the call on reading it, so a response to it is now refused locally.
-                        self.tools.interrupted()
-                if not batch:
-                    if unreserved:
-                        self._maybe_reserve()
-                        # (polled too: a refused entry is discarded without a round ending)
-                        with trio.move_on_after(RESERVATION_POLL):
-                            await self.durability.reservation_round.wait()
-                        continue
-                    self._wake = trio.Event()
-                    await self._wake.wait()
-                    continue
-                if self.buffer.unsent <= UNSENT_HIGH // 2:
-                    self._drained.set()
-                await link.send_many([entry.wire for entry in batch])
-                now = trio.current_time()
-                asked = [self.activity.written(entry, now) for entry in batch]
-                if any(asked):
-                    self._poke_timers()
-
         try:
             async with trio.open_nursery() as nursery:
                 self._relay_scope = nursery.cancel_scope
                 nursery.start_soon(reader)
-                nursery.start_soon(writer)
+                self._writer = UpstreamWriter(self, link)
+                nursery.start_soon(self._writer.run)
                 nursery.start_soon(self._timers, link, conn, nursery.cancel_scope)
                 nursery.start_soon(self._keepalive, link)
         except Ended as exc:
@@ -306,6 +262,7 @@ class Relay:
             return found
         finally:
             self._relay_scope = None
+            self._writer = None
             self.down_since = trio.current_time()  # downtime counts from the drop
             self.core.connection_closed(self.wall())
         if ending is None:
@@ -357,6 +314,13 @@ class Relay:
             if self.activity.pong(sent_at):
                 self.log.info("session.reply_declined", why="the server read the input and said nothing")
             self._poke_timers()
+
+    async def write_now(self) -> None:
+        """Write what is ready upstream from the caller's task if the link's writer is parked
+        (:mod:`.writer`: one scheduler pass less per message); otherwise it is written anyway."""
+        writer = self._writer
+        if writer is not None and writer.parked:
+            await writer.write_now()
 
     def _poke_timers(self) -> None:
         """A deadline may have been armed (goAway, a reply now expected): re-plan the timers."""

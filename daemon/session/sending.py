@@ -21,9 +21,9 @@ from geminid.daemon.events import EventHub
 from geminid.daemon.metrics import Metrics
 from geminid.daemon.session.core import SessionCore
 from geminid.daemon.session.durability import Deferred, Durability, Waiter
-from geminid.daemon.session.relay import UNSENT_HIGH
 from geminid.daemon.session.replay import Entry, ReplayBuffer
 from geminid.daemon.session.sendids import SentIds
+from geminid.daemon.session.writer import UNSENT_HIGH
 from geminid.daemon.states import State
 from geminid.protocol.acks import SendAck
 from geminid.protocol.errors import NotDurable, SessionFailed

@@ -140,6 +140,7 @@ class UpstreamLink:
         self._closed: type[ConnectionClosed] = ConnectionClosed
         self._ws = ws
         self._stream = stream
+        self._batchable = _can_batch(ws)  # (once: the library does not change under a link)
         self.bytes_up = 0
         self.bytes_down = 0
 
@@ -159,7 +160,7 @@ class UpstreamLink:
         concurrent ping or pong cannot interleave mid-frame.
         """
         ws = self._ws
-        if not _can_batch(ws):
+        if not self._batchable:
             for wire in wires:
                 await self.send(wire)
             return

@@ -43,6 +43,10 @@ VENV_BIN = Path(sys.executable).parent
 GEMINID = str(VENV_BIN / "geminid")
 MODEL = "gemini-3.8-live"
 TEXT_SETUP = live.setup(MODEL, response_modalities=["TEXT"])["setup"]
+#: What the daemon sends upstream for TEXT_SETUP: the same setup with session resumption on (the
+#: daemon always asks for it; the fake then sends a handle with every turn). A direct baseline
+#: that measures the relay, not a lighter server workload, uses this one.
+UPSTREAM_SETUP = {**TEXT_SETUP, "sessionResumption": {}}
 KEY = "bench-key"
 
 

@@ -70,7 +70,7 @@ async def main(n: int, load: int) -> None:
     )
     print(f"\nbefore load: {st0}\n")
     rows = []
-    for label, (direct, through) in (("no load", quiet), (f"{load} sessions checkpointing", loaded)):
+    for label, (direct, _, through) in (("no load", quiet), (f"{load} sessions checkpointing", loaded)):
         rows.append([label, "direct (baseline)", pct(direct, 50), pct(direct, 99), "", ""])
         rows.append([label, "through geminid", pct(through, 50), pct(through, 99),
                      pct(through, 50) - pct(direct, 50), pct(through, 99) - pct(direct, 99)])

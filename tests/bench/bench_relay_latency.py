@@ -1,13 +1,16 @@
 """Relay latency: client -> daemon -> fake (reply_pace 0) -> first reply event -> client.
 
-Baseline, same run: a client talking Gemini Live to the same fake directly over WebSocket.
-Iterations alternate (direct, daemon, direct, daemon...) so that load from elsewhere on the
-machine hits both sides alike. Two kinds of client message:
+Baseline, same run: a client talking Gemini Live to the same fake directly over WebSocket, with
+the setup the daemon itself sends upstream (``UPSTREAM_SETUP``: session resumption on, so the fake
+does the same work on both paths, a handle with every turn). Beside it, for reference, a direct
+client with no resumption at all (the lighter workload the benchmark used as its baseline before
+2026-12-06; the fake's handle costs it ~0.2 ms a turn here). Iterations alternate (direct, direct
+without resumption, daemon, ...) so that load from elsewhere on the machine hits all alike. Two
+kinds of client message:
 
 - ``realtimeInput`` text: acknowledged on enqueue and sent upstream at once;
-- a turn (``clientContent``, turnComplete): acknowledged only once its checkpoint is fsync'd, and
-  **sent upstream only once durable** (session.py ``submit``/``_commit``), so its latency
-  includes one group-committed checkpoint write (temp file + fsync + rename + directory fsync).
+- a turn (``clientContent``, turnComplete): sent upstream at once and acknowledged once its
+  checkpoint is fsync'd (the write runs beside the network round trip).
 
 Usage: ``.venv/bin/python tests/bench/bench_relay_latency.py [-n 500] [--cpu 0]``
 """
@@ -21,6 +24,7 @@ from typing import Any
 import trio
 from _common import (
     TEXT_SETUP,
+    UPSTREAM_SETUP,
     cpu_seconds,
     direct_next,
     direct_session,
@@ -63,19 +67,23 @@ async def direct_round_trip(ws: Any, message: dict) -> float:
 
 async def measure_pair(
     fake: Any, client: Client, name: str, kind: str, n: int, warmup: int = 20
-) -> tuple[list[float], list[float]]:
-    """(direct, daemon) latencies in ms for ``n`` alternating iterations of ``kind``."""
+) -> tuple[list[float], list[float], list[float]]:
+    """(direct, direct without resumption, daemon) latencies in ms for ``n`` alternating
+    iterations of ``kind``."""
     direct: list[float] = []
+    bare: list[float] = []
     daemon: list[float] = []
-    async with direct_session(fake) as ws:
+    async with direct_session(fake, UPSTREAM_SETUP) as ws, direct_session(fake) as ws_bare:
         for i in range(n + warmup):
             msg = make_message(kind, i)
             d = await direct_round_trip(ws, msg)
+            b = await direct_round_trip(ws_bare, msg)
             g = await daemon_round_trip(client, name, msg)
             if i >= warmup:
                 direct.append(d * 1000)
+                bare.append(b * 1000)
                 daemon.append(g * 1000)
-    return direct, daemon
+    return direct, bare, daemon
 
 
 async def open_session(client: Client, name: str) -> None:
@@ -83,9 +91,11 @@ async def open_session(client: Client, name: str) -> None:
     await client.attach(name)
 
 
-def rows_for(kind: str, direct: list[float], daemon: list[float]) -> list[list[Any]]:
+def rows_for(kind: str, direct: list[float], bare: list[float], daemon: list[float]) -> list[list[Any]]:
     return [
         [kind, "direct (baseline)", len(direct), pct(direct, 50), pct(direct, 90), pct(direct, 99), "", ""],
+        [kind, "direct, no resumption", len(bare), pct(bare, 50), pct(bare, 90), pct(bare, 99),
+         pct(daemon, 50) / pct(bare, 50), pct(daemon, 99) - pct(bare, 99)],
         [kind, "through geminid", len(daemon), pct(daemon, 50), pct(daemon, 90), pct(daemon, 99),
          pct(daemon, 50) / pct(direct, 50), pct(daemon, 99) - pct(direct, 99)],
     ]
@@ -93,7 +103,7 @@ def rows_for(kind: str, direct: list[float], daemon: list[float]) -> list[list[A
 
 async def main(n: int, cpu: int | None, kinds: list[str]) -> None:
     header("Relay latency (first reply event after a send; ms)")
-    results: dict[str, tuple[list[float], list[float]]] = {}
+    results: dict[str, tuple[list[float], list[float], list[float]]] = {}
     cpu_ms: dict[str, float] = {}
     async with trio.open_nursery() as nursery:
         fake = await start_fake(nursery)
@@ -118,7 +128,7 @@ async def main(n: int, cpu: int | None, kinds: list[str]) -> None:
     print()
     goal_rows = []
     for kind in kinds:
-        direct, daemon = results[kind]
+        direct, _, daemon = results[kind]
         ratio = pct(daemon, 50) / pct(direct, 50)
         added = pct(daemon, 99) - pct(direct, 99)
         goal_rows.append([kind, "p50 <= 1.5x direct", f"{ratio:.2f}x", verdict(ratio <= 1.5)])

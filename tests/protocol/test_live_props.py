@@ -328,3 +328,17 @@ def test_quick_base64_check_is_the_regex(data):
     from geminid.protocol.live import _FAST_B64, _fast_b64
 
     assert _fast_b64(data) == (_FAST_B64.fullmatch(data) is not None)
+
+
+@given(st.dictionaries(server_keys, server_json, min_size=1, max_size=4), st.booleans())
+@example({"server_content": {"model_turn": {"parts": [{"text": "a"}]}}}, False)
+@example({"serverContent": {"modelTurn": {"parts": [{"text": "é_"}]}}}, True)
+def test_camel_case_frames_skip_the_walk_and_parse_the_same(obj, ascii_only):
+    """parse_server_frame skips the casing walk for a frame with no ``_`` and no ``\\u``
+    escape (the service's own frames); the result must be what the walk gives, for any frame."""
+    text = json.dumps(obj, ensure_ascii=ascii_only)
+    msg = L.parse_server_frame(text)
+    walked = L._normalise(S.message(S.SERVER_ROOT), json.loads(text))
+    assert msg is not None
+    assert msg.raw == walked
+    assert msg.kind == L._server_kind(walked)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from trio_websocket import wrap_server_stream
 
 from geminid.daemon.upstream import Dial, Ended, Endpoint, FixedKey, open_link
-from geminid.daemon.upstream.link import _plain_text_frames_ok, client_text_frames
+from geminid.daemon.upstream.link import UpstreamLink, _plain_text_frames_ok, client_text_frames
 from geminid.protocol import live
 
 SETUP = live.encode(live.setup("models/gemini-3.8-live"))
@@ -125,9 +125,9 @@ async def test_send_many_falls_back_to_one_frame_at_a_time_without_the_internals
                     raise AttributeError(name)
                 return getattr(ws, name)
 
-        link._ws = Renamed()  # type: ignore[assignment]
+        renamed = UpstreamLink(Renamed(), link._stream)  # type: ignore[arg-type]
         before = counting.writes
-        await link.send_many(wires)
+        await renamed.send_many(wires)
         assert counting.writes == before + len(wires)
         await done.wait()
         assert got == wires
