@@ -248,6 +248,29 @@ async def test_two_clients_get_every_event_in_order(server, connect, service):
             assert [p["seq"] for _, p in evs] == list(range(2, 502))
 
 
+async def test_lines_written_through_while_the_client_is_not_reading_arrive_whole(serve, service):
+    """An idle client's events go straight to its socket (ClientConnection._write_through). A
+    line the kernel takes only in part has its rest queued for the writer, and the lines after
+    it queue behind that rest: read later, every line is whole and in order."""
+    server = await serve(client_queue=64)
+    slow = await raw(server.path)
+    await slow.request(req(1, "session.open", {"session": "s", "setup": {}}))
+    await slow.line()
+    await slow.request(req(2, "session.attach", {"session": "s"}))
+    assert (await slow.line())["result"]["last_seq"] == 1
+    big = "y" * 300_000  # larger than a Unix socket's send buffer: a partial write
+    sizes = [10, 300_000, 10, 300_000, 10]
+    for i, size in enumerate(sizes):
+        service.publish("s", "session.message", {"message": {"pad": big[:size], "i": i}})
+    got = []
+    with trio.fail_after(10):
+        while len(got) < len(sizes):
+            m = await slow.line()
+            got.append(m["params"]["message"])
+    assert [(m["i"], len(m["pad"])) for m in got] == list(enumerate(sizes))
+    await slow.aclose()
+
+
 async def test_slow_client_is_dropped_and_told_others_unaffected(serve, connect, service):
     server = await serve(client_queue=16)
     big = "x" * 20000
