@@ -357,10 +357,12 @@ def test_two_results_spoken_inside_one_interaction_are_both_forgiven():
     # were written at that interaction's pauses, and both were spoken inside it before one IDLE.
     # Only the last result written at a pause was remembered, so only its reply was forgiven;
     # the partial's stayed owed, the next turn's end was counted for it, and the reconnect
-    # replayed that turn.
+    # replayed that turn. (Turn 2's reply has a filler, as every reply to input has on extended
+    # thinking: the answer's pause, not the filler's, is the one the call holds.)
     act = _activity("models/gemini-3.8-live-extended-thinking")
     _turn_that_calls(act, "IN_PROGRESS")
     _turn(act, 2)  # at the call's pause: answered inside the same interaction
+    _say(act, live.server_text("turn 2: let me think"), live.turn_complete(None, "IN_PROGRESS"))
     _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IN_PROGRESS"))
     _result(act, 3, "c1", scheduling="WHEN_IDLE", willContinue=True)
     _say(act, live.server_text("progress 1/2"), live.turn_complete(None, "IN_PROGRESS"))
