@@ -479,11 +479,29 @@ class Activity:
         handle covered one turn fewer (the 3.8-extended soak, seed 80111)."""
         return self.open_for is not None and self.replies.owes(self.open_for)
 
+    def _kept_result_due(self) -> bool:
+        """At a call's pause, the reply now due is a result's, not the open interaction's (a
+        result kept behind an interrupted reply, made due again there): what the model says next
+        is that result, which the server speaks at such a pause (the fake does), so the open
+        interaction is over as when input written at the pause is answered. Not so, the end later
+        counted for the open interaction (its SILENT response, its IDLE) went to the result, and
+        every later handle covered one turn fewer (the 3.8-extended soak, seed 80152). The end is
+        counted for the result, written before the open one: the reading that can only delay
+        coverage."""
+        due = self.replies.answering()
+        return (
+            due is not None
+            and due != self.open_for
+            and self.replies.is_result(due)
+            and self._open_for_pending()
+        )
+
     def server_message(self, msg: live.ServerMessage) -> ReplyFacts:
         """Account for one server message's effect on the reply in progress."""
         says = msg.kind == "toolCall" or (msg.kind == "serverContent" and _says_something(msg))
         cut = msg.interrupted and self.cut_after_merge
-        if (says or cut) and self.in_response and self.paused and self.call_wait and self.merge_pending:
+        merged = self.merge_pending or (says and self._kept_result_due())
+        if (says or cut) and self.in_response and self.paused and self.call_wait and merged:
             # The interaction that waited for its call took new input at its pause and speaks
             # again: this is the reply to that input (see :meth:`written`); the waiting one is over.
             if self._open_for_pending():

@@ -237,3 +237,34 @@ async def test_a_reply_begun_at_a_calls_pause_and_cut_before_it_spoke_is_an_end_
         await _resume_and_say_bye(core, rec)
         turns = conversation_turns(core.fake)
         assert turns == [["get_time in Oslo?", "never mind", "and then?", "bye"]], turns
+
+
+async def test_a_kept_result_spoken_at_the_pause_of_a_later_call_ends_that_calls_interaction(
+    state_dir, autojump_clock
+):
+    # The chaos soak (3.8-extended, seed 80152, s0 turn #105). The first call's result reaches the
+    # server while the model answers another turn, so it is kept; a third turn cuts that answer
+    # and makes a second call; at the pause of that call's filler (IN_PROGRESS) the server speaks
+    # the kept result, and a SILENT response then closes the second call. The result, due again
+    # at that pause, took the end counted for the call's interaction when the SILENT response came,
+    # so the third turn stayed owed: every later handle covered one turn fewer.
+    async with open_core(state_dir, cfg=_config(state_dir), memory=True,
+                         fake_options=FakeOptions(reply_pace=0.01)) as core:
+        rec = await core.open(setup=EXT_TOOL_SETUP)
+        await core.say("s", "get_time in Oslo?")
+        first = await _wait_for_call(rec)
+        await core.say("s", "and the news?")  # at the call's pause
+        await rec.wait(lambda r: 'heard "and the news?"' in spoken(r))  # its answer is spoken...
+        await _respond(core, first, {"t": "1"})  # ...so the result is kept
+        await core.say("s", "get_time in Rome?")  # cuts that answer, calls again
+        await rec.wait(lambda r: len(_calls_made(r)) == 2 and 'returned {"t":"1"}' in spoken(r)
+                       and statuses(r)[-1:] == ["IN_PROGRESS"])
+        await core.registry.send("s", live.tool_response(
+            [{**live.function_response(_calls_made(rec)[1]["id"], "get_time", {"t": "2"}), "scheduling": "SILENT"}]))
+        await core.say("s", "and then?")
+        await rec.wait(lambda r: 'heard "and then?"' in spoken(r) and statuses(r)[-1:] == ["IDLE"])
+        conn = core.fake.accepted[-1]
+        await rec.wait(lambda r: bool(conn.handles) and core.actor().core.handle == conn.handles[-1])
+        await _resume_and_say_bye(core, rec)
+        turns = conversation_turns(core.fake)
+        assert turns == [["get_time in Oslo?", "and the news?", "get_time in Rome?", "and then?", "bye"]], turns
