@@ -203,6 +203,18 @@ class Replies:
             self._deferred.append(self._eliciting[self._answered])
             del self._eliciting[self._answered]
 
+    def reply_ended_for(self, seq: int) -> None:
+        """The reply to eliciting message ``seq`` ended (if it is still owed), wherever it is
+        in the order: an interaction that ended at a call's pause, with a kept result made due
+        before it (:meth:`Activity._kept_result_due`). Matched to the head instead, the result's
+        own reply, spoken next, was taken for the interaction's."""
+        for i in range(self._answered, len(self._eliciting)):
+            if self._eliciting[i] == seq:
+                del self._eliciting[i]
+                self._eliciting.insert(self._answered, seq)
+                self._answered += 1
+                return
+
     def idle_point(self) -> None:
         """The server may have started a result it kept (a ``turnComplete`` that ends no reply
         we count, extended thinking's IN_PROGRESS): the deferred results are due first again."""
@@ -485,9 +497,7 @@ class Activity:
         is that result, which the server speaks at such a pause (the fake does), so the open
         interaction is over as when input written at the pause is answered. Not so, the end later
         counted for the open interaction (its SILENT response, its IDLE) went to the result, and
-        every later handle covered one turn fewer (the 3.8-extended soak, seed 80152). The end is
-        counted for the result, written before the open one: the reading that can only delay
-        coverage."""
+        every later handle covered one turn fewer (the 3.8-extended soak, seed 80152)."""
         due = self.replies.answering()
         return (
             due is not None
@@ -504,8 +514,8 @@ class Activity:
         if (says or cut) and self.in_response and self.paused and self.call_wait and merged:
             # The interaction that waited for its call took new input at its pause and speaks
             # again: this is the reply to that input (see :meth:`written`); the waiting one is over.
-            if self._open_for_pending():
-                self.replies.reply_ended()
+            if self.open_for is not None:
+                self.replies.reply_ended_for(self.open_for)
             # An `interrupted` there, before any frame of that reply came, ends that reply (input
             # written after what it answers cut it: counted next, as any `interrupted`): the
             # server was not generating at the pause, so it cut no reply but one begun after it.
@@ -525,11 +535,11 @@ class Activity:
             facts = attrs.evolve(facts, answers=True)
         if (
             msg.turn_complete and not msg.interrupted and not facts.answers and not self.interrupted_tail
-            and not (filler and not self.tools.open)
+            and not filler
         ):
             # An end we count for nobody (a call's pause, a bare IDLE): the server may have
             # started a result it kept for an idle model (Replies.idle_point). Not at a filler's
-            # pause with no tool round trip open (see _is_filler).
+            # pause (see _is_filler).
             self.replies.idle_point()
         if facts.started:
             if self.result_pause_ended:
@@ -570,10 +580,14 @@ class Activity:
         interaction that made no call: extended thinking's filler, the answer still to come.
 
         - The model is not idle there, so a WHEN_IDLE result kept behind an interrupted reply is
-          not started: it waits for the end of the answer. With no tool round trip open, the
+          not started: it waits for the end of the answer (a call still running or not), so the
           deferred results stay deferred (no :meth:`Replies.idle_point`). Made due at the filler,
           the result took the answer's IDLE, the turn stayed owed, every later handle covered one
-          turn fewer, and the next reconnect replayed a turn (the 3.8-extended soak, seed 61004).
+          turn fewer, and the next reconnect replayed a turn (the 3.8-extended soak, seeds 61004
+          and, a willContinue call still running, 80153). A server that speaks the kept result
+          at the filler's pause instead (UNCONFIRMED; ``FakeOptions.when_idle_at_pause``) gets the
+          turn replayed (a duplicate), never lost: the end is then counted for a message the
+          server has consumed.
         - Any later pause after speech while a NON_BLOCKING call runs (the answer's end, a
           result's) is one the call holds, as at the pause of the interaction that made the call
           (``call_wait``): the model has said all it has, and input written there is answered

@@ -268,3 +268,58 @@ async def test_a_kept_result_spoken_at_the_pause_of_a_later_call_ends_that_calls
         await _resume_and_say_bye(core, rec)
         turns = conversation_turns(core.fake)
         assert turns == [["get_time in Oslo?", "and the news?", "get_time in Rome?", "and then?", "bye"]], turns
+
+
+async def test_a_result_kept_through_a_fillers_pause_while_the_call_runs_on(state_dir, autojump_clock):
+    # The chaos soak (3.8-extended, seed 80153, s2 turn #108): as in the first test, but the
+    # kept result is a willContinue partial, so the call still runs at the next turn's filler.
+    # That pause still does not start the kept result (the model is not idle); the final result
+    # comes while the answer is spoken, so the answer ends IDLE and both results follow it.
+    async with open_core(state_dir, cfg=_config(state_dir), memory=True,
+                         fake_options=FakeOptions(reply_pace=0.01)) as core:
+        rec = await core.open(setup=EXT_TOOL_SETUP)
+        await core.say("s", "get_time in Oslo?")
+        call = await _wait_for_call(rec)
+        await core.say("s", "tell me a story")  # at the call's pause: answered inside it
+        await rec.wait(lambda r: 'heard "tell me a story"' in spoken(r))  # its answer is spoken...
+        partial = live.function_response(call["id"], call["name"], {"p": "1/2"})
+        await core.registry.send("s", live.tool_response([{**partial, "willContinue": True}]))  # ...kept
+        await core.say("s", "and the news?")  # cuts the answer
+        await rec.wait(lambda r: 'heard "and the news?"' in spoken(r))
+        await _respond(core, call, {"p": "2/2"})  # kept too: the answer is being spoken
+        await rec.wait(lambda r: 'previous "tell me a story".' in spoken(r) and statuses(r)[-1:] == ["IDLE"])
+        conn = core.fake.accepted[-1]
+        await rec.wait(lambda r: bool(conn.handles) and core.actor().core.handle == conn.handles[-1])
+        assert 'returned {"p":"1/2"}' not in spoken(rec)  # the results come after the answer
+        await _resume_and_say_bye(core, rec)
+        turns = conversation_turns(core.fake)
+        assert turns == [["get_time in Oslo?", "tell me a story", "and the news?", "bye"]], turns
+
+
+def test_the_interaction_a_kept_result_ends_at_a_calls_pause_is_the_one_counted():
+    # The pure model: the kept partial, made due at the answer's pause (the call holds it), is
+    # spoken there; the end counted is the answer's interaction's, not the partial's (matched to
+    # the partial, the reply that followed was taken for the answer's, so its pause looked like
+    # a filler's and the final result written there stayed owed).
+    act = _activity("models/gemini-3.8-live-extended-thinking")
+    _turn(act, 1)
+    _calls(act, "c1")
+    _say(act, live.server_text("calling get_time"), live.turn_complete(None, "IN_PROGRESS"))
+    _turn(act, 2)  # at the call's pause
+    _say(act, live.server_text("turn 2: let me think"), live.turn_complete(None, "IN_PROGRESS"))
+    _say(act, live.server_text("the answer to 2"))
+    _result(act, 3, "c1", scheduling="WHEN_IDLE", willContinue=True)  # while it speaks: kept
+    _turn(act, 4)
+    _say(act, live.interrupted(), live.turn_complete(None, "IN_PROGRESS"))  # cuts it (the call runs)
+    act.tools.reply_ended()  # (SessionCore.server_content at a boundary)
+    _say(act, live.server_text("turn 4: let me think"), live.turn_complete(None, "IN_PROGRESS"))
+    assert act.replies.answering() == 4
+    _say(act, live.server_text("the answer to 4"), live.turn_complete(None, "IN_PROGRESS"))
+    _say(act, live.server_text("progress 1/2"))  # the kept partial, at the call's pause
+    assert act.replies.answering() == 3 and act.open_for == 3
+    _say(act, live.turn_complete(None, "IN_PROGRESS"))
+    _result(act, 5, "c1")  # the final result, at that pause: spoken inside
+    _say(act, live.server_text("get_time returned"), live.turn_complete(None, "IDLE"))
+    assert not act.replies.awaiting()
+    act.buffer.covered_by_handle(None)
+    assert len(act.buffer) == 0
