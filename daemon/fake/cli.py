@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--idle-while-call-pending", action="store_true",
         help="extended thinking: end the interaction IDLE after the filler while a NON_BLOCKING "
              "call is pending; the result is spoken later in an interaction of its own (UNCONFIRMED)")
+    add("--when-idle-at-pause", action="store_true",
+        help="extended thinking: a WHEN_IDLE result kept while the model spoke is spoken at the "
+             "filler's IN_PROGRESS pause, before the answer (UNCONFIRMED)")
     add("--decline", choices=DECLINES, default=None,
         help="proactive audio (3.8): a turn containing a --decline-word gets no reply, only a bare "
              "turnComplete or nothing at all (UNCONFIRMED)")
@@ -145,6 +148,7 @@ def options_from_args(args: argparse.Namespace) -> FakeOptions:
         resumable_pending_calls=args.resumable_pending_calls,
         idle_after_silent=args.idle_after_silent,
         idle_while_call_pending=args.idle_while_call_pending,
+        when_idle_at_pause=args.when_idle_at_pause,
         decline=args.decline,
         decline_words=tuple(args.decline_word) or d.decline_words,
     )

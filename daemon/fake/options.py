@@ -71,6 +71,9 @@ class FakeOptions:
       later, as its ``scheduling`` says, in an interaction of its own (UNCONFIRMED; False: a
       pending call keeps the interaction IN_PROGRESS until its response). Plain 3.8 always ends
       IDLE while a call is pending.
+    - ``when_idle_at_pause``: on extended thinking, a WHEN_IDLE result the model kept while it
+      spoke is spoken at the filler's IN_PROGRESS pause, inside the interaction, before the
+      answer (UNCONFIRMED; False: it waits for the model to be idle, after the answer's IDLE).
     - ``decline``: proactive audio (models with ``proactive_audio_always``, 3.8) may not answer
       an input at all (GEMINI_LIVE_2026.md §7, UNCONFIRMED what the server sends then). A user
       turn containing any of ``decline_words`` is taken into context and answered with a bare
@@ -112,6 +115,7 @@ class FakeOptions:
     resumable_pending_calls: bool = False
     idle_after_silent: bool = False
     idle_while_call_pending: bool = False
+    when_idle_at_pause: bool = False
     decline: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.in_(DECLINES))
     )

@@ -117,6 +117,11 @@ class Speaker:
                 return
             gen.in_progress = True
             self._turn_done()  # a handle here only with resumable_in_progress
+            if self.conn.opts.when_idle_at_pause:
+                # Kept results, spoken here inside the interaction, each its own utterance.
+                waiting = self.conn.tools.when_idle
+                gen.more[:0] = [kept.text for kept in waiting]
+                waiting.clear()
             await trio.sleep(self.conn.opts.reply_pace)  # background reasoning
             if self.gen is not gen:
                 return

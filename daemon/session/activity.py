@@ -203,6 +203,18 @@ class Replies:
             self._deferred.append(self._eliciting[self._answered])
             del self._eliciting[self._answered]
 
+    def reply_ended_for(self, seq: int) -> None:
+        """The reply to eliciting message ``seq`` ended (if it is still owed), wherever it is
+        in the order: an interaction that ended at a call's pause, with a kept result made due
+        before it (:meth:`Activity._kept_result_due`). Matched to the head instead, the result's
+        own reply, spoken next, was taken for the interaction's."""
+        for i in range(self._answered, len(self._eliciting)):
+            if self._eliciting[i] == seq:
+                del self._eliciting[i]
+                self._eliciting.insert(self._answered, seq)
+                self._answered += 1
+                return
+
     def idle_point(self) -> None:
         """The server may have started a result it kept (a ``turnComplete`` that ends no reply
         we count, extended thinking's IN_PROGRESS): the deferred results are due first again."""
@@ -232,6 +244,11 @@ class Replies:
             if self._eliciting[i] == seq:
                 del self._eliciting[i]
                 return
+
+    def owes(self, seq: int) -> bool:
+        """Eliciting message ``seq`` was written on this connection and its reply has not ended
+        (it is due now or later, not set aside)."""
+        return seq in itertools.islice(self._eliciting, self._answered, None)
 
     def is_result(self, seq: int) -> bool:
         """Eliciting message ``seq`` is a tool response (its reply speaks a result)."""
@@ -281,6 +298,13 @@ class Replies:
             self._answered = max(0, self._answered - 1)
 
 
+def _produces(msg: live.ServerMessage) -> bool:
+    """Model output (speech, text, a tool call), not a bare turn boundary."""
+    return msg.kind == "toolCall" or bool(
+        msg.content.get("modelTurn") or msg.text or msg.output_transcription or msg.audio_chunks
+    )
+
+
 def _says_something(msg: live.ServerMessage) -> bool:
     """Model output or a turn boundary (not input transcription, not bookkeeping)."""
     return bool(
@@ -310,13 +334,20 @@ class Activity:
     #: The server is between two utterances of an open interaction: its last word was a
     #: ``turnComplete`` with IN_PROGRESS (a filler, background reasoning, a call running).
     paused: bool = False
+    #: The open interaction said something, and how many times it paused (IN_PROGRESS) after
+    #: saying something: its first such pause may be a filler's (:meth:`_is_filler`).
+    spoke: bool = False
+    content_pauses: int = 0
     #: The eliciting message the open interaction answers (``Replies.answering`` when it began).
     open_for: int | None = None
     #: The open interaction made a NON_BLOCKING call: paused, it waits for the result, and has
     #: nothing more to say until a response (or new input) arrives.
     call_wait: bool = False
-    #: Something eliciting was written while that interaction was open (see :meth:`written`).
+    #: Something eliciting was written while that interaction was open (see :meth:`written`),
+    #: and then something that may stop the model (an ``interrupted`` at a call's pause, see
+    #: :meth:`server_message`).
     merge_pending: bool = False
+    cut_after_merge: bool = False
     #: The open interaction was counted as over before the server ended it (a SILENT response
     #: closed its call): the ``interrupted`` or IDLE that may still end it answers nothing more.
     precounted: bool = False
@@ -370,6 +401,9 @@ class Activity:
         self.call_wait = False
         self.merge_pending = False
         self.precounted = False
+        self.spoke = False
+        self.content_pauses = 0
+        self.cut_after_merge = False
 
     def declare(self, setup: Mapping[str, Any]) -> None:
         """The session's setup: its function behaviours, and whether its model may decline."""
@@ -424,10 +458,18 @@ class Activity:
             self.results_at_pause, self.result_pause_ended = (), False
         if entry.replies_owed and self.in_response and self.paused and not self.call_wait:
             self.results_at_pause, self.result_pause_ended = (*self.results_at_pause, entry.seq), False
+        asks = bool(entry.elicits or entry.replies_owed)
+        if self.in_response and self.merge_pending and entry.may_stop_the_model:
+            self.cut_after_merge = True  # (see server_message)
+        if self.in_response and asks:
+            # Whether it is answered inside this interaction shows if the interaction pauses for
+            # a call (call_wait) and then speaks again (server_message). Marked only once the
+            # pause was known to be the call's, input written a moment earlier (the frames that
+            # say so still on their way) or a result the server kept until the pause came was
+            # answered there with no end counted for the interaction (the 3.8-extended soak).
+            self.merge_pending = True
         if self.in_response and self.call_wait:
-            if entry.elicits or entry.replies_owed:
-                self.merge_pending = True
-            elif entry.silent and self.paused and not self.tools.open and self._open_for_pending():
+            if not asks and entry.silent and self.paused and not self.tools.open and self._open_for_pending():
                 self.replies.reply_ended()
                 self._no_interaction()
                 self.precounted = True
@@ -440,32 +482,64 @@ class Activity:
         return False
 
     def _open_for_pending(self) -> bool:
-        """The open interaction began for an eliciting message that is still unanswered."""
-        return self.open_for is not None and self.replies.answering() == self.open_for
+        """The open interaction began for an eliciting message that is still unanswered. Not
+        only when its reply is the one now due: a kept result made due again at the call's pause
+        (:meth:`Replies.idle_point`) goes before it, and the end counted then is matched to that
+        result, which was written before it (the reading that can only delay coverage). Asked
+        only whether the reply now due is the open one's, the end of an interaction the call
+        held was not counted when the server spoke a kept result at its pause, and every later
+        handle covered one turn fewer (the 3.8-extended soak, seed 80111)."""
+        return self.open_for is not None and self.replies.owes(self.open_for)
+
+    def _kept_result_due(self) -> bool:
+        """At a call's pause, the reply now due is a result's, not the open interaction's (a
+        result kept behind an interrupted reply, made due again there): what the model says next
+        is that result, which the server speaks at such a pause (the fake does), so the open
+        interaction is over as when input written at the pause is answered. Not so, the end later
+        counted for the open interaction (its SILENT response, its IDLE) went to the result, and
+        every later handle covered one turn fewer (the 3.8-extended soak, seed 80152)."""
+        due = self.replies.answering()
+        return (
+            due is not None
+            and due != self.open_for
+            and self.replies.is_result(due)
+            and self._open_for_pending()
+        )
 
     def server_message(self, msg: live.ServerMessage) -> ReplyFacts:
         """Account for one server message's effect on the reply in progress."""
         says = msg.kind == "toolCall" or (msg.kind == "serverContent" and _says_something(msg))
-        held = False
-        if says and self.in_response and self.paused and self.merge_pending:
+        cut = msg.interrupted and self.cut_after_merge
+        merged = self.merge_pending or (says and self._kept_result_due())
+        if (says or cut) and self.in_response and self.paused and self.call_wait and merged:
             # The interaction that waited for its call took new input at its pause and speaks
             # again: this is the reply to that input (see :meth:`written`); the waiting one is over.
-            if self._open_for_pending():
-                self.replies.reply_ended()
-            self._no_interaction()
+            if self.open_for is not None:
+                self.replies.reply_ended_for(self.open_for)
+            # An `interrupted` there, before any frame of that reply came, ends that reply (input
+            # written after what it answers cut it: counted next, as any `interrupted`): the
+            # server was not generating at the pause, so it cut no reply but one begun after it.
+            # Counted for the interaction that waited for its call only, the cut reply stayed
+            # owed and every later handle covered one message fewer (the 3.8-extended soak,
+            # seeds 80112, 80142, 80143).
             # The reply goes on inside the same interaction, which the call still holds: input at
-            # its pauses is merged too. Not marked so, a second input at a pause (the user spoke
-            # twice while the call ran) was answered inside it with no end counted, and the
-            # reconnect replayed it (a duplicate).
-            held = self.tools.non_blocking_pending
+            # its later pauses is merged too (_is_filler marks them). Not so, a second input at a
+            # pause (the user spoke twice while the call ran) was answered inside it with no end
+            # counted, and the reconnect replayed it (a duplicate).
+            self._no_interaction()
+        filler = self._is_filler(msg)
         facts = reply_facts(msg, in_response=self.in_response)
         if self.precounted and facts.answers and not says:
             facts = attrs.evolve(facts, answers=False)  # it ended what was counted as over
         if facts.boundary and not facts.answers and self._declined_by_turn_complete(msg):
             facts = attrs.evolve(facts, answers=True)
-        if msg.turn_complete and not msg.interrupted and not facts.answers and not self.interrupted_tail:
-            # An end we count for nobody (an IN_PROGRESS pause, a bare IDLE): the server may
-            # have started a result it kept for an idle model (Replies.idle_point).
+        if (
+            msg.turn_complete and not msg.interrupted and not facts.answers and not self.interrupted_tail
+            and not filler
+        ):
+            # An end we count for nobody (a call's pause, a bare IDLE): the server may have
+            # started a result it kept for an idle model (Replies.idle_point). Not at a filler's
+            # pause (see _is_filler).
             self.replies.idle_point()
         if facts.started:
             if self.result_pause_ended:
@@ -477,22 +551,62 @@ class Activity:
                 self.replies.reply_ended(interrupted=msg.interrupted)
             self._no_interaction()
             self.result_pause_ended = bool(self.results_at_pause)
-        if (msg.kind == "toolCall" or held) and self.in_response and self.tools.non_blocking_pending:
+        if msg.kind == "toolCall" and self.in_response and self.tools.non_blocking_pending:
             self.call_wait = True
         if msg.interrupted or says:
             self.interrupted_tail = msg.interrupted and not msg.turn_complete
         if says:
             self.precounted = False
             self.silent_at_pause = False
+            self.spoke = self.spoke or _produces(msg)
             self.paused = (
                 msg.kind == "serverContent"
                 and msg.turn_complete
                 and msg.interaction_status is live.InteractionStatus.IN_PROGRESS
                 and self.in_response
             )
+            if self.paused and self.spoke:
+                if not filler and self.tools.open:
+                    # A call holds it (see _is_filler): one still running, or answered by a
+                    # response the server may not have read when it paused.
+                    self.call_wait = True
+                self.content_pauses += 1
             if self.paused and self._result_reply_waits_for_a_call():
                 self.call_wait = True
         return facts
+
+    def _is_filler(self, msg: live.ServerMessage) -> bool:
+        """``msg`` is the first pause (IN_PROGRESS) after speech in the reply to an input, in an
+        interaction that made no call: extended thinking's filler, the answer still to come.
+
+        - The model is not idle there, so a WHEN_IDLE result kept behind an interrupted reply is
+          not started: it waits for the end of the answer (a call still running or not), so the
+          deferred results stay deferred (no :meth:`Replies.idle_point`). Made due at the filler,
+          the result took the answer's IDLE, the turn stayed owed, every later handle covered one
+          turn fewer, and the next reconnect replayed a turn (the 3.8-extended soak, seeds 61004
+          and, a willContinue call still running, 80153). A server that speaks the kept result
+          at the filler's pause instead (UNCONFIRMED; ``FakeOptions.when_idle_at_pause``) gets the
+          turn replayed (a duplicate), never lost: the end is then counted for a message the
+          server has consumed.
+        - Any later pause after speech while a NON_BLOCKING call runs (the answer's end, a
+          result's) is one the call holds, as at the pause of the interaction that made the call
+          (``call_wait``): the model has said all it has, and input written there is answered
+          inside the same interaction (:meth:`written`). Not marked so, a turn written after an
+          answer that ended IN_PROGRESS (the call of a turn it had interrupted still running)
+          was answered with no end counted for the answer, and every later handle covered one
+          turn fewer (the 3.8-extended soak, seeds 80111 and 80112). A filler's pause is not
+          held: input there interrupts the answer to come (an end, counted as usual).
+        """
+        return (
+            msg.turn_complete
+            and msg.interaction_status is live.InteractionStatus.IN_PROGRESS
+            and self.in_response
+            and self.spoke
+            and not self.content_pauses
+            and not self.call_wait
+            and self.open_for is not None
+            and not self.replies.is_result(self.open_for)
+        )
 
     def _declined_by_turn_complete(self, msg: live.ServerMessage) -> bool:
         """A bare ``turnComplete`` (nothing started) answers the input it follows: proactive

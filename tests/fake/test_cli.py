@@ -113,11 +113,12 @@ def test_catalogue_flags():
     assert not opts.plain_interaction_status and opts.resumable_in_progress and opts.resumable_pending_calls
     assert options_from_args(_parse()).plain_interaction_status
     opts = options_from_args(_parse("--idle-after-silent", "--idle-while-call-pending", "--decline", "nothing",
-                                    "--decline-word", "hush"))
-    assert opts.idle_after_silent and opts.idle_while_call_pending
+                                    "--decline-word", "hush", "--when-idle-at-pause"))
+    assert opts.idle_after_silent and opts.idle_while_call_pending and opts.when_idle_at_pause
     assert opts.decline == "nothing" and opts.decline_words == ("hush",)
     d = options_from_args(_parse())
     assert not d.idle_after_silent and not d.idle_while_call_pending and d.decline is None
+    assert not d.when_idle_at_pause
     assert d.decline_words == FakeOptions().decline_words
 
 

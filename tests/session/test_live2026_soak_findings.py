@@ -357,10 +357,12 @@ def test_two_results_spoken_inside_one_interaction_are_both_forgiven():
     # were written at that interaction's pauses, and both were spoken inside it before one IDLE.
     # Only the last result written at a pause was remembered, so only its reply was forgiven;
     # the partial's stayed owed, the next turn's end was counted for it, and the reconnect
-    # replayed that turn.
+    # replayed that turn. (Turn 2's reply has a filler, as every reply to input has on extended
+    # thinking: the answer's pause, not the filler's, is the one the call holds.)
     act = _activity("models/gemini-3.8-live-extended-thinking")
     _turn_that_calls(act, "IN_PROGRESS")
     _turn(act, 2)  # at the call's pause: answered inside the same interaction
+    _say(act, live.server_text("turn 2: let me think"), live.turn_complete(None, "IN_PROGRESS"))
     _say(act, live.server_text("the answer to 2"), live.turn_complete(None, "IN_PROGRESS"))
     _result(act, 3, "c1", scheduling="WHEN_IDLE", willContinue=True)
     _say(act, live.server_text("progress 1/2"), live.turn_complete(None, "IN_PROGRESS"))
@@ -417,8 +419,8 @@ def test_a_result_written_after_the_model_was_stopped_is_not_kept_for_later():
 
 def test_a_natural_end_or_a_pause_makes_a_kept_result_due_again():
     # Kept behind an interrupted reply, the result is due at the next end the model reaches on
-    # its own; an IN_PROGRESS pause (extended thinking) counts as one (the write order, which can
-    # only delay coverage), the turnComplete that closes an interruption does not.
+    # its own; the turnComplete that closes an interruption is none, nor is a filler's IN_PROGRESS
+    # pause (the model is not idle there: tests/session/test_extended_duplicates.py).
     act = _activity("models/gemini-3.8-live-extended-thinking")
     _turn_that_calls(act, "IDLE")
     _turn(act, 2)
@@ -428,6 +430,8 @@ def test_a_natural_end_or_a_pause_makes_a_kept_result_due_again():
     _say(act, live.interrupted(), live.turn_complete(None, "IN_PROGRESS"))
     assert act.replies.answering() == 4
     _say(act, live.server_text("let me think"), live.turn_complete(None, "IN_PROGRESS"))
+    assert act.replies.answering() == 4
+    _say(act, live.server_text("the answer to 4"), live.turn_complete(None, "IDLE"))
     assert act.replies.answering() == 3
 
 

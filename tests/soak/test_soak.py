@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 #: (tests/session/test_live2026_soak_findings.py); this bound catches a regression.
 #: The other two forms allow none: their duplicated turns (a WHEN_IDLE result kept behind an
 #: interrupted reply, a handle trimmed by seq; README, soak finding 10) are fixed.
-DUPLICATES_EXPECTED = {"3.8-extended": 15, "3.8-text": 0, "3.8-audio": 0}  # per 1,000 turns
+#: 3.8-extended: 0-2 per 1,000 in loaded runs since README soak finding 12 (1-5 before it).
+DUPLICATES_EXPECTED = {"3.8-extended": 5, "3.8-text": 0, "3.8-audio": 0}  # per 1,000 turns
 
 
 def _split_duplicates(form: str, violations: list[str]) -> tuple[list[str], list[str]]:
