@@ -288,10 +288,6 @@ class SessionRegistry:
             raise ShuttingDown("the daemon is shutting down")
         return self.actor(name).submit_now(message, msg_id)
 
-    async def write_now(self, name: str) -> None:
-        slot = self._slots.get(name)
-        if slot is not None and slot.actor is not None:
-            await slot.actor.write_now()
 
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         slot = self._slot(name)

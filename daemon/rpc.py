@@ -79,10 +79,6 @@ class ClientContext(Protocol):
 
     def unsubscribed(self, name: str) -> None: ...
 
-    @property
-    def more_lines(self) -> bool:
-        """Another complete line of the same read follows the one being handled."""
-
 
 @attrs.frozen
 class Result:
@@ -309,23 +305,15 @@ class Dispatcher:
         # Entered here, in request order; errors are raised here too. Audio is acknowledged at
         # once (no task: the hot path); durable kinds are awaited in their own task.
         outcome = self.service.send_now(name, message, msg_id)
-        # The last line of its read goes upstream from here (one scheduler pass less: the
-        # session's writer would take it on its next run), before its ack is queued; earlier
-        # lines of the same read are left to that write, so that a burst stays one batch.
-        write = not ctx.more_lines
         if isinstance(outcome, SendAck):
             result = Result(outcome.to_result())
 
             async def done() -> Result:
-                if write:
-                    await self.service.write_now(name)
                 return result
 
             return Call("session.send", done)
 
         async def run() -> Result:
-            if write:
-                await self.service.write_now(name)
             return Result((await outcome).to_result())
 
         return Call("session.send", run, concurrent=True)

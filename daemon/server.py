@@ -105,7 +105,7 @@ class ClientConnection:
         #: The writer waits in its lot with nothing queued and has not been woken: a line may go
         #: straight to the socket (:meth:`_write_through`).
         self._writer_parked = False
-        #: Another complete line of the read being handled follows (ClientContext.more_lines).
+        #: Another complete line of the read being handled follows: its reply waits for theirs.
         self.more_lines = False
         self._room_lot = trio.lowlevel.ParkingLot()
         #: session -> [first, last] seq range dropped and not yet announced.

@@ -57,11 +57,6 @@ class SessionService(Protocol):
         (durable kinds). Raises the same errors, synchronously. The socket server uses it so
         that the audio hot path costs no task and no await."""
 
-    async def write_now(self, name: str) -> None:
-        """Write what the session has ready upstream from the caller's task, if its writer is
-        idle (a latency saving, never a guarantee: the writer sends it anyway). Never raises
-        for an unknown or ended session."""
-
     def attach(self, name: str, sink: EventSink, since: int | None) -> Subscription:
         """Subscribe ``sink`` to the session's events (raises UnknownSession)."""
 

@@ -315,13 +315,6 @@ class Relay:
                 self.log.info("session.reply_declined", why="the server read the input and said nothing")
             self._poke_timers()
 
-    async def write_now(self) -> None:
-        """Write what is ready upstream from the caller's task if the link's writer is parked
-        (:mod:`.writer`: one scheduler pass less per message); otherwise it is written anyway."""
-        writer = self._writer
-        if writer is not None and writer.parked:
-            await writer.write_now()
-
     def _poke_timers(self) -> None:
         """A deadline may have been armed (goAway, a reply now expected): re-plan the timers."""
         self._timer_wake.set()

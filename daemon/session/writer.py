@@ -1,15 +1,10 @@
 """The one writer of a live link: what the replay buffer has ready goes upstream, in order, in
-batches, from the writer task or, when that task is parked, from the task that accepted it.
+batches (one ``send_all`` per batch: PERF_PROFILE.md), each entry only once its seq reservation
+is durable.
 
-Why a caller may write: a message accepted while the writer task waits for work would otherwise
-go out only after one more pass of trio's scheduler (the accepting task sets the wake event, the
-writer runs in the next batch). On a loopback relay that hop is a measurable share of the added
-latency (README, "Performance"). The accepting task writes instead when it is the last message
-of its read (:meth:`UpstreamWriter.write_now`): a burst of lines from one socket read still goes
-out as one batch, and the writer task, woken anyway, finds nothing left and parks again.
-
-Ordering holds either way: entries are taken from the buffer in order, and each batch is written
-under the WebSocket's stream lock (FIFO), so a batch taken later is written later.
+(Tried on 2026-12-06 and taken out: writing from the task that accepted the message when this
+one is parked. It saved a scheduler pass but no measurable latency, and a shielded write from a
+client's task into a link being closed for a rotation is a hazard; README, "Performance".)
 """
 
 from __future__ import annotations
@@ -41,9 +36,6 @@ class UpstreamWriter:
     def __init__(self, relay: Relay, link: UpstreamLink) -> None:
         self._r = relay
         self._link = link
-        #: The writer task waits for work (woken or not, it has not run since): another task may
-        #: take what is ready and write it (:meth:`write_now`).
-        self.parked = False
 
     def _take(self) -> tuple[list[Entry], bool]:
         """Every entry ready now, in order, up to a batch; and whether one is held only by a seq
@@ -80,25 +72,6 @@ class UpstreamWriter:
         if any(asked):
             r._poke_timers()
 
-    async def write_now(self) -> None:
-        """From the accepting task: write what is ready if the writer task is parked (else it
-        is running and writes it next). A transport failure here is the writer's to report: it
-        ends the connection on its next write or the reader on its next receive, so this one
-        only leaves the entries sent-marked, as a failed batch of the writer task would."""
-        if not self.parked:
-            return
-        batch, _ = self._take()
-        if not batch:
-            return
-        try:
-            # Shielded: the caller is a client's task, which its client's disconnect may cancel,
-            # and a write cut mid-frame would break the WebSocket stream for the session. A
-            # write that blocks is bounded by the connection: its end aborts the stream.
-            with trio.CancelScope(shield=True):
-                await self._write(batch)
-        except Exception:  # noqa: BLE001 - the connection's tasks see the same failure
-            self._r._wake_writer()
-
     async def run(self) -> None:
         r = self._r
         while True:
@@ -113,10 +86,6 @@ class UpstreamWriter:
                         await r.durability.reservation_round.wait()
                     continue
                 r._wake = trio.Event()
-                self.parked = True
-                try:
-                    await r._wake.wait()
-                finally:
-                    self.parked = False
+                await r._wake.wait()
                 continue
             await self._write(batch)

@@ -110,9 +110,6 @@ class MemoryService:
     def send_now(self, name: str, message: dict[str, Any], msg_id: str | None = None) -> Any:
         return Deferred(self._acked, name, message, msg_id)
 
-    async def write_now(self, name: str) -> None:
-        """Nothing to write: this service's sends complete in ``send``."""
-
     async def _acked(self, name: str, message: dict[str, Any], msg_id: str | None) -> SendAck:
         return SendAck(await self.send(name, message, msg_id))
 
