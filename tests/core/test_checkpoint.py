@@ -126,6 +126,16 @@ def _load(directory: Path) -> ck.LoadReport:
     return CheckpointStore(directory).load_all()
 
 
+
+async def _poll_until(cond, what: str, real_s: float = 60.0) -> None:
+    """Wait until ``cond()`` under the autojump clock, bounded in *real* time: the store's
+    writes run in a thread, and under load a thread call takes long enough for the virtual clock
+    to run past any virtual bound (``fail_after``) while this loop polls."""
+    give_up = time.monotonic() + real_s
+    while not cond():
+        assert time.monotonic() < give_up, f"timed out waiting for {what}"
+        await trio.sleep(0.1)
+
 async def test_round_trip_and_modes(tmp_path: Path, nursery: trio.Nursery) -> None:
     d = tmp_path / "ckpt"
     store = CheckpointStore(d)
@@ -248,8 +258,7 @@ async def test_deleted_sessions_leave_no_bookkeeping(tmp_path: Path, nursery: tr
     await trio.testing.wait_all_tasks_blocked()
     assert not done.is_set()
     gate.set()
-    with trio.fail_after(5):
-        await done.wait()
+    await _poll_until(done.is_set, "the gated write")
     assert _load(tmp_path).records == {"s3": {"again": True}}
     # Concurrent waiters on one delete all wake, and the name is forgotten again.
     gen = store.mark_deleted("s3")
@@ -347,10 +356,8 @@ async def test_write_failure_stays_dirty_and_latest_state_wins(
     # (The autojump clock may jump while the worker thread runs, so count, don't time.)
     # (Bounded in real time: the retries run in a thread, and under load its calls take long
     # enough for the virtual clock to run past any virtual bound while the loop polls.)
-    t0, give_up = trio.current_time(), time.monotonic() + 60
-    while store.stats.failures < 3:
-        assert time.monotonic() < give_up, "no retry after a write failure"
-        await trio.sleep(0.1)
+    t0 = trio.current_time()
+    await _poll_until(lambda: store.stats.failures >= 3, "a retry after a write failure")
     assert trio.current_time() - t0 >= 2 * store.retry_interval - 0.11  # spaced, no hot loop
 
     # The disk recovers; meanwhile the state moved on. The retry writes the latest snapshot.
@@ -576,16 +583,12 @@ async def test_store_turns_unhealthy_when_every_write_fails_and_healthy_on_succe
     # while the worker thread runs, so count attempts, don't time them.)
     failures = store.stats.failures
     with capture_logs() as logs:
-        with trio.fail_after(100):
-            while store.stats.failures < failures + 2:
-                await trio.sleep(0.1)
+        await _poll_until(lambda: store.stats.failures >= failures + 2, "two more failed retries")
     assert not store.healthy and "checkpoint.unhealthy" not in [e["event"] for e in logs]
     # The disk recovers: the store's own retry writes the record and says so.
     batch.fn = write_batch
     with capture_logs() as logs:
-        with trio.fail_after(100):
-            while not store.healthy:
-                await trio.sleep(0.1)
+        await _poll_until(lambda: store.healthy, "the store to turn healthy")
     assert "checkpoint.healthy" in [e["event"] for e in logs]
     assert _load(tmp_path).records == {"a": {"n": 2}}
 
