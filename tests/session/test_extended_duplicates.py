@@ -39,6 +39,15 @@ async def _wait_for_call(rec: Recorder) -> dict[str, Any]:
     return next(m for m in rec.messages() if "toolCall" in m)["toolCall"]["functionCalls"][0]
 
 
+async def _resume_on_the_latest_handle(core: Core, rec: Recorder) -> list[list[str]]:
+    """Once the daemon holds the live connection's last handle: drop, resume, say bye; the
+    conversation turns the fake recorded."""
+    conn = core.fake.accepted[-1]
+    await rec.wait(lambda r: bool(conn.handles) and core.actor().core.handle == conn.handles[-1])
+    await _resume_and_say_bye(core, rec)
+    return conversation_turns(core.fake)
+
+
 async def _resume_and_say_bye(core: Core, rec: Recorder) -> None:
     await core.fake.drop_all()
     await rec.wait(lambda r: r.statuses().count("live") >= 2)
@@ -134,10 +143,7 @@ async def test_a_turn_after_an_answer_a_running_call_holds_is_answered_inside_it
         assert statuses(rec) == ["IN_PROGRESS"] * 5  # answered inside: no interruption, no IDLE
         await core.registry.send("s", live.tool_response([live.function_response(call["id"], call["name"], {"t": "8:00"})]))
         await rec.wait(lambda r: 'get_time returned {"t":"8:00"}' in spoken(r) and statuses(r)[-1:] == ["IDLE"])
-        conn = core.fake.accepted[-1]
-        await rec.wait(lambda r: bool(conn.handles) and core.actor().core.handle == conn.handles[-1])
-        await _resume_and_say_bye(core, rec)
-        turns = conversation_turns(core.fake)
+        turns = await _resume_on_the_latest_handle(core, rec)
         assert turns == [["get_time in Quito?", "and the news?", "and sport?", "bye"]], turns
 
 
@@ -175,10 +181,7 @@ async def test_a_kept_result_spoken_at_a_calls_pause_ends_the_interaction_that_w
         await _respond(core, _calls_made(rec)[2], {"t": "3"})
         await rec.wait(lambda r: 'get_time returned {"t":"3"}' in spoken(r) and statuses(r)[-1:] == ["IDLE"])
         assert "IDLE" not in statuses(rec)[:-1]  # one interaction end for all of it
-        conn = core.fake.accepted[-1]
-        await rec.wait(lambda r: bool(conn.handles) and core.actor().core.handle == conn.handles[-1])
-        await _resume_and_say_bye(core, rec)
-        turns = conversation_turns(core.fake)
+        turns = await _resume_on_the_latest_handle(core, rec)
         assert turns == [["get_time in Oslo?", "get_time in Rome?", "get_time in Lima?", "bye"]], turns
 
 
@@ -205,10 +208,7 @@ async def test_a_result_written_just_before_the_pause_a_call_holds_ends_the_answ
         assert statuses(rec) == ["IN_PROGRESS"] * 3 + ["IDLE"]  # spoken inside: one end for both
         await core.say("s", "and then?")
         await rec.wait(lambda r: 'heard "and then?"' in spoken(r) and statuses(r)[-1:] == ["IDLE"])
-        conn = core.fake.accepted[-1]
-        await rec.wait(lambda r: bool(conn.handles) and core.actor().core.handle == conn.handles[-1])
-        await _resume_and_say_bye(core, rec)
-        turns = conversation_turns(core.fake)
+        turns = await _resume_on_the_latest_handle(core, rec)
         assert turns == [["get_time in Oslo?", "and the news?", "and then?", "bye"]], turns
 
 
@@ -232,10 +232,7 @@ async def test_a_reply_begun_at_a_calls_pause_and_cut_before_it_spoke_is_an_end_
         assert any((m.get("serverContent") or {}).get("interrupted") for m in rec.messages())
         await core.say("s", "and then?")
         await rec.wait(lambda r: 'heard "and then?"' in spoken(r) and statuses(r)[-1:] == ["IDLE"])
-        conn = core.fake.accepted[-1]
-        await rec.wait(lambda r: bool(conn.handles) and core.actor().core.handle == conn.handles[-1])
-        await _resume_and_say_bye(core, rec)
-        turns = conversation_turns(core.fake)
+        turns = await _resume_on_the_latest_handle(core, rec)
         assert turns == [["get_time in Oslo?", "never mind", "and then?", "bye"]], turns
 
 
@@ -263,10 +260,7 @@ async def test_a_kept_result_spoken_at_the_pause_of_a_later_call_ends_that_calls
             [{**live.function_response(_calls_made(rec)[1]["id"], "get_time", {"t": "2"}), "scheduling": "SILENT"}]))
         await core.say("s", "and then?")
         await rec.wait(lambda r: 'heard "and then?"' in spoken(r) and statuses(r)[-1:] == ["IDLE"])
-        conn = core.fake.accepted[-1]
-        await rec.wait(lambda r: bool(conn.handles) and core.actor().core.handle == conn.handles[-1])
-        await _resume_and_say_bye(core, rec)
-        turns = conversation_turns(core.fake)
+        turns = await _resume_on_the_latest_handle(core, rec)
         assert turns == [["get_time in Oslo?", "and the news?", "get_time in Rome?", "and then?", "bye"]], turns
 
 
